@@ -1,0 +1,31 @@
+"""The ``posebatch`` command: a Typer app whose commands live one module per group.
+
+Command modules import nothing heavy at module level (no TensorFlow, no Prefect), so
+``posebatch --help`` is instant; each command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from flows import cmd_classify, cmd_demo, cmd_generate, cmd_models, cmd_ops, cmd_query, cmd_retrain
+
+app = typer.Typer(
+    name="posebatch",
+    help="Classify body poses from ViTPose heatmaps in batches, with Prefect flows.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for module in (cmd_generate, cmd_classify, cmd_retrain, cmd_models, cmd_ops, cmd_query,
+               cmd_demo):
+    module.register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

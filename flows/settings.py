@@ -1,0 +1,75 @@
+"""One typed settings object for the whole project, read at the edges (CLI, flows).
+
+Every value can be overridden by an environment variable ``POSEBATCH_<NAME>`` (for example
+``POSEBATCH_DATA_ROOT=/srv/poses``); CLI options override both. Tasks and models never read
+settings: they receive plain arguments, which keeps them testable without an environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POSEBATCH_", extra="ignore")
+
+    data_root: Path = Path("data")
+    batch_size: int = 256
+    quiet_seconds: float = 5.0
+    max_frames_per_file: int = 4096
+    timezone: str = "UTC"
+    nightly_cron: str = "0 2 * * *"
+    promotion_margin: float = 0.0
+    low_confidence: float = 0.5
+    telemetry: bool = False
+
+    # Everything lives under one data root; these are the conventional sub-folders.
+    @property
+    def labeled_dir(self) -> Path:
+        return self.data_root / "labeled"
+
+    @property
+    def incoming_dir(self) -> Path:
+        return self.data_root / "incoming"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.data_root / "output"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.data_root / "registry"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.data_root / "state"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.data_root / "prefect"
+
+
+def get_settings(data_root: Path | str | None = None) -> Settings:
+    """Settings from the environment, with an optional ``--data`` override."""
+    settings = Settings()
+    if data_root is not None:
+        settings = settings.model_copy(update={"data_root": Path(data_root)})
+    return settings
+
+
+def configure_prefect_env(settings: Settings) -> None:
+    """Point Prefect at a home under the data root and keep telemetry off.
+
+    Must run before ``prefect`` is imported. Values the user already exported win, so a
+    user who runs against their own Prefect server (``PREFECT_API_URL``) keeps it.
+    """
+    home = settings.prefect_home.resolve()
+    os.environ.setdefault("PREFECT_HOME", str(home))
+    if not settings.telemetry:
+        os.environ.setdefault("DO_NOT_TRACK", "1")
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)

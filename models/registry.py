@@ -1,0 +1,160 @@
+"""The versioned model registry: a folder per version and an atomically switched alias.
+
+Layout under the registry root::
+
+    versions/v0001/model.keras      the saved Keras model (input (None,17,64,48), logits out)
+    versions/v0001/metadata.json    class names, input layout, temperature, metrics, ...
+    versions/v0001/report.md        the training report (optional)
+    production.json                 {"version": "v0001"}, replaced with os.replace
+    history.jsonl                   append-only log of promotions and rollbacks
+
+Plain files, no database: the registry can be copied, inspected and backed up with ``cp``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+MODEL_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+ALIAS_FILE = "production.json"
+HISTORY_FILE = "history.jsonl"
+
+
+class RegistryError(Exception):
+    """A registry problem the user can act on (no model, unknown version)."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    version: str
+    path: Path
+    metadata: dict[str, Any]
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.metadata["class_names"])
+
+    @property
+    def temperature(self) -> float:
+        return float(self.metadata.get("temperature", 1.0))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class Registry:
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.root / "versions"
+
+    def versions(self) -> list[str]:
+        if not self.versions_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.versions_dir.iterdir()
+                      if (p / METADATA_FILE).is_file())
+
+    def get(self, version: str) -> ModelEntry:
+        path = self.versions_dir / version
+        meta = path / METADATA_FILE
+        if not meta.is_file():
+            known = ", ".join(self.versions()) or "none"
+            raise RegistryError(f"no model version {version!r} in {self.root} (known: {known})")
+        return ModelEntry(version, path, json.loads(meta.read_text(encoding="utf-8")))
+
+    def production_version(self) -> str | None:
+        alias = self.root / ALIAS_FILE
+        if not alias.is_file():
+            return None
+        return json.loads(alias.read_text(encoding="utf-8"))["version"]
+
+    def resolve(self, version: str | None = None) -> ModelEntry:
+        """``None`` or ``"production"`` means the production alias."""
+        if version in (None, "production"):
+            prod = self.production_version()
+            if prod is None:
+                raise RegistryError(
+                    f"no production model in {self.root}: run `posebatch retrain` "
+                    "or `posebatch models import`")
+            version = prod
+        return self.get(version)
+
+    def _new_version_dir(self) -> tuple[str, Path]:
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        n = len(list(self.versions_dir.iterdir())) + 1
+        while True:
+            version = f"v{n:04d}"
+            path = self.versions_dir / version
+            try:
+                path.mkdir()  # atomic: two writers never get the same version
+                return version, path
+            except FileExistsError:
+                n += 1
+
+    def register(self, model: Any, metadata: dict[str, Any], report: str | None = None,
+                 extra_files: dict[str, bytes] | None = None) -> ModelEntry:
+        """Save a Keras model and its metadata as a new version (not promoted)."""
+        version, path = self._new_version_dir()
+        model.save(path / MODEL_FILE)
+        for name, data in (extra_files or {}).items():
+            (path / name).write_bytes(data)
+        if report is not None:
+            (path / "report.md").write_text(report, encoding="utf-8")
+        meta = {"version": version, "created_at": datetime.now(UTC).isoformat(), **metadata}
+        # metadata.json last: a version without it is incomplete and ignored by versions().
+        _atomic_write(path / METADATA_FILE, json.dumps(meta, indent=2, sort_keys=True))
+        return ModelEntry(version, path, meta)
+
+    def set_production(self, version: str, reason: str, action: str = "promote") -> None:
+        """Switch the alias atomically and append the change to the history."""
+        self.get(version)  # must exist
+        previous = self.production_version()
+        _atomic_write(self.root / ALIAS_FILE, json.dumps({"version": version}))
+        record = {"at": datetime.now(UTC).isoformat(), "who": _who(), "action": action,
+                  "from": previous, "to": version, "why": reason}
+        with open(self.root / HISTORY_FILE, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def history(self) -> list[dict[str, Any]]:
+        path = self.root / HISTORY_FILE
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return os.environ.get("USER", "unknown")
+
+
+def load_model(entry: ModelEntry) -> Any:
+    """Load the version's Keras model (imports Keras: call it where TensorFlow is wanted)."""
+    import keras
+
+    return keras.models.load_model(entry.model_path, compile=False)

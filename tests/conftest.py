@@ -1,0 +1,44 @@
+"""Suite-wide fixtures: one Prefect test server for the whole session, and generated data.
+
+Prefect's home and the ephemeral server's database live in a temporary directory; telemetry
+is off. Data comes from the project's own generator, never from files outside the repo.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_HOME = tempfile.mkdtemp(prefix="posebatch-tests-")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before anything imports prefect: isolate its home and keep telemetry off.
+    os.environ["PREFECT_HOME"] = os.path.join(_HOME, "prefect")
+    os.environ["DO_NOT_TRACK"] = "1"
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.pop("PREFECT_API_URL", None)
+    os.environ.pop("POSEBATCH_DATA_ROOT", None)
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real (ephemeral) Prefect API for the whole session; request it in flow tests."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated data root: labeled/ (all classes), incoming/ (3 batches) and labels."""
+    from tasks.generate import generate_dataset
+
+    out = tmp_path_factory.mktemp("small_data")
+    generate_dataset(out, per_class=12, seed=7, incoming_batches=3, incoming_per_batch=20)
+    return out
