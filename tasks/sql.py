@@ -1,0 +1,73 @@
+"""SQL over the output datasets with DuckDB, for everything the query flags do not cover.
+
+``predictions`` and ``rejections`` are views over the same Parquet files ``read_predictions``
+sees (``list_parquet_files``: staging and dot files are skipped), read with hive
+partitioning, so ``date`` is a DATE column and ``WHERE date >= '2024-05-01'`` prunes
+partitions. A dataset that does not exist yet is an empty view with the right columns, so a
+query over the other one still works.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from tasks.query import NoData, QueryError, empty_table, list_parquet_files
+from tasks.schema import PREDICTIONS, REJECTIONS
+
+VIEWS = (PREDICTIONS, REJECTIONS)
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def connect(output: Path | str) -> tuple[Any, list[str]]:
+    """A DuckDB connection with both views defined; also the names of the empty ones.
+
+    Raises ``NoData`` when neither dataset has a file.
+    """
+    import duckdb
+
+    output = Path(output)
+    if not output.is_dir():
+        raise NoData(f"output directory {output} does not exist: pass --output DIR (the "
+                     "folder `posebatch classify` writes to) or run `posebatch classify` first")
+    con = duckdb.connect()
+    empty = []
+    for name in VIEWS:
+        root = output / name
+        files = list_parquet_files(root) if root.is_dir() else []
+        if files:
+            listing = ", ".join(_quote(f) for f in files)
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listing}], "
+                        "hive_partitioning = true, union_by_name = true, "
+                        "hive_types = {'date': DATE})")
+        else:
+            empty.append(name)
+            con.register(f"_empty_{name}", empty_table(name))
+            con.execute(f"CREATE VIEW {name} AS SELECT * EXCLUDE (date), "
+                        f"CAST(date AS DATE) AS date FROM _empty_{name}")
+    if len(empty) == len(VIEWS):
+        con.close()
+        raise NoData(f"no predictions or rejections under {output}: run `posebatch classify` "
+                     "first, or pass the right --output DIR")
+    return con, empty
+
+
+def run_sql(output: Path | str, query: str) -> pa.Table:
+    """The result of ``query`` as an Arrow table; a DuckDB error becomes a ``QueryError``."""
+    import duckdb
+
+    con, _ = connect(output)
+    try:
+        return con.sql(query).to_arrow_table() if query.strip() else pa.table({})
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QueryError(f"SQL: {first}") from None
+    except AttributeError:
+        raise QueryError("SQL: the statement returned no result set (use SELECT)") from None
+    finally:
+        con.close()
