@@ -144,6 +144,25 @@ def build_deployments(plans: list[DeploymentPlan]) -> list[Any]:
     return out
 
 
+def check_schedule(cron: str, timezone: str) -> None:
+    """Raise ``ValueError`` (one line) for a cron string or timezone Prefect would refuse."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {timezone!r} (use an IANA name such as "
+                         "Europe/Berlin or UTC)") from None
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
+    try:
+        CronSchedule(cron=cron, timezone=timezone)
+    except ValidationError:
+        raise ValueError(f"invalid cron expression {cron!r} (five fields, e.g. "
+                         "'0 2 * * *')") from None
+
+
 # --- a local Prefect server for processes that need its services -----------------------------
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -230,6 +249,42 @@ def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
             continue
 
 
+SERVE_FILE = "serve.json"
+
+
+def known_api_url(settings: Settings) -> str | None:
+    """The API of a running ``posebatch serve`` for this data root (from its ``serve.json``),
+    so ``notify-labeled`` and ``doctor`` find it without PREFECT_API_URL."""
+    info = serve_info(settings)
+    return info.get("api_url") if info else None
+
+
+def serve_info(settings: Settings) -> dict[str, Any] | None:
+    """What a live ``posebatch serve`` recorded under the data root, or None."""
+    import json
+
+    path = settings.prefect_home / SERVE_FILE
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        os.kill(int(info["pid"]), 0)  # still running?
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info
+
+
+def _write_serve_info(settings: Settings, api_url: str, server_pid: int | None) -> Path:
+    import json
+    from datetime import UTC, datetime
+
+    path = settings.prefect_home / SERVE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "pid": os.getpid(), "server_pid": server_pid, "api_url": api_url,
+        "started_at": datetime.now(UTC).isoformat(), "cron": settings.nightly_cron,
+        "timezone": settings.timezone}), encoding="utf-8")
+    return path
+
+
 def serve_forever(settings: Settings, port: int | None = None) -> None:
     """Register both deployments and run them until SIGINT/SIGTERM.
 
@@ -249,6 +304,8 @@ def serve_forever(settings: Settings, port: int | None = None) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, _stop)
+    info = _write_serve_info(settings, os.environ["PREFECT_API_URL"],
+                             server.pid if server else None)
     try:
         from prefect import serve
 
@@ -257,5 +314,6 @@ def serve_forever(settings: Settings, port: int | None = None) -> None:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        info.unlink(missing_ok=True)
         if server is not None:
             stop_process(server)
