@@ -51,16 +51,32 @@ class NoData(QueryError):
 
 
 def dataset_schema(name: str) -> pa.Schema:
-    """The file schema plus the hive partition column ``date`` (a ``YYYY-MM-DD`` string)."""
-    return _SCHEMAS[name].append(pa.field(PARTITION_COLUMN, pa.string()))
+    """The file schema plus the hive partition column ``date`` (date32, as DuckDB, Polars and
+    Spark read ``date=YYYY-MM-DD`` too)."""
+    return _SCHEMAS[name].append(pa.field(PARTITION_COLUMN, pa.date32()))
 
 
-def list_parquet_files(root: Path) -> list[str]:
-    """Every ``*.parquet`` under ``root``, skipping names that start with ``_`` or ``.``
-    (staging, ledgers, temporary files of a writer in progress). Lists; opens nothing."""
+def _is_partition(dirname: str) -> bool:
+    key, _, value = dirname.partition("=")
+    if key != PARTITION_COLUMN or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def list_parquet_files(root: Path | str) -> list[str]:
+    """Every ``*.parquet`` of the dataset at ``root``: in ``date=YYYY-MM-DD`` folders (other
+    top-level folders are not part of the layout), skipping names that start with ``_`` or
+    ``.`` (staging, ledgers, a writer's temporary files). Lists; opens nothing."""
     found: list[str] = []
+    root = str(root)
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(("_", ".")))
+        top = dirpath == root
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(("_", "."))
+                             and (not top or _is_partition(d)))
         found.extend(os.path.join(dirpath, f) for f in sorted(filenames)
                      if f.endswith(".parquet") and not f.startswith(("_", ".")))
     return found
@@ -81,7 +97,7 @@ def open_dataset(output: Path | str, name: str) -> ds.Dataset:
     if not files:
         raise NoData(f"no {name} under {root}: run `posebatch classify` first, or pass the "
                      "right --output DIR")
-    partitioning = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.string())]),
+    partitioning = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.date32())]),
                                    flavor="hive")
     return ds.dataset(files, schema=dataset_schema(name), format="parquet",
                       partitioning=partitioning, partition_base_dir=str(root))
@@ -193,11 +209,11 @@ def _time_filter(name: str, since: When, until: When) -> ds.Expression | None:
 
     if since is not None:
         lo, _ = parse_when(since)
-        conj(part >= lo.date().isoformat())
+        conj(part >= lo.date())
         conj(ts >= pa.scalar(lo, pa.timestamp("us", tz="UTC")))
     if until is not None:
         hi, whole_day = parse_when(until)
-        conj(part <= hi.date().isoformat())
+        conj(part <= hi.date())
         if whole_day:
             conj(ts < pa.scalar(hi + timedelta(days=1), pa.timestamp("us", tz="UTC")))
         else:

@@ -82,9 +82,9 @@ def _prediction_sections(pred: pa.Table, low: float) -> list[str]:
     summary = summarize(pred, low)
     by_day = rollup(summary, "date").to_pylist()
     by_label = rollup(summary, "label").to_pylist()
-    dates = [r["date"] for r in by_day]
+    dates = [str(r["date"]) for r in by_day]
     labels = [r["label"] for r in by_label]
-    counts = {(r["date"], r["label"]): r["frames"] for r in summary.to_pylist()}
+    counts = {(str(r["date"]), r["label"]): r["frames"] for r in summary.to_pylist()}
     conf = pred.column("confidence").to_numpy()
     lab = pred.column("label").to_numpy(zero_copy_only=False)
     per_label = {x: conf[lab == x] for x in labels}

@@ -1,10 +1,12 @@
 """SQL over the output datasets with DuckDB, for everything the query flags do not cover.
 
-``predictions`` and ``rejections`` are views over the same Parquet files ``read_predictions``
-sees (``list_parquet_files``: staging and dot files are skipped), read with hive
-partitioning, so ``date`` is a DATE column and ``WHERE date >= '2024-05-01'`` prunes
-partitions. A dataset that does not exist yet is an empty view with the right columns, so a
-query over the other one still works.
+``predictions`` and ``rejections`` are views over the very ``pyarrow.dataset`` objects
+``read_predictions`` scans (same files, same schema, staging and dot files skipped): DuckDB
+pushes its filters and projections into that scan, so ``WHERE date >= '2024-05-01'`` prunes
+partitions without opening older files, and ``date`` is a DATE column. Going through Arrow
+rather than DuckDB's own Parquet reader also means no file is opened just to learn the schema.
+A dataset that does not exist yet is an empty view with the right columns, so a query over
+the other one still works.
 """
 
 from __future__ import annotations
@@ -14,14 +16,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from tasks.query import NoData, QueryError, empty_table, list_parquet_files
+from tasks.query import NoData, QueryError, empty_table, open_dataset
 from tasks.schema import PREDICTIONS, REJECTIONS
 
 VIEWS = (PREDICTIONS, REJECTIONS)
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def connect(output: Path | str) -> tuple[Any, list[str]]:
@@ -38,18 +36,13 @@ def connect(output: Path | str) -> tuple[Any, list[str]]:
     con = duckdb.connect()
     empty = []
     for name in VIEWS:
-        root = output / name
-        files = list_parquet_files(root) if root.is_dir() else []
-        if files:
-            listing = ", ".join(_quote(f) for f in files)
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listing}], "
-                        "hive_partitioning = true, union_by_name = true, "
-                        "hive_types = {'date': DATE})")
-        else:
+        try:
+            dataset = open_dataset(output, name)
+        except NoData:
             empty.append(name)
-            con.register(f"_empty_{name}", empty_table(name))
-            con.execute(f"CREATE VIEW {name} AS SELECT * EXCLUDE (date), "
-                        f"CAST(date AS DATE) AS date FROM _empty_{name}")
+            dataset = empty_table(name)
+        con.register(f"_{name}_arrow", dataset)
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}_arrow")
     if len(empty) == len(VIEWS):
         con.close()
         raise NoData(f"no predictions or rejections under {output}: run `posebatch classify` "

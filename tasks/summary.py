@@ -23,12 +23,12 @@ SHARE_FLOOR = 1e-4  # PSI needs a share > 0 for classes seen on one side only
 
 
 def days(table: pa.Table, ts_column: str = "classified_at") -> pa.Array:
-    """Each row's UTC day as ``YYYY-MM-DD``: the ``date`` partition column when the table has
-    it (read from the dataset), else derived from the timestamp (a table from a writer)."""
+    """Each row's UTC day (date32): the ``date`` partition column when the table has it (read
+    from the dataset), else derived from the timestamp (a table as a writer holds it)."""
     if PARTITION_COLUMN in table.column_names:
-        return table.column(PARTITION_COLUMN).combine_chunks()
+        return pc.cast(table.column(PARTITION_COLUMN), pa.date32()).combine_chunks()
     ts = pc.cast(table.column(ts_column), pa.timestamp("us", tz="UTC"))
-    return pc.strftime(ts, format="%Y-%m-%d")
+    return pc.cast(pc.cast(ts, pa.timestamp("us")), pa.date32()).combine_chunks()
 
 
 def summarize(table: pa.Table, low_confidence: float = 0.5) -> pa.Table:
@@ -151,7 +151,7 @@ def summary_markdown(table: pa.Table, low_confidence: float = 0.5,
         by_day = rollup(summary, "date")
         parts += ["", "## By day", "", _md_table(
             ["date", "frames", "mean confidence", "low-confidence share"],
-            [[r["date"], str(r["frames"]), f"{r['mean_confidence']:.3f}",
+            [[str(r["date"]), str(r["frames"]), f"{r['mean_confidence']:.3f}",
               f"{r['low_confidence_share']:.1%}"] for r in by_day.to_pylist()])]
         if training_distribution:
             d = class_mix_drift(label_counts(table), training_distribution)

@@ -38,9 +38,14 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict],
     rej = synth_rejections(120, START, DAYS, seed=12)
     write_partitioned(pred, out, PREDICTIONS, rows_per_file=300)
     write_partitioned(rej, out, REJECTIONS, rows_per_file=20)
-    prows = pred.append_column("date", pa.array(day_of(pred, "classified_at"))).to_pylist()
-    rrows = rej.append_column("date", pa.array(day_of(rej, "rejected_at"))).to_pylist()
+    prows = pred.append_column("date", days(pred, "classified_at")).to_pylist()
+    rrows = rej.append_column("date", days(rej, "rejected_at")).to_pylist()
     return out, prows, rrows
+
+
+def days(table: pa.Table, column: str) -> pa.Array:
+    """The partition value of each row (UTC day), in plain Python."""
+    return pa.array([date.fromisoformat(d) for d in day_of(table, column)], pa.date32())
 
 
 def keys(table: pa.Table | list[dict]) -> list[tuple[str, int]]:
@@ -70,7 +75,7 @@ def test_no_filter_reads_every_row_with_the_partition_date(outputs):
      lambda r: r["classified_at"] >= utc(2024, 5, 2, 13, 30)),
     ({"until": "2024-05-02"}, lambda r: r["classified_at"] < utc(2024, 5, 3)),
     ({"until": "2024-05-02T06:00:00"}, lambda r: r["classified_at"] <= utc(2024, 5, 2, 6)),
-    ({"since": "2024-05-02", "until": "2024-05-02"}, lambda r: r["date"] == "2024-05-02"),
+    ({"since": "2024-05-02", "until": "2024-05-02"}, lambda r: r["date"] == date(2024, 5, 2)),
     ({"labels": ["dummy"]}, lambda r: r["label"] == "dummy"),
     ({"labels": ["action_up", "select_avatar"]},
      lambda r: r["label"] in ("action_up", "select_avatar")),
@@ -86,7 +91,7 @@ def test_no_filter_reads_every_row_with_the_partition_date(outputs):
      lambda r: fnmatch.fnmatchcase(r["source_path"], "batch_00?/s0[!2-9]/t00*.npy")),
     ({"since": "2024-05-02", "labels": ["dummy", "category_sound"], "min_confidence": 0.5,
       "batches": ["batch_001", "batch_002", "batch_003"]},
-     lambda r: r["date"] >= "2024-05-02" and r["label"] in ("dummy", "category_sound")
+     lambda r: r["date"] >= date(2024, 5, 2) and r["label"] in ("dummy", "category_sound")
      and r["confidence"] >= 0.5 and r["batch"] in ("batch_001", "batch_002", "batch_003")),
 ])
 def test_filter_equals_plain_python(outputs, kwargs, keep):
@@ -141,7 +146,7 @@ def test_since_does_not_open_older_partitions(outputs, tmp_path):
             corrupted += 1
     assert corrupted >= 4
     got = read_predictions(copy, since="2024-05-03", labels=["dummy"])
-    assert keys(got) == keys([r for r in rows if r["date"] >= "2024-05-03"
+    assert keys(got) == keys([r for r in rows if r["date"] >= date(2024, 5, 3)
                               and r["label"] == "dummy"])
     assert read_predictions(copy, since="2024-05-03T12:00", limit=3).num_rows == 3
     with pytest.raises(QueryError, match="cannot read the predictions dataset"):
@@ -161,8 +166,13 @@ def test_staging_and_hidden_files_are_ignored(outputs, tmp_path):
     (pdir / "date=2024-05-01" / ".part-9.parquet").write_bytes(b"junk")
     (pdir / "date=2024-05-01" / "_SUCCESS").write_bytes(b"")
     (pdir / "README.txt").write_text("notes")
+    (pdir / "date=2024-13-01").mkdir()  # not a partition of the layout
+    (pdir / "date=2024-13-01" / "part-0.parquet").write_bytes(b"junk")
+    (pdir / "old").mkdir()
+    (pdir / "old" / "part-0.parquet").write_bytes(b"junk")
     files = list_parquet_files(pdir)
-    assert all("/_" not in f and "/." not in f for f in files)
+    assert all("/_" not in f and "/." not in f and "13-01" not in f and "/old/" not in f
+               for f in files)
     assert keys(read_predictions(copy)) == keys(rows)
 
 
