@@ -88,7 +88,10 @@ def render_frame(frame: np.ndarray, title: str = "",
                 linewidth=2.5, linestyle="--" if weak else "-", antialiased=False)
     ax.scatter(xy[:, 0], xy[:, 1], s=18, c="#ffffff", edgecolors="#000000", linewidths=0.5,
                zorder=3)
-    fig.text(0.02, 1 - (TITLE_PX / 2) / height_px, title, va="center", fontsize=9)
+    fig.text(0.02, 1 - (TITLE_PX / 3) / height_px, title, va="center", fontsize=9)
+    fig.text(0.02, 1 - (TITLE_PX * 0.75) / height_px,
+             "skeleton: cyan = person's left, lime = right; dashed = weak peak",
+             va="center", fontsize=7, color="#555555")
     panel = fig.add_axes((0.3, 0.12 * PANEL_PX / height_px, 0.62, 0.7 * PANEL_PX / height_px))
     if prediction:
         names = [name for name, _ in prediction][::-1]
