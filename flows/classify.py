@@ -1,0 +1,361 @@
+"""The classification flow: new heatmap files in, Parquet predictions out, exactly once.
+
+Orchestration only; the work lives in ``tasks/``. One run:
+
+1. takes the output's lock (one writer per output) and reconciles what a killed run left;
+2. discovers complete batches and the files not processed yet (``tasks/discover.py``);
+3. classifies them in chunks of many files (``classify-chunk`` tasks on the task runner:
+   threads by default, Dask when asked); a few chunks are in flight so the next one
+   computes while the previous one commits;
+4. commits each chunk in order, in this process (``commit-chunk``: Parquet parts and ledger
+   entries through one commit record; ``tasks/ledger.py``);
+5. folds the ledger, compacts crowded partitions, publishes a summary table artifact.
+
+Tasks are coarse (thousands of frames each): Prefect's per-task cost stays negligible.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.settings import get_settings
+from models.registry import Registry
+from tasks.discover import Candidate, scan_input, unseen
+from tasks.infer import ChunkResult, classify_files, load_predictor
+from tasks.ledger import Ledger, OutputLock, new_commit_id
+from tasks.outputs import commit_chunk, compact, crowded_partitions, judge_chunk
+from tasks.schema import PREDICTIONS
+from tasks.storage import Location
+
+CHUNK_FILES = 2048          # files per classify-chunk task: a few thousand frames
+CHUNK_BYTES = 512 << 20     # and at most this much input per chunk
+COMPACT_ABOVE = 32          # auto-compact a day partition holding more parts than this
+FOLD_AT = 16                # fold ledger records into a segment once this many exist
+
+# -- progress for an in-process caller (the CLI's progress bar) ------------------------------
+_listeners: list[Callable[[int, int], None]] = []
+
+
+def add_progress_listener(fn: Callable[[int, int], None]) -> Callable[[], None]:
+    """Call ``fn(files_done, files_total)`` as the flow advances; returns a remover."""
+    _listeners.append(fn)
+    return lambda: _listeners.remove(fn) if fn in _listeners else None
+
+
+class _Progress:
+    def __init__(self, total: int):
+        self.total = total
+        self.done: dict[int, int] = {}
+        self.lock = threading.Lock()
+
+    def update(self, chunk: int, files_done: int) -> None:
+        with self.lock:
+            self.done[chunk] = max(self.done.get(chunk, 0), files_done)
+            done = sum(self.done.values())
+        for fn in list(_listeners):
+            fn(done, self.total)
+
+
+_progress = _Progress(0)
+
+
+# -- tasks --------------------------------------------------------------------------------
+@task(name="reconcile-output", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def reconcile_output(output_dir: str) -> tuple[Ledger, dict[str, int]]:
+    """Load the ledger and finish or discard what an interrupted run left behind."""
+    ledger = Ledger.load(output_dir)
+    report = ledger.reconcile()
+    if ledger.fold(min_records=FOLD_AT):
+        report["folded"] = 1
+    return ledger, report
+
+
+@task(name="discover-inputs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def discover_inputs(input_dir: str, quiet_seconds: float, ledger: Ledger,
+                    exclude: tuple[str, ...]) -> dict[str, Any]:
+    """Complete batches' files, split into new (to read) and known (path, size, mtime)."""
+    scan = scan_input(input_dir, quiet_seconds, exclude=exclude)
+    fresh, known = unseen(scan.ready, ledger.entries)
+    return {"scan": scan, "fresh": fresh, "known": known}
+
+
+@task(name="classify-chunk", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def classify_chunk(input_dir: str, files: list[tuple[str, int]], registry_dir: str,
+                   model_version: str, batch_size: int, max_frames: int, chunk: int,
+                   chunks: int) -> ChunkResult:
+    """Read, validate and classify a chunk of files (runs on the task runner's workers)."""
+    logger = get_run_logger()
+
+    def on_batch(info: dict[str, Any]) -> None:
+        logger.info("chunk %d/%d, batch %d: %d frames; %d/%d files read; %.1f s", chunk + 1,
+                    chunks, info["batch"], info["frames"], info["files_done"], info["files"],
+                    info["seconds"])
+        _progress.update(chunk, info["files_done"])
+
+    return classify_files(input_dir, files, registry_dir, model_version,
+                          batch_size=batch_size, max_frames=max_frames, on_batch=on_batch)
+
+
+@task(name="commit-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def commit_chunk_task(ledger: Ledger, result: ChunkResult, sizes: dict[str, tuple[int, int]],
+                      commit_id: str, flow_run_id: str | None) -> dict[str, Any]:
+    """Judge the chunk against the ledger and commit its rows and entries exactly once."""
+    judged = judge_chunk(result, ledger)
+    record, tables = commit_chunk(ledger, judged, sizes, commit_id, flow_run_id)
+    preds = tables.get(PREDICTIONS)
+    labels = Counter(preds.column("label").to_pylist()) if preds is not None else Counter()
+    reasons = Counter(f.reason for f, s in zip(result.files, judged.status, strict=True)
+                      if s == "rejected")
+    status = Counter(s for s in judged.status)
+    return {"seq": record.seq, "parts": len(record.parts), "labels": labels,
+            "reasons": reasons, "status": status,
+            "frames": int(preds.num_rows) if preds is not None else 0,
+            "moved_ok": [f.path for f, s in zip(result.files, judged.status, strict=True)
+                         if s in ("classified", "duplicate", "unchanged")],
+            "moved_bad": [f.path for f, s in zip(result.files, judged.status, strict=True)
+                          if s == "rejected"]}
+
+
+@task(name="move-processed", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def move_processed_files(input_dir: str, dest_dir: str, good: list[str], bad: list[str]) -> int:
+    """Move processed files out of the input (rejected ones under ``_rejected/``)."""
+    if Location(input_dir).is_remote or Location(dest_dir).is_remote:
+        raise ValueError("--move-processed works on local folders only")
+    moved = 0
+    for rels, sub in ((good, ""), (bad, "_rejected")):
+        for rel in rels:
+            src = Path(input_dir, rel)
+            dst = Path(dest_dir, sub, rel) if sub else Path(dest_dir, rel)
+            if not src.exists():
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if dst.exists():  # keep the older archived copy too
+                dst = dst.with_name(f"{dst.stem}.{int(time.time())}{dst.suffix}")
+            try:
+                os.replace(src, dst)
+            except OSError:  # another file system: copy then delete
+                import shutil
+
+                shutil.move(str(src), str(dst))
+            moved += 1
+    return moved
+
+
+@task(name="maintain-output", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=1)
+def maintain_output(ledger: Ledger, flow_run_id: str | None) -> dict[str, int]:
+    """Fold the ledger's records; compact day partitions that hold too many parts."""
+    folded = ledger.fold(min_records=FOLD_AT)
+    stats = {"folded": folded, "compacted_partitions": 0}
+    if crowded_partitions(ledger.loc, COMPACT_ABOVE):
+        ledger.fold()
+        res = compact(ledger, min_parts=COMPACT_ABOVE + 1, flow_run_id=flow_run_id)
+        stats["compacted_partitions"] = res["partitions"]
+        ledger.fold()
+    return stats
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _chunks(files: list[Candidate], max_files: int, max_bytes: int) -> list[list[Candidate]]:
+    out: list[list[Candidate]] = []
+    cur: list[Candidate] = []
+    size = 0
+    for c in files:
+        if cur and (len(cur) >= max_files or size + c.size > max_bytes):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(c)
+        size += c.size
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _inside(child: str | None, parent: str) -> str | None:
+    """``child`` relative to ``parent`` when it lies inside it (local paths), else None."""
+    if not child or Location(parent).is_remote or Location(child).is_remote:
+        return None
+    try:
+        rel = Path(child).resolve().relative_to(Path(parent).resolve())
+    except ValueError:
+        return None
+    return rel.as_posix() if rel.parts else None
+
+
+def _parallel_chunks() -> int:
+    """Chunks in flight: two on threads (compute overlaps commit); workers + 1 on Dask."""
+    try:
+        from prefect.context import FlowRunContext
+
+        runner = getattr(FlowRunContext.get(), "task_runner", None)
+        client = getattr(runner, "_client", None) or getattr(runner, "client", None)
+        if client is not None:
+            return max(2, len(client.scheduler_info().get("workers", {})) + 1)
+    except Exception:  # noqa: BLE001 - any failure: the threaded default
+        pass
+    return 2
+
+
+def _preload(registry_dir: str, version: str, batch_size: int) -> None:
+    """Load the model on Dask workers as they start (no-op on threads; see flows/runners)."""
+    try:
+        from flows.runners import preload_on_workers
+    except ImportError:
+        return
+    preload_on_workers(load_predictor, registry_dir, version, batch_size)
+
+
+def summary_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run summary as metric/value rows (the artifact and the CLI print the same)."""
+    rows = [
+        ("model version", summary["model_version"]),
+        ("files seen", summary["files_seen"]),
+        ("files in incomplete batches", summary["not_ready"]),
+        ("files already processed", summary["already_processed"]),
+        ("files new", summary["new"]),
+        ("files left for the next run (--max-files)", summary["deferred"]),
+        ("files classified", summary["classified"]),
+        ("frames classified", summary["frames"]),
+        ("files rejected", summary["rejected"]),
+    ]
+    rows += [(f"  rejected: {k}", v) for k, v in sorted(summary["rejected_by_reason"].items())]
+    rows += [
+        ("files recognised (same content, other path)", summary["duplicates"]),
+        ("files unchanged (only time stamp changed)", summary["unchanged"]),
+        ("files vanished before reading", summary["vanished"]),
+    ]
+    rows += [(f"  label: {k}", v) for k, v in sorted(summary["labels"].items())]
+    rows += [
+        ("throughput (files/s)", f"{summary['files_per_second']:.1f}"),
+        ("throughput (frames/s)", f"{summary['frames_per_second']:.1f}"),
+        ("seconds", f"{summary['seconds']:.2f}"),
+    ]
+    return [{"metric": k, "value": str(v)} for k, v in rows]
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Plain-text table of ``summary_table`` for the terminal."""
+    rows = summary_table(summary)
+    width = max(len(r["metric"]) for r in rows)
+    head = f"classified into {summary['output_dir']}"
+    return "\n".join([head] + [f"  {r['metric']:<{width}}  {r['value']}" for r in rows])
+
+
+# -- the flow -----------------------------------------------------------------------------
+@flow(name="classify", log_prints=False)
+def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
+                  registry_dir: str | None = None, model_version: str | None = None,
+                  batch_size: int | None = None, max_files: int | None = None,
+                  move_processed: str | None = None, quiet_seconds: float | None = None,
+                  max_frames_per_file: int | None = None, chunk_files: int = CHUNK_FILES,
+                  data_root: str | None = None) -> dict[str, Any]:
+    """Classify what is new and complete in ``input_dir`` into ``output_dir`` (Parquet).
+
+    Defaults come from the settings (``POSEBATCH_*``, data root ``./data``): input
+    ``incoming/``, output ``output/``, registry ``registry/``, the production model.
+    """
+    global _progress
+    t0 = time.perf_counter()
+    settings = get_settings(data_root)
+    input_dir = str(input_dir or settings.incoming_dir)
+    output_dir = str(output_dir or settings.output_dir)
+    registry_dir = str(registry_dir or settings.registry_dir)
+    batch_size = int(batch_size or settings.batch_size)
+    quiet = settings.quiet_seconds if quiet_seconds is None else float(quiet_seconds)
+    max_frames = int(max_frames_per_file or settings.max_frames_per_file)
+    logger = get_run_logger()
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.get_id()
+    entry = Registry(registry_dir).resolve(model_version)  # pin one version for the run
+    exclude = tuple(x for x in (_inside(output_dir, input_dir),
+                                _inside(move_processed, input_dir)) if x)
+
+    with OutputLock(output_dir):
+        ledger, rec = reconcile_output(output_dir)
+        if rec["rolled_forward"] or rec["discarded_staging"]:
+            logger.info("reconciled an interrupted run: %d part(s) rolled forward, %d "
+                        "uncommitted staging folder(s) discarded", rec["rolled_forward"],
+                        rec["discarded_staging"])
+        found = discover_inputs(input_dir, quiet, ledger, exclude)
+        scan, fresh, known = found["scan"], found["fresh"], found["known"]
+        todo = fresh[:max_files] if max_files is not None else fresh
+        logger.info("%d file(s) seen, %d in incomplete batches %s, %d already processed, "
+                    "%d new; model %s", scan.seen, len(scan.waiting), scan.waiting_batches,
+                    len(known), len(fresh), entry.version)
+        moved = 0
+        if move_processed and known:
+            moved += move_processed_files(input_dir, move_processed,
+                                          [c.path for c in known], [])
+
+        chunks = _chunks(todo, max(1, chunk_files), CHUNK_BYTES)
+        _progress = _Progress(len(todo))
+        if chunks:
+            _preload(registry_dir, entry.version, batch_size)
+        sizes = {c.path: (c.size, c.mtime_ns) for c in todo}
+        tally: dict[str, Counter[Any]] = {"labels": Counter(), "reasons": Counter(),
+                                           "status": Counter()}
+        frames = parts = 0
+        t_work = time.perf_counter()
+        window = _parallel_chunks()
+        pending: deque[tuple[int, Any]] = deque()
+        nxt = 0
+        while nxt < len(chunks) or pending:
+            while nxt < len(chunks) and len(pending) < window:
+                files = [(c.path, c.size) for c in chunks[nxt]]
+                pending.append((nxt, classify_chunk.submit(
+                    input_dir, files, registry_dir, entry.version, batch_size, max_frames,
+                    nxt, len(chunks))))
+                nxt += 1
+            i, fut = pending.popleft()
+            result = fut.result()
+            stats = commit_chunk_task(ledger, result, sizes, new_commit_id(), run_id)
+            _progress.update(i, len(chunks[i]))
+            for key in tally:
+                tally[key].update(stats[key])
+            frames += stats["frames"]
+            parts += stats["parts"]
+            logger.info("chunk %d/%d committed (#%d): %d frames, %s", i + 1, len(chunks),
+                        stats["seq"], stats["frames"], dict(stats["status"]))
+            if move_processed:
+                moved += move_processed_files(input_dir, move_processed, stats["moved_ok"],
+                                              stats["moved_bad"])
+        work_seconds = time.perf_counter() - t_work
+        upkeep = maintain_output(ledger, run_id)
+
+    status = tally["status"]
+    done_files = sum(status.values())
+    seconds = time.perf_counter() - t0
+    summary: dict[str, Any] = {
+        "ok": True, "flow_run_id": str(run_id) if run_id else None,
+        "input_dir": input_dir, "output_dir": output_dir, "model_version": entry.version,
+        "files_seen": scan.seen, "not_ready": len(scan.waiting),
+        "batches_waiting": scan.waiting_batches, "already_processed": len(known),
+        "new": len(fresh), "deferred": len(fresh) - len(todo),
+        "classified": status["classified"], "frames": frames,
+        "rejected": status["rejected"], "rejected_by_reason": dict(tally["reasons"]),
+        "duplicates": status["duplicate"], "unchanged": status["unchanged"],
+        "vanished": len(todo) - done_files, "labels": dict(tally["labels"]),
+        "parts_written": parts, "moved": moved, "reconciled": rec,
+        "compacted_partitions": upkeep["compacted_partitions"],
+        "seconds": seconds, "work_seconds": work_seconds,
+        "files_per_second": done_files / work_seconds if work_seconds > 0 else 0.0,
+        "frames_per_second": frames / work_seconds if work_seconds > 0 else 0.0,
+    }
+    _publish(summary)
+    return summary
+
+
+def _publish(summary: dict[str, Any]) -> None:
+    from prefect.artifacts import create_table_artifact
+
+    create_table_artifact(table=summary_table(summary), key="classify-summary",
+                          description=f"posebatch classify into {summary['output_dir']}")

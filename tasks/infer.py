@@ -1,0 +1,276 @@
+"""Inference on a chunk of files: read, hash and validate ahead on threads, compute in batches.
+
+``classify_files`` is the unit of work a flow task (or a Dask worker) runs. It takes plain,
+picklable arguments (paths, the registry folder and a model version) and returns plain data
+(``ChunkResult``), so it runs the same in a thread or on another machine.
+
+Why it is fast and bounded:
+
+- the model is loaded once per process (``load_predictor``'s cache, keyed by registry,
+  version and batch size), and called through one compiled ``tf.function`` with a fixed
+  input signature ``[batch_size, 17, 64, 48]``: every call reuses one graph; the last batch
+  is padded (its padding rows are dropped). ``predict()`` would rebuild its loop per call.
+- files are read, SHA-256 hashed and validated by a small thread pool while the model
+  computes the previous batch (hashing, NumPy checks and file reads release the GIL); the
+  pool runs at most ``readahead_mb`` of file bytes ahead, so memory is bounded whatever the
+  number of files, and frames stream through one reused batch buffer.
+- each file is read once: the bytes are hashed and handed to the validator from memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tasks.ledger import crash_point
+from tasks.spec import HEATMAP_SHAPE
+from tasks.storage import Location
+from tasks.validate import Rejected, read_heatmaps
+
+FRAME_VALUES = int(np.prod(HEATMAP_SHAPE))
+HEADER_MAX = 65536 + 16  # the largest header a valid .npy may carry (v2/v3: 4-byte length)
+
+
+@dataclass
+class FileOutcome:
+    """What reading one file gave: its hash and frame count, or why it was rejected."""
+
+    path: str
+    sha256: str | None = None
+    frames: int = 0
+    reason: str | None = None          # a tasks.validate.REASONS code when rejected
+    detail: str | None = None
+    warnings: list[list[str]] = field(default_factory=list)
+    vanished: bool = False             # gone between discovery and reading: not recorded
+
+
+@dataclass
+class ChunkResult:
+    """Per file outcomes and per classified frame (file index, frame index, probabilities)."""
+
+    files: list[FileOutcome]
+    file_index: np.ndarray            # int32 [F], index into ``files``
+    frame_index: np.ndarray           # int32 [F]
+    probabilities: np.ndarray         # float32 [F, C], model class order
+    class_names: list[str]
+    model_version: str
+    batches: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Predictor:
+    """A loaded model behind one compiled call: ``probabilities = softmax(logits / T)``."""
+
+    version: str
+    class_names: list[str]
+    temperature: float
+    batch_size: int
+    fn: Any
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.fn(batch), dtype=np.float32)
+
+
+_PREDICTORS: dict[tuple[str, str, int], Predictor] = {}
+_PREDICTOR_LOCK = threading.Lock()
+
+
+def load_predictor(registry_dir: str, model_version: str, batch_size: int = 256,
+                   jit_compile: bool | None = None) -> Predictor:
+    """The process-wide predictor for a registry version (loaded and compiled on first use).
+
+    ``jit_compile`` (XLA) defaults to ``$POSEBATCH_XLA`` (on unless "0"): on CPU it runs this
+    network markedly faster for a couple of seconds more compile time, once per process.
+    """
+    key = (os.path.abspath(str(registry_dir)), model_version, int(batch_size))
+    with _PREDICTOR_LOCK:
+        if key not in _PREDICTORS:
+            if jit_compile is None:
+                jit_compile = os.environ.get("POSEBATCH_XLA", "1") != "0"
+            _PREDICTORS[key] = _build_predictor(key[0], model_version, int(batch_size),
+                                                jit_compile)
+        return _PREDICTORS[key]
+
+
+def _build_predictor(registry_dir: str, version: str, batch_size: int,
+                     jit_compile: bool) -> Predictor:
+    import tensorflow as tf
+
+    from models.registry import Registry, load_model
+
+    entry = Registry(registry_dir).get(version)
+    model = load_model(entry)
+    names = entry.class_names
+    temperature = float(entry.temperature)
+    if temperature <= 0:
+        raise ValueError(f"model {version}: temperature must be > 0, got {temperature}")
+    width = int(model.outputs[0].shape[-1])
+    if width != len(names):
+        raise ValueError(f"model {version} outputs {width} logits but its metadata lists "
+                         f"{len(names)} class names")
+
+    @tf.function(input_signature=[tf.TensorSpec([batch_size, *HEATMAP_SHAPE], tf.float32)],
+                 jit_compile=jit_compile, reduce_retracing=False)
+    def probabilities(x: Any) -> Any:
+        return tf.nn.softmax(model(x, training=False) / temperature, axis=-1)
+
+    probabilities(np.zeros((batch_size, *HEATMAP_SHAPE), np.float32))  # trace now, once
+    return Predictor(version, names, temperature, batch_size, probabilities)
+
+
+def max_file_bytes(max_frames: int) -> int:
+    """The largest size a valid file can have (float64, ``max_frames`` frames, big header)."""
+    return HEADER_MAX + max_frames * FRAME_VALUES * 8
+
+
+def read_input(loc: Location, rel: str, max_frames: int) -> tuple[FileOutcome, np.ndarray | None]:
+    """Read one file once: hash its bytes and validate them. Never raises for bad input."""
+    out = FileOutcome(rel)
+    limit = max_file_bytes(max_frames)
+    try:
+        if loc.is_remote:
+            fh: Any = loc.open_input(rel)
+            size = fh.size()
+        else:
+            fh = open(loc.path(rel), "rb")  # noqa: SIM115 - closed below
+            size = os.fstat(fh.fileno()).st_size
+        with fh:
+            if size <= limit:
+                data = fh.read()
+                out.sha256 = hashlib.sha256(data).hexdigest()
+                stream: Any = io.BytesIO(data)
+                size = len(data)
+            else:  # far too big to be valid: hash it in pieces, let the header reject it
+                digest = hashlib.sha256()
+                while block := fh.read(1 << 22):
+                    digest.update(block)
+                out.sha256 = digest.hexdigest()
+                fh.seek(0)
+                stream = fh
+            heat = read_heatmaps(stream, size, max_frames)
+    except FileNotFoundError:
+        out.vanished = True
+        return out, None
+    except Rejected as rej:
+        out.reason, out.detail = rej.reason, rej.detail
+        return out, None
+    except OSError as exc:
+        if out.sha256 is None:  # unreadable before hashing: nothing to identify it by
+            out.vanished = True
+            return out, None
+        out.reason, out.detail = "read_error", f"{type(exc).__name__}: {exc}"[:200]
+        return out, None
+    out.frames = int(heat.frames.shape[0])
+    out.warnings = heat.warnings
+    return out, heat.frames
+
+
+def prefetch(items: Iterable[tuple[str, int]], fn: Callable[[str], Any], threads: int,
+             budget_bytes: int) -> Iterator[Any]:
+    """``fn(path)`` for each ``(path, size)`` in order, computed ahead on ``threads`` threads
+    while at most ``budget_bytes`` (by file size) are in flight (always at least one file)."""
+    pending: deque[tuple[Any, int]] = deque()
+    inflight = 0
+    it = iter(items)
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="posebatch-read") as pool:
+        def fill() -> None:
+            nonlocal inflight
+            while not pending or inflight < budget_bytes:
+                nxt = next(it, None)
+                if nxt is None:
+                    return
+                pending.append((pool.submit(fn, nxt[0]), nxt[1]))
+                inflight += nxt[1]
+
+        fill()
+        while pending:
+            fut, size = pending.popleft()
+            inflight -= size
+            result = fut.result()
+            fill()
+            yield result
+
+
+BatchCallback = Callable[[dict[str, Any]], None]
+
+
+def classify_files(input_dir: str, files: list[tuple[str, int]], registry_dir: str,
+                   model_version: str, batch_size: int = 256, max_frames: int = 4096,
+                   io_threads: int = 2, readahead_mb: int = 256,
+                   on_batch: BatchCallback | None = None) -> ChunkResult:
+    """Classify ``files`` (relative path, size) of ``input_dir`` with a registry model.
+
+    Bad files come back as rejected outcomes (never an exception); frames of good files come
+    back with their probabilities. ``on_batch`` gets a small dict after every model batch.
+    """
+    t_start = time.perf_counter()
+    pred = load_predictor(registry_dir, model_version, batch_size)
+    t_loaded = time.perf_counter()
+    loc = Location(input_dir)
+    bsz = pred.batch_size
+    buf = np.zeros((bsz, *HEATMAP_SHAPE), np.float32)
+    owner_file = np.zeros(bsz, np.int32)
+    owner_frame = np.zeros(bsz, np.int32)
+    probs: list[np.ndarray] = []
+    file_idx: list[np.ndarray] = []
+    frame_idx: list[np.ndarray] = []
+    outcomes: list[FileOutcome] = []
+    fill = 0
+    batches = 0
+    compute = 0.0
+
+    def flush() -> None:
+        nonlocal fill, batches, compute
+        t0 = time.perf_counter()
+        p = pred(buf)[:fill]
+        compute += time.perf_counter() - t0
+        probs.append(p.copy())
+        file_idx.append(owner_file[:fill].copy())
+        frame_idx.append(owner_frame[:fill].copy())
+        batches += 1
+        if on_batch is not None:
+            on_batch({"batch": batches, "frames": fill, "files_done": len(outcomes),
+                      "files": len(files), "seconds": time.perf_counter() - t_start})
+        fill = 0
+        crash_point("batch")
+
+    budget = max(1, readahead_mb) << 20
+    reader = prefetch(files, lambda rel: read_input(loc, rel, max_frames), io_threads, budget)
+    for outcome, frames in reader:
+        i = len(outcomes)
+        outcomes.append(outcome)
+        if frames is None:
+            continue
+        start = 0
+        while start < len(frames):
+            take = min(bsz - fill, len(frames) - start)
+            buf[fill:fill + take] = frames[start:start + take]
+            owner_file[fill:fill + take] = i
+            owner_frame[fill:fill + take] = np.arange(start, start + take, dtype=np.int32)
+            fill += take
+            start += take
+            if fill == bsz:
+                flush()
+    if fill:
+        flush()
+    total = time.perf_counter() - t_start
+    width = len(pred.class_names)
+    return ChunkResult(
+        files=outcomes,
+        file_index=np.concatenate(file_idx) if file_idx else np.zeros(0, np.int32),
+        frame_index=np.concatenate(frame_idx) if frame_idx else np.zeros(0, np.int32),
+        probabilities=np.concatenate(probs) if probs else np.zeros((0, width), np.float32),
+        class_names=list(pred.class_names), model_version=pred.version, batches=batches,
+        seconds={"load": t_loaded - t_start, "compute": compute, "total": total},
+    )
