@@ -21,9 +21,9 @@ TABLE_COLUMNS = ["date", "source_path", "frame_index", "label", "confidence", "t
                  "top2_confidence", "model_version", "classified_at"]
 REJECTION_TABLE_COLUMNS = ["date", "source_path", "reason", "detail", "rejected_at"]
 
-OutputOpt = Annotated[Path | None, typer.Option(
-    "--output", help="Output folder of `posebatch classify` (default: DATA/output).",
-    show_default=False)]
+OutputOpt = Annotated[str | None, typer.Option(
+    "--output", help="Output folder of `posebatch classify`, or s3://bucket/prefix "
+    "(default: DATA/output).", show_default=False)]
 SinceOpt = Annotated[str | None, typer.Option(
     "--since", help="From this UTC date/datetime, inclusive: 2024-05-01, 2024-05-01T08:00, "
     "today, yesterday, 12h, 7d.")]
@@ -113,7 +113,7 @@ def query(
     from tasks.summary import summarize
 
     settings = setup(data)
-    output = output or settings.output_dir
+    output = output or str(settings.output_dir)
     threshold = settings.low_confidence if low_confidence is None else low_confidence
     table_fmt = (fmt or ("table" if to is None else None)) == "table"
     try:
@@ -188,7 +188,7 @@ def sql(
 
     settings = setup(data)
     try:
-        table = run_sql(output or settings.output_dir, statement)
+        table = run_sql(output or str(settings.output_dir), statement)
     except QueryError as exc:
         fail(str(exc), as_json)
     _write(table, fmt, to, as_json, {"dataset": "sql"})
@@ -216,7 +216,7 @@ def report(
     from tasks.schema import PREDICTIONS, REJECTIONS
 
     settings = setup(data)
-    output = output or settings.output_dir
+    output = output or str(settings.output_dir)
     threshold = settings.low_confidence if low_confidence is None else low_confidence
     to = to or settings.data_root / "reports" / f"report-{datetime.now(UTC):%Y-%m-%d}.html"
     typer.echo(f"reading {output} ...", err=True)
@@ -231,7 +231,7 @@ def report(
             rej = read_rejections(output, since=since, until=until, columns=["reason"])
         except NoData as exc:
             if missing:
-                fail(str(exc) if not output.is_dir() else
+                fail(str(exc) if "does not exist" in str(exc) else
                      f"no predictions or rejections under {output}: run `posebatch classify` "
                      "first, or pass the right --output DIR", as_json)
             missing.append(REJECTIONS)

@@ -13,7 +13,6 @@ a datetime that instant). Naive datetimes are UTC, like the partitions.
 from __future__ import annotations
 
 import difflib
-import os
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -22,6 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
 from tasks.schema import (
     PARTITION_COLUMN,
@@ -31,6 +31,7 @@ from tasks.schema import (
     REJECTIONS_SCHEMA,
 )
 from tasks.spec import class_names
+from tasks.storage import Location
 from tasks.validate import REASONS
 
 TIMESTAMP_COLUMN = {PREDICTIONS: "classified_at", REJECTIONS: "rejected_at"}
@@ -67,40 +68,53 @@ def _is_partition(dirname: str) -> bool:
     return True
 
 
-def list_parquet_files(root: Path | str) -> list[str]:
-    """Every ``*.parquet`` of the dataset at ``root``: in ``date=YYYY-MM-DD`` folders (other
-    top-level folders are not part of the layout), skipping names that start with ``_`` or
-    ``.`` (staging, ledgers, a writer's temporary files). Lists; opens nothing."""
-    found: list[str] = []
-    root = str(root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        top = dirpath == root
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(("_", "."))
-                             and (not top or _is_partition(d)))
-        found.extend(os.path.join(dirpath, f) for f in sorted(filenames)
-                     if f.endswith(".parquet") and not f.startswith(("_", ".")))
-    return found
+def _location(output: Path | str) -> Location:
+    try:
+        return Location(output)
+    except ValueError as exc:
+        raise QueryError(str(exc)) from None
+
+
+def list_parquet_files(root: Path | str, fs: pafs.FileSystem | None = None) -> list[str]:
+    """Every ``*.parquet`` of the dataset at ``root`` (a path inside ``fs``, default local):
+    in ``date=YYYY-MM-DD`` folders (other top-level folders are not part of the layout),
+    skipping any name that starts with ``_`` or ``.`` (staging, ledgers, a writer's temporary
+    files). Lists; opens nothing."""
+    fs = fs or pafs.LocalFileSystem()
+    root = str(root).rstrip("/")
+    selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+    found = []
+    for info in fs.get_file_info(selector):
+        if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
+            continue
+        parts = info.path[len(root) + 1:].split("/")
+        if any(p.startswith(("_", ".")) for p in parts):
+            continue
+        if len(parts) > 1 and not _is_partition(parts[0]):
+            continue
+        found.append(info.path)
+    return sorted(found)
 
 
 def open_dataset(output: Path | str, name: str) -> ds.Dataset:
-    """The hive-partitioned dataset ``OUTPUT/<name>``; raises ``NoData`` when there is none.
+    """The hive-partitioned dataset ``OUTPUT/<name>`` (a folder or ``s3://bucket/prefix``);
+    raises ``NoData`` when there is none.
 
     The schema is given, not inferred, so discovery opens no file: only the fragments that
     survive partition pruning are ever read. Files missing a column read it as null.
     """
-    output = Path(output)
-    if not output.is_dir():
-        raise NoData(f"output directory {output} does not exist: pass --output DIR (the "
+    loc = _location(output)
+    if not loc.exists():
+        raise NoData(f"output directory {loc.uri_of()} does not exist: pass --output DIR (the "
                      "folder `posebatch classify` writes to) or run `posebatch classify` first")
-    root = output / name
-    files = list_parquet_files(root) if root.is_dir() else []
+    files = list_parquet_files(loc.path(name), loc.fs)
     if not files:
-        raise NoData(f"no {name} under {root}: run `posebatch classify` first, or pass the "
-                     "right --output DIR")
+        raise NoData(f"no {name} under {loc.uri_of(name)}: run `posebatch classify` first, "
+                     "or pass the right --output DIR")
     partitioning = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.date32())]),
                                    flavor="hive")
-    return ds.dataset(files, schema=dataset_schema(name), format="parquet",
-                      partitioning=partitioning, partition_base_dir=str(root))
+    return ds.dataset(files, schema=dataset_schema(name), format="parquet", filesystem=loc.fs,
+                      partitioning=partitioning, partition_base_dir=loc.path(name))
 
 
 def parse_when(value: When, now: datetime | None = None) -> tuple[datetime, bool]:

@@ -29,16 +29,15 @@ def connect(output: Path | str) -> tuple[Any, list[str]]:
     """
     import duckdb
 
-    output = Path(output)
-    if not output.is_dir():
-        raise NoData(f"output directory {output} does not exist: pass --output DIR (the "
-                     "folder `posebatch classify` writes to) or run `posebatch classify` first")
     con = duckdb.connect()
     empty = []
     for name in VIEWS:
         try:
             dataset = open_dataset(output, name)
-        except NoData:
+        except NoData as exc:
+            if "does not exist" in str(exc):
+                con.close()
+                raise
             empty.append(name)
             dataset = empty_table(name)
         con.register(f"_{name}_arrow", dataset)

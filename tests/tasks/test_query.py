@@ -244,3 +244,46 @@ def test_label_list_is_the_spec(outputs):
     for label in class_names():
         assert read_predictions(out, labels=[label], columns=["label"]).num_rows == \
             sum(r["label"] == label for r in rows)
+
+
+@pytest.fixture(scope="module")
+def s3_output(outputs):
+    """The same output folder uploaded to a moto S3 server on loopback (no network)."""
+    import os
+    from unittest import mock
+
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    try:
+        with mock.patch.dict(os.environ, env):
+            import boto3
+
+            s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"])
+            s3.create_bucket(Bucket="poses")
+            out = outputs[0]
+            for f in sorted(out.rglob("*.parquet")):
+                s3.upload_file(str(f), "poses", f"nightly/{f.relative_to(out).as_posix()}")
+            s3.put_object(Bucket="poses", Key="nightly/predictions/_staging/part-x.parquet",
+                          Body=b"half written")
+            yield "s3://poses/nightly"
+    finally:
+        server.stop()
+
+
+def test_s3_output_reads_like_a_local_folder(outputs, s3_output):
+    from tasks.sql import run_sql
+
+    out, rows, _ = outputs
+    got = read_predictions(s3_output, since="2024-05-03", labels=["dummy"])
+    assert keys(got) == keys([r for r in rows if r["date"] >= date(2024, 5, 3)
+                              and r["label"] == "dummy"])
+    n = run_sql(s3_output, "SELECT count(*) AS n FROM predictions WHERE date >= '2024-05-03'")
+    assert n.column("n")[0].as_py() == sum(r["date"] >= date(2024, 5, 3) for r in rows)
+    with pytest.raises(NoData, match="s3://poses/elsewhere"):
+        read_predictions("s3://poses/elsewhere")
