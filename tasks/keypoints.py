@@ -14,7 +14,7 @@ L_SHOULDER, R_SHOULDER, L_HIP, R_HIP = 5, 6, 11, 12
 
 
 def decode(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(xy, score)``: ``xy`` is ``[N,17,2]`` in grid pixels (x, y), ``score`` ``[N,17]``."""
+    """Return ``(xy, score)``: ``xy`` ``[N,17,2]`` in grid pixels (x, y), ``score`` ``[N,17]``."""
     frames = np.asarray(frames, dtype=np.float32)
     if frames.ndim == 3:
         frames = frames[None]
@@ -30,8 +30,9 @@ def decode(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     yd, yu = np.clip(y + 1, 0, h - 1), np.clip(y - 1, 0, h - 1)
     dx = frames[ni, ki, y, xr] - frames[ni, ki, y, xl]
     dy = frames[ni, ki, yd, x] - frames[ni, ki, yu, x]
-    xy[..., 0] += 0.25 * np.sign(dx)
-    xy[..., 1] += 0.25 * np.sign(dy)
+    # Only between two neighbours (as mmpose does): at the border the step would leave the grid.
+    xy[..., 0] += 0.25 * np.sign(dx) * ((x > 0) & (x < w - 1))
+    xy[..., 1] += 0.25 * np.sign(dy) * ((y > 0) & (y < h - 1))
     return xy, score
 
 
