@@ -115,7 +115,12 @@ def commit_chunk_task(ledger: Ledger, result: ChunkResult, sizes: dict[str, tupl
     labels = Counter(preds.column("label").to_pylist()) if preds is not None else Counter()
     reasons = Counter(f.reason for f, s in zip(result.files, judged.status, strict=True)
                       if s == "rejected")
-    status = Counter(s for s in judged.status)
+    status = Counter(s for s in judged.status if s)
+    status.update(f.skipped for f in result.files if f.skipped)
+    unreadable = [f"{f.path} ({f.detail})" for f in result.files if f.skipped == "unreadable"]
+    if unreadable:
+        get_run_logger().warning("%d file(s) could not be read and will be retried next run: "
+                                 "%s", len(unreadable), "; ".join(unreadable[:10]))
     return {"seq": record.seq, "parts": len(record.parts), "labels": labels,
             "reasons": reasons, "status": status,
             "frames": int(preds.num_rows) if preds is not None else 0,
@@ -231,6 +236,7 @@ def summary_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
         ("files recognised (same content, other path)", summary["duplicates"]),
         ("files unchanged (only time stamp changed)", summary["unchanged"]),
         ("files vanished before reading", summary["vanished"]),
+        ("files unreadable (retried next run)", summary["unreadable"]),
     ]
     rows += [(f"  label: {k}", v) for k, v in sorted(summary["labels"].items())]
     rows += [
@@ -332,7 +338,7 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
         upkeep = maintain_output(ledger, run_id)
 
     status = tally["status"]
-    done_files = sum(status.values())
+    done_files = sum(status[k] for k in ("classified", "rejected", "duplicate", "unchanged"))
     seconds = time.perf_counter() - t0
     summary: dict[str, Any] = {
         "ok": True, "flow_run_id": str(run_id) if run_id else None,
@@ -343,7 +349,8 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
         "classified": status["classified"], "frames": frames,
         "rejected": status["rejected"], "rejected_by_reason": dict(tally["reasons"]),
         "duplicates": status["duplicate"], "unchanged": status["unchanged"],
-        "vanished": len(todo) - done_files, "labels": dict(tally["labels"]),
+        "vanished": status["vanished"], "unreadable": status["unreadable"],
+        "labels": dict(tally["labels"]),
         "parts_written": parts, "moved": moved, "reconciled": rec,
         "compacted_partitions": upkeep["compacted_partitions"],
         "seconds": seconds, "work_seconds": work_seconds,

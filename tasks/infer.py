@@ -51,7 +51,9 @@ class FileOutcome:
     reason: str | None = None          # a tasks.validate.REASONS code when rejected
     detail: str | None = None
     warnings: list[list[str]] = field(default_factory=list)
-    vanished: bool = False             # gone between discovery and reading: not recorded
+    # Not recorded, retried next run: "vanished" (gone since discovery) or "unreadable"
+    # (could not be opened or read, e.g. permissions); ``detail`` says why.
+    skipped: str | None = None
 
 
 @dataclass
@@ -160,14 +162,14 @@ def read_input(loc: Location, rel: str, max_frames: int) -> tuple[FileOutcome, n
                 stream = fh
             heat = read_heatmaps(stream, size, max_frames)
     except FileNotFoundError:
-        out.vanished = True
+        out.skipped = "vanished"
         return out, None
     except Rejected as rej:
         out.reason, out.detail = rej.reason, rej.detail
         return out, None
     except OSError as exc:
         if out.sha256 is None:  # unreadable before hashing: nothing to identify it by
-            out.vanished = True
+            out.skipped, out.detail = "unreadable", f"{type(exc).__name__}: {exc}"[:200]
             return out, None
         out.reason, out.detail = "read_error", f"{type(exc).__name__}: {exc}"[:200]
         return out, None

@@ -45,11 +45,11 @@ class Judged:
     """A chunk with each file's outcome decided against the ledger (see ``judge_chunk``)."""
 
     result: ChunkResult
-    status: list[str | None]        # classified/rejected/duplicate/unchanged, None: vanished
+    status: list[str | None]        # classified/rejected/duplicate/unchanged; None: skipped
     detail: list[str | None]
 
     def entries(self, sizes: dict[str, tuple[int, int]]) -> list[dict[str, Any]]:
-        """Ledger entries: one per recorded file (vanished files are not recorded)."""
+        """Ledger entries: one per recorded file (skipped files are not recorded)."""
         out = []
         for f, st, det in zip(self.result.files, self.status, self.detail, strict=True):
             if st is None:
@@ -66,13 +66,13 @@ class Judged:
 def judge_chunk(result: ChunkResult, ledger: Ledger) -> Judged:
     """Decide each file's fate: new content is classified or rejected; content the ledger
     already holds is ``unchanged`` (same path) or ``duplicate`` (another path: a renamed or
-    copied file is recognised, not classified twice); vanished files are left for later."""
-    present = [f for f in result.files if not f.vanished]
+    copied file is recognised, not classified twice); skipped files are left for later."""
+    present = [f for f in result.files if not f.skipped]
     verdicts = iter(ledger.judge([(f.path, str(f.sha256)) for f in present]))
     status: list[str | None] = []
     detail: list[str | None] = []
     for f in result.files:
-        if f.vanished:
+        if f.skipped:
             status.append(None)
             detail.append(None)
             continue
