@@ -38,6 +38,22 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> tuple[pa.Table, pa.Table
             read_rejections(out, columns=["reason"]), training)
 
 
+@pytest.fixture(scope="module")
+def page(tables) -> str:
+    """The report with a training distribution (built once: plotting takes seconds)."""
+    pred, rej, training = tables
+    return build_report(pred, rej, low_confidence=0.6, training=training,
+                        model_note="production model v0007", title="Nightly poses",
+                        scope="test")
+
+
+@pytest.fixture(scope="module")
+def page_no_training(tables) -> str:
+    pred, rej, _ = tables
+    return build_report(pred, rej, low_confidence=0.5, training=None,
+                        model_note="production model v0001: " + NO_TRAINING)
+
+
 def png_sizes(page: str) -> list[tuple[int, int]]:
     """(width, height) of every embedded PNG, read from the PNG header."""
     sizes = []
@@ -48,10 +64,8 @@ def png_sizes(page: str) -> list[tuple[int, int]]:
     return sizes
 
 
-def test_report_has_every_section_and_plot(tables):
-    pred, rej, training = tables
-    page = build_report(pred, rej, low_confidence=0.6, training=training,
-                        model_note="production model v0007", scope="test")
+def test_report_has_every_section_and_plot(tables, page):
+    pred, rej, _ = tables
     for section in SECTIONS:
         assert f"<h2>{section}</h2>" in page
     assert len(png_sizes(page)) == 6
@@ -63,12 +77,10 @@ def test_report_has_every_section_and_plot(tables):
         assert f"<td>{reason}</td>" in page
 
 
-def test_report_without_training_or_data(tables):
+def test_report_without_training_or_data(tables, page_no_training):
     pred, rej, _ = tables
-    page = build_report(pred, rej, low_confidence=0.5, training=None,
-                        model_note="production model v0001: " + NO_TRAINING)
-    assert page.count(NO_TRAINING) == 1
-    assert len(png_sizes(page)) == 5
+    assert page_no_training.count(NO_TRAINING) == 1
+    assert len(png_sizes(page_no_training)) == 5
     empty = build_report(pred.slice(0, 0), rej.slice(0, 0), low_confidence=0.5,
                          training=None, model_note="no production model registered")
     assert "No predictions in this range." in empty
@@ -106,10 +118,8 @@ def chromium_binary() -> str:
 
 
 @pytest.mark.slow
-def test_report_in_headless_chromium(tables, chromium_binary, tmp_path):
-    pred, rej, training = tables
-    page = build_report(pred, rej, low_confidence=0.5, training=training,
-                        model_note="production model v0007", title="Nightly poses")
+def test_report_in_headless_chromium(tables, page, chromium_binary, tmp_path):
+    pred, _, _ = tables
     html_file = tmp_path / "report.html"
     html_file.write_text(page, encoding="utf-8")
 
@@ -145,23 +155,19 @@ def test_report_in_headless_chromium(tables, chromium_binary, tmp_path):
 
 
 @pytest.mark.slow
-def test_report_without_training_in_headless_chromium(tables, chromium_binary, tmp_path):
-    pred, rej, _ = tables
+def test_report_without_training_in_headless_chromium(page_no_training, chromium_binary,
+                                                     tmp_path):
     html_file = tmp_path / "report.html"
-    html_file.write_text(build_report(pred, rej, low_confidence=0.5, training=None,
-                                      model_note="no production model registered"),
-                         encoding="utf-8")
+    html_file.write_text(page_no_training, encoding="utf-8")
     text = chromium.page_text(chromium.dump_dom(chromium_binary, html_file, tmp_path / "p"))
     assert NO_TRAINING in text
     assert "PSI" not in text
 
 
-def test_png_header_reader_matches_pillow(tables):
+def test_png_header_reader_matches_pillow(page):
     """png_sizes reads widths from the PNG header; cross-check it once with Pillow."""
     from PIL import Image
 
-    pred, rej, training = tables
-    page = build_report(pred, rej, low_confidence=0.5, training=training, model_note="m")
     b64 = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     with Image.open(io.BytesIO(base64.b64decode(b64[0]))) as img:
         assert img.size == png_sizes(page)[0]
