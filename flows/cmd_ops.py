@@ -160,7 +160,12 @@ def watch(
     from flows.ephemeral import start_early_server, stop_server
 
     server = start_early_server()  # before any thread exists
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    wlog = logging.getLogger("posebatch.watch")  # its own handler: Prefect reconfigures root
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    wlog.addHandler(handler)
+    wlog.setLevel(logging.INFO)
+    wlog.propagate = False
     from flows.watch import Watcher, classify_runner, emit_labeled_updated, ledger_entries
 
     on_labeled = None
