@@ -1,0 +1,163 @@
+"""The classification flow on a real Prefect API: output, rejections, re-runs, readiness."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from tasks.ledger import Ledger, LockHeld, OutputLock
+from tasks.schema import PREDICTIONS_SCHEMA
+from tasks.spec import class_names
+from tasks.validate import REASONS
+from tests.tasks.classify_support import (
+    bad_files,
+    good_frames,
+    make_input,
+    npy_bytes,
+    shared_registry,
+    write,
+)
+
+
+@pytest.fixture(scope="session")
+def registry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return shared_registry(tmp_path_factory)
+
+
+def run(inp: Path, out: Path, registry: Path, **kw):
+    from flows.classify import classify_flow
+
+    kw.setdefault("batch_size", 4)
+    kw.setdefault("quiet_seconds", 0)
+    return classify_flow(input_dir=str(inp), output_dir=str(out), registry_dir=str(registry),
+                         **kw)
+
+
+def predictions(out: Path):
+    return ds.dataset(out / "predictions", partitioning="hive").to_table()
+
+
+def rejections(out: Path):
+    return ds.dataset(out / "rejections", partitioning="hive").to_table()
+
+
+def frame_keys(table) -> list[tuple[str, int, str]]:
+    return sorted(zip(table.column("source_path").to_pylist(),
+                      table.column("frame_index").to_pylist(),
+                      table.column("content_sha256").to_pylist(), strict=True))
+
+
+def test_flow_classifies_every_valid_frame_and_records_every_rejection(
+        prefect_server, registry_dir: Path, tmp_path: Path):
+    inp = make_input(tmp_path / "data", batches=2, per_batch=6)
+    for reason, data in bad_files().items():
+        write(inp / "batch_bad" / f"{reason}.npy", data)
+    write(inp / "batch_bad" / "three_frames.npy", npy_bytes(good_frames(3)))
+    write(inp / "batch_bad" / "_SUCCESS", b"")
+    out = tmp_path / "out"
+    summary = run(inp, out, registry_dir, chunk_files=5)
+
+    preds = predictions(out)
+    expected = sorted([(p.relative_to(inp).as_posix(), 0) for p in inp.glob("batch_00*/*.npy")]
+                      + [("batch_bad/three_frames.npy", k) for k in range(3)])
+    got = sorted(zip(preds.column("source_path").to_pylist(),
+                     preds.column("frame_index").to_pylist(), strict=True))
+    assert got == expected                                   # each valid frame, once
+    file_schema = ds.dataset(out / "predictions", partitioning=None).schema
+    assert file_schema.remove_metadata() == PREDICTIONS_SCHEMA.remove_metadata()
+    assert file_schema.metadata[b"posebatch.model_version"] == b"v0001"
+    assert set(preds.column("label").to_pylist()) <= set(class_names())
+    assert set(preds.column("flow_run_id").to_pylist()) == {summary["flow_run_id"]}
+    rej = rejections(out)
+    assert sorted(zip(rej.column("source_path").to_pylist(), rej.column("reason").to_pylist(),
+                      strict=True)) == sorted((f"batch_bad/{r}.npy", r)
+                                              for r in REASONS if r != "read_error")
+    assert all(rej.column("detail").to_pylist())
+
+    assert summary["classified"] == 13 and summary["frames"] == 15
+    assert summary["rejected"] == 7
+    assert summary["rejected_by_reason"] == {r: 1 for r in REASONS if r != "read_error"}
+    assert sum(summary["labels"].values()) == 15
+    assert summary["files_seen"] == 20 and summary["new"] == 20
+    assert summary["parts_written"] >= 5                       # 4 chunks, some with rejections
+
+    from prefect.artifacts import Artifact
+
+    artifact = Artifact.get("classify-summary")
+    assert artifact is not None and "files classified" in str(artifact.data)
+
+
+def test_reruns_are_idempotent_and_only_changed_content_is_reprocessed(
+        prefect_server, registry_dir: Path, tmp_path: Path):
+    inp = make_input(tmp_path / "data", batches=2, per_batch=5)
+    out = tmp_path / "out"
+    first = run(inp, out, registry_dir)
+    assert first["classified"] == 10
+    keys = frame_keys(predictions(out))
+
+    again = run(inp, out, registry_dir)
+    assert (again["new"], again["already_processed"], again["classified"]) == (0, 10, 0)
+    assert frame_keys(predictions(out)) == keys
+
+    files = sorted(inp.glob("batch_000/*.npy"))
+    rewritten, touched, renamed = files[0], files[1], files[2]
+    write(rewritten, npy_bytes(good_frames(1, seed=99)))       # new content, same path
+    later = time.time() + 3
+    os.utime(touched, (later, later))                          # same content, new time
+    renamed.rename(renamed.with_name("renamed.npy"))           # same content, new path
+    shutil.copy(files[3], inp / "batch_001" / "copy.npy")      # same content, second path
+    third = run(inp, out, registry_dir)
+    assert (third["classified"], third["unchanged"], third["duplicates"]) == (1, 1, 2)
+    new_keys = frame_keys(predictions(out))
+    added = sorted(set(new_keys) - set(keys))
+    assert [k[0] for k in added] == [rewritten.relative_to(inp).as_posix()]
+    assert len(new_keys) == len(keys) + 1                       # nothing else twice
+    assert run(inp, out, registry_dir)["new"] == 0              # and all of it is now known
+    statuses = Ledger.load(str(out)).entries.column("status").to_pylist()
+    assert statuses.count("duplicate") == 2 and statuses.count("unchanged") == 1
+
+
+def test_an_incomplete_batch_waits_until_marked_or_quiet(prefect_server, registry_dir: Path,
+                                                         tmp_path: Path):
+    inp = tmp_path / "incoming"
+    for i in range(3):
+        write(inp / "b" / f"{i}.npy", npy_bytes(good_frames(1, seed=i)))
+    out = tmp_path / "out"
+    waiting = run(inp, out, registry_dir, quiet_seconds=600)
+    assert (waiting["not_ready"], waiting["new"], waiting["batches_waiting"]) == (3, 0, ["b"])
+    assert not (out / "predictions").exists()
+    write(inp / "b" / "_SUCCESS", b"")
+    done = run(inp, out, registry_dir, quiet_seconds=600)
+    assert (done["not_ready"], done["classified"]) == (0, 3)
+
+
+def test_max_files_bounds_a_run_and_move_processed_empties_the_input(
+        prefect_server, registry_dir: Path, tmp_path: Path):
+    inp = make_input(tmp_path / "data", batches=1, per_batch=6)
+    write(inp / "batch_000" / "zz_bad.npy", bad_files()["bad_shape"])  # sorts last
+    done = tmp_path / "done"
+    out = tmp_path / "out"
+    first = run(inp, out, registry_dir, max_files=4, move_processed=str(done))
+    assert (first["classified"], first["deferred"], first["moved"]) == (4, 3, 4)
+    assert len(list(inp.glob("batch_000/*.npy"))) == 3
+    second = run(inp, out, registry_dir, move_processed=str(done))
+    assert (second["classified"], second["rejected"], second["moved"]) == (2, 1, 3)
+    assert list(inp.glob("batch_000/*.npy")) == []
+    assert (done / "_rejected" / "batch_000" / "zz_bad.npy").is_file()
+    assert len(list(done.glob("batch_000/*.npy"))) == 6
+    assert predictions(out).num_rows == 6
+
+
+def test_a_held_lock_stops_a_second_run_on_the_same_output(prefect_server, registry_dir: Path,
+                                                           tmp_path: Path):
+    inp = make_input(tmp_path / "data", batches=1, per_batch=2)
+    out = tmp_path / "out"
+    with OutputLock(str(out)):
+        with pytest.raises(LockHeld, match="another posebatch run is writing to"):
+            run(inp, out, registry_dir)
+    assert run(inp, out, registry_dir)["classified"] == 2
