@@ -180,11 +180,13 @@ def sample_poses(rng: np.random.Generator, class_idx: np.ndarray, subject: dict[
     take_scale = np.exp(rng.normal(0.0, var.box_scale_sd, (nt, 2)))
 
     # Random walk inside each take: cumulative sum of steps, restarted at every take.
-    steps = rng.normal(0.0, var.drift_sd, (n, len(PARAMS) + 1))
+    # Arms move most; the trunk and the camera barely (lean and roll are subtle cues).
+    step_sd = var.drift_sd * np.array([1, 1, 1, 1, .5, .5, .5, .5, .25, .25])
+    steps = rng.normal(0.0, 1.0, (n, len(PARAMS) + 1)) * step_sd
     walk = np.cumsum(steps, axis=0)
     walk -= walk[first][inverse] - steps[first][inverse]
     angles = take_angles[inverse] + walk[:, :9]
-    roll = take_roll[inverse] + 0.5 * walk[:, 9]
+    roll = take_roll[inverse] + walk[:, 9]
     shift = take_shift[inverse] + rng.normal(0.0, 0.01, (n, 2))
     scale = take_scale[inverse] * np.exp(rng.normal(0.0, 0.015, (n, 2)))
 
