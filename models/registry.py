@@ -138,6 +138,42 @@ class Registry:
             fh.flush()
             os.fsync(fh.fileno())
 
+    def promote(self, version: str, reason: str) -> None:
+        """Make ``version`` the production model (recorded as a promotion)."""
+        self.set_production(version, reason, action="promote")
+
+    def rollback_target(self) -> str | None:
+        """The version that was production before the current one was promoted.
+
+        Found from the latest promotion (not rollback) that made the current version
+        production, so repeated rollbacks walk back down the promotion chain; ``None`` when
+        the current version was the first production model (nothing to go back to)."""
+        current = self.production_version()
+        for record in reversed(self.history()):
+            if record.get("action") != "rollback" and record.get("to") == current:
+                previous = record.get("from")
+                return previous if previous != current else None
+        return None
+
+    def rollback(self, version: str | None = None, reason: str = "") -> tuple[str | None, str]:
+        """Switch production back to ``version`` (default: the previous production version).
+
+        Returns ``(from, to)``. Raises ``RegistryError`` when there is nothing to roll back to.
+        """
+        current = self.production_version()
+        target = version or self.rollback_target()
+        if target is None:
+            raise RegistryError(f"nothing to roll back to in {self.root}: the history has no "
+                                "earlier production version (name one: rollback --to vNNNN)")
+        if target == current:
+            raise RegistryError(f"{target} is already the production model")
+        self.set_production(target, reason or f"rollback from {current}", action="rollback")
+        return current, target
+
+    def entries(self) -> list[ModelEntry]:
+        """Every complete version, oldest first."""
+        return [self.get(v) for v in self.versions()]
+
     def history(self) -> list[dict[str, Any]]:
         path = self.root / HISTORY_FILE
         if not path.is_file():

@@ -1,0 +1,372 @@
+"""The retraining flow: labeled folders in, a registered (and maybe promoted) model out.
+
+Orchestration only; the work lives in ``tasks/`` and ``models/``. One run:
+
+1. ``scan-labeled``: list ``<class>/**/*.npy``, validate every file with the shared validator
+   (rejections reported, not fatal), hash contents (data fingerprint), decode keypoint
+   features, split train/val/test by group (``tasks/dataset.py``);
+2. ``train-cnn``: fit the CNN on a ``tf.data`` stream with augmentation and early stopping,
+   or ``--tune`` a bounded KerasTuner search first (``tasks/train.py``);
+3. ``fit-classical``: logistic regression, gradient boosting and the majority baseline on
+   the same split (``models/features.py``);
+4. ``evaluate-cnn``: temperature on the validation split, test metrics, ECE before/after;
+5. ``challenge-production``: the current production model re-evaluated on the NEW test split;
+6. ``register-model``: save model + metadata + report + confusion PNG, then promote if the
+   gate says so (``tasks/evaluate.py: decide_promotion``); artifacts for the UI.
+
+Tasks are coarse (one per stage) and take ``cache_policy=NO_CACHE``: their inputs are models
+and arrays, which Prefect should neither hash nor persist.
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.settings import get_settings
+from models.network import INPUT_LAYOUT
+from models.registry import Registry, load_model
+from tasks.augment import AugmentConfig, augment_dataset
+from tasks.dataset import (
+    GROUP_RULES,
+    Scan,
+    Split,
+    data_fingerprint,
+    features_of,
+    scan_labeled,
+    split_scan,
+)
+from tasks.evaluate import (
+    PROMOTE_POLICIES,
+    classification_metrics,
+    confusion_png,
+    confusion_table,
+    decide_promotion,
+    remap_probabilities,
+)
+from tasks.train_report import render_report
+
+CACHE_LIMIT_BYTES = 2 << 30  # cache decoded frames in memory below this size (train + val)
+FRAME_BYTES = 17 * 64 * 48 * 4
+
+# -- progress for an in-process caller (the CLI) --------------------------------------------
+_listeners: list[Callable[[dict[str, Any]], None]] = []
+
+
+def add_progress_listener(fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+    """Call ``fn(event)`` on each stage and epoch; returns a remover. Events are dicts with
+    ``stage`` and, for epochs, ``epoch``, ``epochs`` and ``logs``."""
+    _listeners.append(fn)
+    return lambda: _listeners.remove(fn) if fn in _listeners else None
+
+
+def _emit(event: dict[str, Any]) -> None:
+    for fn in list(_listeners):
+        fn(event)
+    if not _listeners:  # nobody shows progress: put epoch lines in the run log instead
+        if "epoch" in event:
+            logs = " ".join(f"{k}={v:.4f}" for k, v in sorted(event["logs"].items()))
+            get_run_logger().info("epoch %d/%d %s", event["epoch"], event["epochs"], logs)
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn",
+                 "keras-tuner", "prefect"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+# -- tasks ----------------------------------------------------------------------------------
+@task(name="scan-labeled", cache_policy=NO_CACHE)
+def scan_task(labeled_dir: str, group_by: str, max_frames: int, seed: int
+              ) -> tuple[Scan, Split]:
+    """Validate and featurise the labeled files, then split them by group."""
+    _emit({"stage": "scan", "message": f"scanning {labeled_dir}"})
+    scan = scan_labeled(labeled_dir, group_by, max_frames,
+                        progress=lambda i, n: _emit({"stage": "scan", "done": i, "total": n}))
+    if len(scan.class_names) < 2:
+        raise ValueError(f"{labeled_dir}: need at least 2 class folders with valid .npy files, "
+                         f"found {len(scan.class_names)} (rejected files: {len(scan.rejected)})")
+    split = split_scan(scan.labels(), scan.groups(), len(scan.class_names), seed=seed)
+    if not split.train or not split.val:
+        raise ValueError(f"{labeled_dir}: too few labeled files to split into train and "
+                         "validation sides (need at least 3 files per class)")
+    return scan, split
+
+
+@task(name="train-cnn", cache_policy=NO_CACHE)
+def train_task(scan: Scan, split: Split, epochs: int, seed: int, batch_size: int,
+               tune: bool, tune_budget: float, tune_trials: int, max_frames: int,
+               augment: AugmentConfig) -> Any:
+    """Fit the CNN (optionally after a bounded search) on the streamed train split."""
+    from tasks.dataset import make_tf_dataset
+    from tasks.train import train_cnn, tune_cnn
+
+    frames = sum(scan.files[i].n_frames for i in split.train + split.val)
+    cache = frames * FRAME_BYTES <= CACHE_LIMIT_BYTES
+    train_ds = make_tf_dataset(scan, split.train, batch_size, shuffle=True, seed=seed,
+                               cache=cache, max_frames=max_frames,
+                               augment=lambda ds: augment_dataset(ds, scan.class_names, seed,
+                                                                  augment))
+    val_ds = make_tf_dataset(scan, split.val, 256, cache=cache, max_frames=max_frames)
+
+    def on_epoch(e: int, n: int, logs: dict[str, float]) -> None:
+        _emit({"stage": "train", "epoch": e, "epochs": n, "logs": logs})
+
+    n = len(scan.class_names)
+    if tune:
+        _emit({"stage": "tune", "message": f"hyperparameter search, budget {tune_budget:.0f} s"})
+
+        def on_trial(i: int, hp: dict[str, Any], score: float | None) -> None:
+            _emit({"stage": "tune", "trial": i, "hyperparameters": hp, "val_loss": score})
+
+        return tune_cnn(train_ds, val_ds, n, epochs=epochs, seed=seed,
+                        budget_seconds=tune_budget, max_trials=tune_trials,
+                        on_epoch=on_epoch, on_trial=on_trial)
+    _emit({"stage": "train", "message": f"training the CNN for up to {epochs} epochs"
+           f"{' (frames cached in memory)' if cache else ' (streamed from disk)'}"})
+    return train_cnn(train_ds, val_ds, n, epochs=epochs, seed=seed, on_epoch=on_epoch)
+
+
+@task(name="fit-classical", cache_policy=NO_CACHE)
+def classical_task(scan: Scan, split: Split, seed: int) -> dict[str, dict[str, Any]]:
+    """The scikit-learn methods and the majority baseline, trained on the same train split."""
+    from models.features import fit_predict
+
+    _emit({"stage": "classical", "message": "fitting logistic regression, gradient boosting"})
+    x_tr, y_tr = features_of(scan, split.train)
+    x_te, y_te = features_of(scan, split.test)
+    out: dict[str, dict[str, Any]] = {}
+    for name in ("logreg", "hgb", "majority"):
+        t0 = time.monotonic()
+        probs, _ = fit_predict(name, x_tr, y_tr, x_te, len(scan.class_names), seed)
+        metrics = classification_metrics(y_te, probs, scan.class_names)
+        metrics["seconds"] = time.monotonic() - t0
+        out[name] = metrics
+    return out
+
+
+@task(name="evaluate-cnn", cache_policy=NO_CACHE)
+def evaluate_task(model: Any, scan: Scan, split: Split, max_frames: int) -> dict[str, Any]:
+    """Fit the temperature on validation; score the calibrated CNN on the test groups."""
+    from models.calibration import expected_calibration_error, fit_temperature, softmax
+    from tasks.train import predict_scan
+
+    _emit({"stage": "evaluate", "message": "calibrating and evaluating on the test split"})
+    t0 = time.monotonic()
+    val_logits, val_y = predict_scan(model, scan, split.val, max_frames=max_frames)
+    temperature = fit_temperature(val_logits, val_y)
+    test_logits, test_y = predict_scan(model, scan, split.test, max_frames=max_frames)
+    metrics = classification_metrics(test_y, softmax(test_logits, temperature),
+                                     scan.class_names)
+    metrics["seconds"] = time.monotonic() - t0
+    return {
+        "metrics": metrics,
+        "calibration": {
+            "temperature": temperature,
+            "val_ece_before": expected_calibration_error(softmax(val_logits), val_y),
+            "val_ece_after": expected_calibration_error(softmax(val_logits, temperature), val_y),
+            "test_ece_before": expected_calibration_error(softmax(test_logits), test_y)
+            if len(test_y) else None,
+            "test_ece_after": metrics["ece"],
+        },
+    }
+
+
+@task(name="challenge-production", cache_policy=NO_CACHE)
+def champion_task(registry_dir: str, scan: Scan, split: Split, max_frames: int
+                  ) -> dict[str, Any] | None:
+    """Re-evaluate the current production model on the new test split (None: no production).
+
+    Its classes are mapped by name onto the new class list; a class it does not know scores
+    zero recall, which is fair: it cannot predict it."""
+    from models.calibration import softmax
+    from tasks.train import predict_scan
+
+    registry = Registry(registry_dir)
+    version = registry.production_version()
+    if version is None:
+        return None
+    _emit({"stage": "challenge", "message": f"re-evaluating production model {version}"})
+    try:
+        entry = registry.get(version)
+        model = load_model(entry)
+        logits, y = predict_scan(model, scan, split.test, max_frames=max_frames)
+    except Exception as exc:  # a broken champion must not crash the run: report it
+        return {"version": version, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    probs = remap_probabilities(softmax(logits, entry.temperature), entry.class_names,
+                                scan.class_names)
+    metrics = classification_metrics(y, probs, scan.class_names)
+    return {"version": version, "metrics": metrics}
+
+
+@task(name="register-model", cache_policy=NO_CACHE)
+def register_task(registry_dir: str, model: Any, summary: dict[str, Any], promote: bool,
+                  reason: str) -> dict[str, Any]:
+    """Save the version (model, metadata, report, confusion PNG); promote if decided."""
+    registry = Registry(registry_dir)
+    with tempfile.TemporaryDirectory(prefix="posebatch-confusion-") as tmp:
+        png = confusion_png(summary["methods"]["cnn"]["confusion"], summary["class_names"],
+                            Path(tmp) / "confusion.png",
+                            title="CNN confusion matrix (held-out test groups)")
+        png_bytes = png.read_bytes()
+    metadata = {
+        "class_names": summary["class_names"],
+        "input_layout": INPUT_LAYOUT,
+        "output": "logits",
+        "temperature": summary["calibration"]["temperature"],
+        "metrics": {"test": _slim(summary["methods"]["cnn"]),
+                    "methods": {k: _slim(v) for k, v in summary["methods"].items()},
+                    "calibration": summary["calibration"]},
+        "params": {**summary["training"]["params"], "epochs": summary["training"]["epochs"],
+                   "epochs_run": summary["training"]["epochs_run"],
+                   "seed": summary["training"]["seed"],
+                   "batch_size": summary["training"]["batch_size"],
+                   "tuned": bool(summary["training"].get("trials")),
+                   "augment": summary["training"]["augment"]},
+        "split": {k: summary["split"][k] for k in ("group_by", "method", "note", "groups",
+                                                   "frames")},
+        "data_fingerprint": summary["data"]["fingerprint"],
+        "data": {k: summary["data"][k] for k in ("labeled_dir", "files", "frames")}
+        | {"rejected": len(summary["data"]["rejected"])},
+        "library_versions": library_versions(),
+        "source": "retrain",
+    }
+    # The report names the version it will get; register() allocates it, so render after.
+    entry = registry.register(model, metadata, report=None,
+                              extra_files={"confusion.png": png_bytes})
+    summary["version"] = entry.version
+    summary["promoted"] = promote
+    (entry.path / "report.md").write_text(render_report(summary), encoding="utf-8")
+    if promote:
+        registry.set_production(entry.version, reason, action="promote")
+    return {"version": entry.version, "path": str(entry.path), "promoted": promote}
+
+
+def _slim(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics without bulky parts, for metadata tables."""
+    return {k: v for k, v in metrics.items() if k not in ("per_class",)}
+
+
+# -- the flow -------------------------------------------------------------------------------
+@flow(name="retrain", log_prints=False)
+def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None,
+                 epochs: int = 30, seed: int = 0, tune: bool = False,
+                 tune_budget_seconds: float = 600.0, tune_max_trials: int = 8,
+                 promote: str = "if-better", margin: float | None = None,
+                 group_by: str = "subject", batch_size: int = 64,
+                 max_frames_per_file: int | None = None,
+                 data_root: str | None = None) -> dict[str, Any]:
+    """Train, compare, calibrate and evaluate a model on labeled folders; register it and
+    promote it per ``promote`` (``if-better``: only if its test macro-F1 is at least the
+    production model's on the same split plus ``margin``). Returns the run summary."""
+    t_start = time.monotonic()
+    settings = get_settings(data_root)
+    labeled = str(labeled_dir or settings.labeled_dir)
+    registry = str(registry_dir or settings.registry_dir)
+    margin = settings.promotion_margin if margin is None else float(margin)
+    max_frames = max_frames_per_file or settings.max_frames_per_file
+    if promote not in PROMOTE_POLICIES:
+        raise ValueError(f"--promote must be one of {', '.join(PROMOTE_POLICIES)}")
+    if group_by not in GROUP_RULES:
+        raise ValueError(f"--group-by must be one of {', '.join(GROUP_RULES)}")
+    if epochs < 1:
+        raise ValueError("--epochs must be at least 1")
+    logger = get_run_logger()
+    augment = AugmentConfig()
+
+    scan, split = scan_task(labeled, group_by, max_frames, seed)
+    frames = {side: sum(scan.files[i].n_frames for i in split.side(side))
+              for side in ("train", "val", "test")}
+    logger.info("%d classes, %d files (%d frames) accepted, %d rejected; %s split %s",
+                len(scan.class_names), len(scan.files), scan.n_frames, len(scan.rejected),
+                split.method, frames)
+    if split.note:
+        logger.warning("split: %s", split.note)
+
+    result = train_task(scan, split, epochs, seed, batch_size, tune, tune_budget_seconds,
+                        tune_max_trials, max_frames, augment)
+    classical = classical_task(scan, split, seed)
+    evaluation = evaluate_task(result.model, scan, split, max_frames)
+    evaluation["metrics"]["seconds"] = result.seconds
+    champion = champion_task(registry, scan, split, max_frames)
+
+    methods = {"cnn": evaluation["metrics"], **classical}
+    if champion and "metrics" in champion:
+        methods["production"] = champion["metrics"]
+        methods["production"]["label"] = champion["version"]
+    ok, reason = decide_promotion(
+        promote, evaluation["metrics"].get("macro_f1"),
+        champion["metrics"].get("macro_f1") if champion and "metrics" in champion else None,
+        margin, has_production=champion is not None,
+        champion_error=champion.get("error") if champion else None)
+    summary: dict[str, Any] = {
+        "created_at": datetime.now(UTC).isoformat(),
+        "class_names": scan.class_names,
+        "data": {"labeled_dir": labeled, "files": len(scan.files), "frames": scan.n_frames,
+                 "rejected": scan.rejected, "ignored": scan.ignored,
+                 "fingerprint": data_fingerprint(scan)},
+        "split": {"group_by": group_by, "method": split.method, "note": split.note,
+                  "groups": split.groups, "frames": frames},
+        "training": {"epochs": epochs, "epochs_run": result.epochs_run,
+                     "best_epoch": result.best_epoch, "seed": seed, "batch_size": batch_size,
+                     "params": result.params, "seconds": result.seconds,
+                     "augment": augment.as_dict(), "trials": result.trials,
+                     "tune_budget_seconds": tune_budget_seconds},
+        "methods": methods,
+        "calibration": evaluation["calibration"],
+        "champion": {"version": champion["version"], "error": champion.get("error")}
+        if champion else None,
+        "promotion_policy": promote, "margin": margin,
+        "promoted": ok, "promotion_reason": reason,
+    }
+    reg = register_task(registry, result.model, summary, ok, reason)
+    logger.info("registered %s (%s): %s", reg["version"],
+                "promoted" if ok else "not promoted", reason)
+    _artifacts(summary, reg["version"])
+    return {
+        "ok": True,
+        "version": reg["version"],
+        "path": reg["path"],
+        "promoted": ok,
+        "reason": reason,
+        "production": Registry(registry).production_version(),
+        "class_names": scan.class_names,
+        "files": len(scan.files),
+        "frames": scan.n_frames,
+        "rejected": len(scan.rejected),
+        "split": {"method": split.method, "note": split.note, "frames": frames},
+        "metrics": {name: {k: m.get(k) for k in ("accuracy", "macro_f1", "ece")}
+                    for name, m in methods.items()},
+        "temperature": evaluation["calibration"]["temperature"],
+        "epochs_run": result.epochs_run,
+        "data_fingerprint": summary["data"]["fingerprint"],
+        "seconds": round(time.monotonic() - t_start, 1),
+    }
+
+
+def _artifacts(summary: dict[str, Any], version: str) -> None:
+    """The report and the confusion matrix as Prefect artifacts (shown in the UI)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    create_markdown_artifact(key="retrain-report", markdown=render_report(summary),
+                             description=f"Retraining report for model {version}")
+    create_table_artifact(key="retrain-confusion",
+                          table=confusion_table(summary["methods"]["cnn"]["confusion"],
+                                                summary["class_names"]),
+                          description=f"Confusion matrix of {version} on the test split "
+                                      "(rows: true class)")

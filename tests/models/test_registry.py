@@ -1,0 +1,83 @@
+"""The registry (models/registry.py): versions, the production alias, promotion history and
+rollback. Real Keras models are saved and loaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.registry import Registry, RegistryError, load_model
+from tasks.spec import HEATMAP_SHAPE, class_names
+from tests.models.support import tiny_cnn
+
+
+def _meta(f1: float) -> dict:
+    return {"class_names": class_names(), "temperature": 1.5,
+            "metrics": {"test": {"macro_f1": f1}}}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_cnn()
+
+
+def test_register_resolve_load_roundtrip(tmp_path: Path, model) -> None:
+    reg = Registry(tmp_path)
+    with pytest.raises(RegistryError, match="no production model"):
+        reg.resolve()
+    entry = reg.register(model, _meta(0.5), report="# hi", extra_files={"x.bin": b"1"})
+    assert entry.version == "v0001" and reg.versions() == ["v0001"]
+    assert (entry.path / "report.md").read_text() == "# hi"
+    assert (entry.path / "x.bin").read_bytes() == b"1"
+    assert entry.metadata["created_at"] and entry.temperature == 1.5
+    assert reg.production_version() is None  # registering never promotes
+    loaded = load_model(reg.get("v0001"))
+    x = np.random.default_rng(0).random((2, *HEATMAP_SHAPE), dtype=np.float32)
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-5)
+    with pytest.raises(RegistryError, match="no model version 'v0009'"):
+        reg.get("v0009")
+
+
+def test_promotion_history_and_rollback_chain(tmp_path: Path, model) -> None:
+    reg = Registry(tmp_path)
+    v1, v2, v3 = (reg.register(model, _meta(f)).version for f in (0.5, 0.6, 0.7))
+    with pytest.raises(RegistryError, match="nothing to roll back"):
+        reg.rollback()
+    reg.promote(v1, "first")
+    reg.promote(v2, "better")
+    reg.promote(v3, "better still")
+    assert reg.resolve().version == v3
+    history_before = (tmp_path / "history.jsonl").read_text()
+
+    assert reg.rollback(reason="v3 misbehaves") == (v3, v2)
+    assert reg.resolve("production").version == v2
+    assert reg.rollback() == (v2, v1)  # walks back down the promotion chain
+    with pytest.raises(RegistryError, match="nothing to roll back"):
+        reg.rollback()
+    assert reg.rollback(to=v3) == (v1, v3)
+    with pytest.raises(RegistryError, match="already the production"):
+        reg.rollback(to=v3)
+
+    text = (tmp_path / "history.jsonl").read_text()
+    assert text.startswith(history_before)  # append-only: earlier lines never rewritten
+    records = [json.loads(line) for line in text.splitlines()]
+    assert [(r["action"], r["from"], r["to"]) for r in records] == [
+        ("promote", None, v1), ("promote", v1, v2), ("promote", v2, v3),
+        ("rollback", v3, v2), ("rollback", v2, v1), ("rollback", v1, v3)]
+    assert records[3]["why"] == "v3 misbehaves"
+    assert all(r["who"] and r["at"] for r in records)
+    assert json.loads((tmp_path / "production.json").read_text()) == {"version": v3}
+
+
+def test_incomplete_versions_are_ignored(tmp_path: Path, model) -> None:
+    reg = Registry(tmp_path)
+    reg.register(model, _meta(0.5))
+    (tmp_path / "versions" / "v0002").mkdir()  # a crashed registration: no metadata.json
+    assert reg.versions() == ["v0001"]
+    assert reg.register(model, _meta(0.6)).version == "v0003"
+    assert [e.version for e in reg.entries()] == ["v0001", "v0003"]
+    with pytest.raises(RegistryError):
+        reg.promote("v0002", "incomplete")
