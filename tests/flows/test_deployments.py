@@ -1,0 +1,223 @@
+"""prefect.yaml for real: a Prefect server of our own on 127.0.0.1 (its own home, telemetry
+off; not the session test harness), a process work pool, `prefect deploy --all` on this
+repository's prefect.yaml, a worker, the nightly deployment run to completion, the Parquet
+output checked, the labeled-data event turned into a retraining run by the trigger, and
+`posebatch serve` registering its schedule with the timezone intact. Every process started
+here is killed by its process id at the end, even on failure."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from flows.serve import PROJECT_DIR, load_project, start_server, stop_process
+from tests.flows.ops_support import make_batches, npy_files, predictions, register_tiny_model
+
+PREFECT = [sys.executable, "-m", "prefect"]
+POSEBATCH = [sys.executable, "-m", "flows.cli"]
+
+
+def test_prefect_yaml_declares_both_deployments_on_a_process_pool():
+    """Fast checks of the file itself; the slow test below deploys it for real."""
+    from flows.classify import classify_flow
+    from flows.retrain import retrain_flow
+
+    project = load_project()
+    deps = {d["name"]: d for d in project["deployments"]}
+    assert set(deps) == {"nightly", "on-demand"}
+    flows = {"nightly": classify_flow, "on-demand": retrain_flow}
+    for name, dep in deps.items():
+        path, func = dep["entrypoint"].split(":")
+        assert (PROJECT_DIR / path).is_file()
+        assert dep["work_pool"]["name"] == "posebatch"
+        accepted = inspect.signature(flows[name].fn).parameters
+        assert set(dep["parameters"]) <= set(accepted), name  # every parameter is real
+        for trig in dep.get("triggers", []):
+            assert set(trig["parameters"]) <= set(accepted), name
+    assert deps["nightly"]["schedules"][0]["timezone"] == "UTC"
+    (trig,) = deps["on-demand"]["triggers"]
+    assert trig["expect"] == ["posebatch.labeled.updated"]
+    assert project["pull"][0]["prefect.deployments.steps.set_working_directory"]
+
+
+# --- the real thing ------------------------------------------------------------------------
+
+class Procs:
+    """Processes started by a test; all killed (by process group id) at the end."""
+
+    def __init__(self) -> None:
+        self.items: list[subprocess.Popen[Any]] = []
+
+    def start(self, args: list[str], env: dict[str, str], log: Path, **kw: Any
+              ) -> subprocess.Popen[Any]:
+        fh = open(log, "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(args, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, **kw)
+        fh.close()
+        self.items.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.items):
+            stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory):
+    """A Prefect server, a data root with a registered model, and a process registry."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    data = tmp / "data"
+    make_batches(data, batches=2, per_batch=5, seed=21)
+    from tasks.generate import generate_dataset
+
+    generate_dataset(data, per_class=1, seed=21)          # a labeled/ folder for the event
+    register_tiny_model(data / "registry")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    base.update(PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
+                PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    server, env = start_server(tmp / "prefect", env=base, log=tmp / "server.log",
+                               timeout=240)
+    env.update(PREFECT_WORKER_QUERY_SECONDS="2", POSEBATCH_XLA="0")
+    procs = Procs()
+    try:
+        yield {"tmp": tmp, "data": data, "env": env, "api": env["PREFECT_API_URL"],
+               "procs": procs}
+    finally:
+        procs.stop_all()
+        stop_process(server)
+    assert server.poll() is not None
+
+
+def run(args: list[str], env: dict[str, str], timeout: float = 300, **kw: Any
+        ) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout,
+                         stdin=subprocess.DEVNULL, **kw)
+    assert res.returncode == 0, f"{args}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    return res
+
+
+def flow_runs(api: str, flow: str, deployment_id: str | None = None) -> list[dict[str, Any]]:
+    body: dict[str, Any] = {"flows": {"name": {"any_": [flow]}}}
+    if deployment_id:
+        body["deployments"] = {"id": {"any_": [deployment_id]}}
+    resp = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10)
+    resp.raise_for_status()
+    return resp.json()
+
+
+def deployment(api: str, flow: str, name: str) -> dict[str, Any]:
+    resp = httpx.get(f"{api}/deployments/name/{flow}/{name}", timeout=10)
+    resp.raise_for_status()
+    return resp.json()
+
+
+def wait_for(fn, timeout: float, step: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
+
+
+@pytest.mark.slow
+def test_deploy_run_nightly_and_trigger_retraining(site):
+    env, api, data, tmp = site["env"], site["api"], site["data"], site["tmp"]
+    run(PREFECT + ["work-pool", "create", "posebatch", "--type", "process"], env)
+    out = run(PREFECT + ["--no-prompt", "deploy", "--all"], env, cwd=PROJECT_DIR).stdout
+    assert "classify/nightly" in out and "retrain/on-demand" in out
+    nightly = deployment(api, "classify", "nightly")
+    (sched,) = nightly["schedules"]
+    assert sched["schedule"] == {**sched["schedule"], "cron": "0 2 * * *", "timezone": "UTC"}
+    assert nightly["work_pool_name"] == "posebatch"
+
+    worker = site["procs"].start(PREFECT + ["worker", "start", "--pool", "posebatch"], env,
+                                 tmp / "worker.log", cwd=tmp)
+    output = tmp / "output"
+    res = run(PREFECT + ["deployment", "run", "classify/nightly",
+                         "-p", f"input_dir={data / 'incoming'}", "-p", f"output_dir={output}",
+                         "-p", f"registry_dir={data / 'registry'}", "-p", "batch_size=32",
+                         "--watch", "--watch-timeout", "600"], env, timeout=660)
+    assert "Completed" in res.stdout, res.stdout[-2000:]
+
+    table = predictions(output)
+    assert sorted(table.column("source_path").to_pylist()) == npy_files(data / "incoming")
+    assert set(table.column("model_version").to_pylist()) == {"v0001"}
+    (done,) = [r for r in flow_runs(api, "classify") if r["state_type"] == "COMPLETED"]
+    assert set(table.column("flow_run_id").to_pylist()) == {done["id"]}
+
+    # doctor sees the run through the API, and nothing left pending.
+    report = json.loads(run(POSEBATCH + ["doctor", "--data", str(data), "--output", str(output),
+                                         "--json"], env).stdout.strip().splitlines()[-1])
+    assert report["prefect"]["last_classify_run"]["state"] == "COMPLETED"
+    assert report["model"]["production"] == "v0001" and report["input"]["pending"] == 0
+    assert report["last_run"]["files_processed"] == 10 and report["ok"], report["problems"]
+
+    # The event: with the worker stopped, the triggered run waits for us to inspect it.
+    stop_process(worker)
+    retrain = deployment(api, "retrain", "on-demand")
+    assert flow_runs(api, "retrain") == []
+    sent = json.loads(run(POSEBATCH + ["notify-labeled", "--data", str(data), "--json"],
+                          env).stdout.strip().splitlines()[-1])
+    assert sent["event"] == "posebatch.labeled.updated" and sent["files"] == 17
+    runs = wait_for(lambda: flow_runs(api, "retrain", retrain["id"]), timeout=120)
+    assert len(runs) == 1, "the trigger did not create a retraining run"
+    assert runs[0]["parameters"]["labeled_dir"] == str((data / "labeled").resolve())
+    assert runs[0]["parameters"]["registry_dir"] == str((data / "registry").resolve())
+    run(PREFECT + ["flow-run", "cancel", runs[0]["id"]], env)
+    state = wait_for(lambda: flow_runs(api, "retrain")[0]["state_type"] in ("CANCELLED",),
+                     timeout=30)
+    assert state
+
+
+@pytest.mark.slow
+def test_serve_registers_the_schedule_with_its_timezone(site):
+    env, api, tmp = site["env"], site["api"], site["tmp"]
+    data = tmp / "serve_data"
+    (data / "incoming").mkdir(parents=True)
+    proc = site["procs"].start(POSEBATCH + ["serve", "--data", str(data), "--timezone",
+                                            "Europe/Berlin", "--cron", "30 1 * * *"],
+                               env, tmp / "serve.log", cwd=tmp)
+
+    def registered() -> dict[str, Any] | None:
+        try:
+            dep = deployment(api, "classify", "nightly")
+        except httpx.HTTPStatusError:
+            return None
+        scheds = dep.get("schedules") or []
+        return dep if scheds and scheds[0]["schedule"].get("timezone") == "Europe/Berlin" \
+            else None
+
+    dep = wait_for(registered, timeout=240, step=2)
+    assert dep, (tmp / "serve.log").read_text()[-3000:]
+    assert dep["schedules"][0]["schedule"]["cron"] == "30 1 * * *"
+    assert dep["parameters"]["input_dir"] == str((data / "incoming").resolve())
+    assert (data / "prefect" / "serve.json").is_file()
+
+    def scheduled() -> list[dict[str, Any]]:
+        return [r for r in flow_runs(api, "classify", dep["id"])
+                if r["state_type"] == "SCHEDULED"]
+
+    runs = wait_for(scheduled, timeout=120, step=2)
+    assert runs, "the server's scheduler created no runs"
+    for r in runs:                     # 01:30 in Berlin, whatever the UTC offset that day
+        from datetime import datetime
+
+        start = datetime.fromisoformat(r["expected_start_time"]).astimezone(
+            ZoneInfo("Europe/Berlin"))
+        assert (start.hour, start.minute) == (1, 30), r["expected_start_time"]
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    assert not (data / "prefect" / "serve.json").exists()
