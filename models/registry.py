@@ -155,13 +155,13 @@ class Registry:
                 return previous if previous != current else None
         return None
 
-    def rollback(self, version: str | None = None, reason: str = "") -> tuple[str | None, str]:
-        """Switch production back to ``version`` (default: the previous production version).
+    def rollback(self, to: str | None = None, reason: str = "") -> tuple[str | None, str]:
+        """Switch production back to ``to`` (default: the previous production version).
 
         Returns ``(from, to)``. Raises ``RegistryError`` when there is nothing to roll back to.
         """
         current = self.production_version()
-        target = version or self.rollback_target()
+        target = to or self.rollback_target()
         if target is None:
             raise RegistryError(f"nothing to roll back to in {self.root}: the history has no "
                                 "earlier production version (name one: rollback --to vNNNN)")

@@ -349,6 +349,8 @@ def make_tf_dataset(scan: Scan, idx: Sequence[int], batch_size: int, *, shuffle:
         gen, output_signature=(tf.TensorSpec(HEATMAP_SHAPE, tf.float32),
                                tf.TensorSpec((), tf.int32)))
     n_frames = sum(scan.files[i].n_frames for i in idx)
+    # A generator's length is unknown to tf.data; stating it lets Keras count steps.
+    ds = ds.apply(tf.data.experimental.assert_cardinality(n_frames))
     if cache:
         ds = ds.cache()
     if shuffle:

@@ -58,7 +58,7 @@ def train_cnn(train_ds: Any, val_ds: Any, num_classes: int, *, epochs: int = 30,
     p = {**DEFAULT_PARAMS, **(params or {})}
     model = build_cnn(num_classes, **p)
     start = time.monotonic()
-    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0,
+    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False,
                      callbacks=_callbacks(epochs, patience, on_epoch))
     h = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     losses = h.get("val_loss") or h.get("loss") or [0.0]
@@ -114,7 +114,7 @@ def tune_cnn(train_ds: Any, val_ds: Any, num_classes: int, *, epochs: int = 30,
         tuner = BudgetedSearch(build, objective="val_loss", max_trials=max_trials, seed=seed,
                                directory=directory or tmp, project_name="cnn",
                                overwrite=True)
-        tuner.search(train_ds, validation_data=val_ds, epochs=epochs, verbose=0,
+        tuner.search(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False,
                      callbacks=_callbacks(epochs, patience, None, deadline))
         trials = [{"trial": t.trial_id, "hyperparameters": dict(t.hyperparameters.values),
                    "val_loss": t.score} for t in tuner.oracle.trials.values()]

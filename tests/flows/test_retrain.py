@@ -1,0 +1,102 @@
+"""The retraining flow end to end on a real Prefect API: a tiny retrain through the CLI
+registers and promotes a model, the classification flow then uses it, and a second retrain
+that cannot clear the promotion margin is registered but not promoted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.retrain import retrain_flow
+from models.registry import Registry
+from tasks.generate import generate_dataset
+from tasks.spec import class_names
+
+pytestmark = pytest.mark.slow
+
+# Importing a flow module imports prefect.main, which configures Prefect's console log handler
+# on the CURRENT sys.stderr. Done inside CliRunner.invoke, that is the runner's temporary
+# stream, closed afterwards, and every later flow run in this process fails to log. The
+# import above does it once, on the real stderr, before any CLI call.
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("retrain_root")
+    generate_dataset(out, per_class=6, seed=21, incoming_batches=1, incoming_per_batch=12)
+    return out
+
+
+def _last_json(output: str) -> dict:
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def test_retrain_registers_promotes_and_classify_uses_it(prefect_server, root: Path) -> None:
+    res = CliRunner().invoke(app, ["retrain", "--data", str(root), "--epochs", "2",
+                                   "--seed", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    out = _last_json(res.stdout)
+    assert out["ok"] and out["version"] == "v0001" and out["promoted"]
+    assert "first model" in out["reason"]
+    assert out["split"]["method"] == "group"
+    assert set(out["metrics"]) == {"cnn", "logreg", "hgb", "majority"}
+    assert "epoch 1/2" in res.stderr  # progress lines on stderr, not stdout
+
+    reg = Registry(root / "registry")
+    entry = reg.resolve()
+    assert entry.version == "v0001"
+    meta = entry.metadata
+    for key in ("class_names", "input_layout", "temperature", "metrics", "params",
+                "data_fingerprint", "library_versions", "created_at", "version"):
+        assert key in meta, key
+    assert meta["class_names"] == class_names() and meta["output"] == "logits"
+    assert meta["input_layout"]["shape"] == [None, 17, 64, 48]
+    assert meta["temperature"] > 0 and len(meta["data_fingerprint"]) == 64
+    assert meta["split"]["method"] == "group"
+    sides = meta["split"]["groups"]
+    assert not set(sides["train"]) & set(sides["test"])
+    report = (entry.path / "report.md").read_text()
+    assert "| cnn |" in report and "| majority |" in report and "ECE" in report
+    assert (entry.path / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert [h["to"] for h in reg.history()] == ["v0001"]
+
+    from flows.classify import classify_flow
+
+    classify_flow(data_root=str(root), quiet_seconds=0)
+    table = ds.dataset(root / "output" / "predictions", partitioning="hive").to_table()
+    assert table.num_rows == 12
+    assert set(table.column("model_version").to_pylist()) == {"v0001"}
+    assert set(table.column("label").to_pylist()) <= set(class_names())
+
+
+def test_gate_keeps_production_when_the_challenger_is_not_better(prefect_server,
+                                                                 root: Path) -> None:
+    reg = Registry(root / "registry")
+    if reg.production_version() is None:  # run alone: make a champion first
+        retrain_flow(data_root=str(root), epochs=1, seed=1)
+    champion = reg.production_version()
+    before = len(reg.history())
+    out = retrain_flow(data_root=str(root), epochs=1, seed=2, margin=1.0)
+    assert not out["promoted"] and out["reason"].startswith("not promoted")
+    assert "+ margin 1.0000" in out["reason"]
+    assert "production" in out["metrics"]  # the champion was re-evaluated on the new split
+    assert reg.production_version() == champion
+    assert len(reg.history()) == before  # nothing promoted, nothing appended
+    assert out["version"] in reg.versions()  # but the challenger is registered
+    report = (Path(out["path"]) / "report.md").read_text()
+    assert "not promoted" in report and "| production |" in report
+
+    # The other way: a negative margin lets the same gate promote the challenger.
+    better = retrain_flow(data_root=str(root), epochs=1, seed=2, margin=-1.0)
+    assert better["promoted"] and better["reason"].startswith("promoted: challenger")
+    assert reg.production_version() == better["version"]
+    assert reg.history()[-1]["from"] == champion and reg.history()[-1]["action"] == "promote"
+
+    forced = retrain_flow(data_root=str(root), epochs=1, seed=3, promote="always")
+    assert forced["promoted"] and reg.production_version() == forced["version"]
+    assert reg.history()[-1]["from"] == better["version"]
