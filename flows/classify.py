@@ -9,7 +9,9 @@ Orchestration only; the work lives in ``tasks/``. One run:
    computes while the previous one commits;
 4. commits each chunk in order, in this process (``commit-chunk``: Parquet parts and ledger
    entries through one commit record; ``tasks/ledger.py``);
-5. folds the ledger, compacts crowded partitions, publishes a summary table artifact.
+5. folds the ledger, compacts crowded partitions, publishes the run's summary as a table
+   artifact (counts, reasons, throughput) and a markdown artifact (predictions by label and
+   confidence, drift against the model's training mix; ``tasks/run_summary.py``).
 
 Tasks are coarse (thousands of frames each): Prefect's per-task cost stays negligible.
 """
@@ -33,6 +35,7 @@ from tasks.discover import Candidate, scan_input, unseen
 from tasks.infer import ChunkResult, classify_files, load_predictor
 from tasks.ledger import Ledger, OutputLock, new_commit_id
 from tasks.outputs import commit_chunk, compact, crowded_partitions, judge_chunk
+from tasks.run_summary import RunFrames, format_summary, run_markdown, summary_table
 from tasks.schema import PREDICTIONS
 from tasks.storage import Location
 
@@ -68,6 +71,13 @@ class _Progress:
 _progress = _Progress(0)
 
 
+def _report_progress(chunk: int, files_done: int) -> None:
+    """Tell this process's listeners. Tasks call this instead of naming ``_progress``: a task
+    shipped to a Dask worker is pickled with the globals it names, and ``_progress`` holds a
+    lock (on a worker this updates the worker's own, listener-less copy)."""
+    _progress.update(chunk, files_done)
+
+
 # -- tasks --------------------------------------------------------------------------------
 @task(name="reconcile-output", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def reconcile_output(output_dir: str) -> tuple[Ledger, dict[str, int]]:
@@ -99,7 +109,7 @@ def classify_chunk(input_dir: str, files: list[tuple[str, int]], registry_dir: s
         logger.info("chunk %d/%d, batch %d: %d frames; %d/%d files read; %.1f s", chunk + 1,
                     chunks, info["batch"], info["frames"], info["files_done"], info["files"],
                     info["seconds"])
-        _progress.update(chunk, info["files_done"])
+        _report_progress(chunk, info["files_done"])
 
     return classify_files(input_dir, files, registry_dir, model_version,
                           batch_size=batch_size, max_frames=max_frames, on_batch=on_batch)
@@ -121,7 +131,7 @@ def commit_chunk_task(ledger: Ledger, result: ChunkResult, sizes: dict[str, tupl
     if unreadable:
         get_run_logger().warning("%d file(s) could not be read and will be retried next run: "
                                  "%s", len(unreadable), "; ".join(unreadable[:10]))
-    return {"seq": record.seq, "parts": len(record.parts), "labels": labels,
+    return {"seq": record.seq, "parts": len(record.parts), "labels": labels, "table": preds,
             "reasons": reasons, "status": status,
             "frames": int(preds.num_rows) if preds is not None else 0,
             "moved_ok": [f.path for f, s in zip(result.files, judged.status, strict=True)
@@ -218,43 +228,6 @@ def _preload(registry_dir: str, version: str, batch_size: int) -> None:
     preload_on_workers(load_predictor, registry_dir, version, batch_size)
 
 
-def summary_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """The run summary as metric/value rows (the artifact and the CLI print the same)."""
-    rows = [
-        ("model version", summary["model_version"]),
-        ("files seen", summary["files_seen"]),
-        ("files in incomplete batches", summary["not_ready"]),
-        ("files already processed", summary["already_processed"]),
-        ("files new", summary["new"]),
-        ("files left for the next run (--max-files)", summary["deferred"]),
-        ("files classified", summary["classified"]),
-        ("frames classified", summary["frames"]),
-        ("files rejected", summary["rejected"]),
-    ]
-    rows += [(f"  rejected: {k}", v) for k, v in sorted(summary["rejected_by_reason"].items())]
-    rows += [
-        ("files recognised (same content, other path)", summary["duplicates"]),
-        ("files unchanged (only time stamp changed)", summary["unchanged"]),
-        ("files vanished before reading", summary["vanished"]),
-        ("files unreadable (retried next run)", summary["unreadable"]),
-    ]
-    rows += [(f"  label: {k}", v) for k, v in sorted(summary["labels"].items())]
-    rows += [
-        ("throughput (files/s)", f"{summary['files_per_second']:.1f}"),
-        ("throughput (frames/s)", f"{summary['frames_per_second']:.1f}"),
-        ("seconds", f"{summary['seconds']:.2f}"),
-    ]
-    return [{"metric": k, "value": str(v)} for k, v in rows]
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """Plain-text table of ``summary_table`` for the terminal."""
-    rows = summary_table(summary)
-    width = max(len(r["metric"]) for r in rows)
-    head = f"classified into {summary['output_dir']}"
-    return "\n".join([head] + [f"  {r['metric']:<{width}}  {r['value']}" for r in rows])
-
-
 # -- the flow -----------------------------------------------------------------------------
 @flow(name="classify", log_prints=False)
 def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
@@ -310,6 +283,7 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
         tally: dict[str, Counter[Any]] = {"labels": Counter(), "reasons": Counter(),
                                            "status": Counter()}
         frames = parts = 0
+        kept = RunFrames()
         t_work = time.perf_counter()
         window = _parallel_chunks()
         pending: deque[tuple[int, Any]] = deque()
@@ -328,6 +302,7 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
             for key in tally:
                 tally[key].update(stats[key])
             frames += stats["frames"]
+            kept.add(stats["table"])
             parts += stats["parts"]
             logger.info("chunk %d/%d committed (#%d): %d frames, %s", i + 1, len(chunks),
                         stats["seq"], stats["frames"], dict(stats["status"]))
@@ -357,12 +332,18 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
         "files_per_second": done_files / work_seconds if work_seconds > 0 else 0.0,
         "frames_per_second": frames / work_seconds if work_seconds > 0 else 0.0,
     }
-    _publish(summary)
+    _publish(summary, run_markdown(summary, kept, entry.metadata, settings.low_confidence))
     return summary
 
 
-def _publish(summary: dict[str, Any]) -> None:
-    from prefect.artifacts import create_table_artifact
+__all__ = ["classify_flow", "add_progress_listener", "format_summary", "summary_table"]
 
+
+def _publish(summary: dict[str, Any], markdown: str) -> None:
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    where = f"posebatch classify into {summary['output_dir']}"
     create_table_artifact(table=summary_table(summary), key="classify-summary",
-                          description=f"posebatch classify into {summary['output_dir']}")
+                          description=where)
+    create_markdown_artifact(markdown=markdown, key="classify-report",
+                             description=f"{where}: predictions by label, drift")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -20,6 +21,7 @@ from tests.tasks.classify_support import (
     make_input,
     npy_bytes,
     shared_registry,
+    training_counts,
     write,
 )
 
@@ -90,6 +92,46 @@ def test_flow_classifies_every_valid_frame_and_records_every_rejection(
 
     artifact = Artifact.get("classify-summary")
     assert artifact is not None and "files classified" in str(artifact.data)
+    check_markdown_artifact(summary["flow_run_id"], preds)
+
+
+def check_markdown_artifact(flow_run_id: str, preds) -> None:
+    """The run's markdown artifact, read back from the Prefect API, against the Parquet."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["classify-report"]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    assert len(found) == 1 and found[0].type == "markdown"
+    md = str(found[0].data)
+    lines = md.splitlines()
+    assert "Model **v0001**" in md
+    assert f"**{preds.num_rows}** frames classified, **7** files rejected" in md
+    # By label: frames, share and mean confidence, computed here in plain Python.
+    conf: dict[str, list[float]] = {}
+    for label, c in zip(preds.column("label").to_pylist(),
+                        preds.column("confidence").to_pylist(), strict=True):
+        conf.setdefault(label, []).append(c)
+    for label, cs in conf.items():
+        row = (f"| {label} | {len(cs)} | {len(cs) / preds.num_rows:.1%} | "
+               f"{sum(cs) / len(cs):.3f} | {sum(c < 0.5 for c in cs) / len(cs):.1%} |")
+        assert row in lines, (row, md)
+    # Drift against the model's recorded training mix: the population stability index.
+    train = training_counts()
+    psi = 0.0
+    for name in set(train) | set(conf):
+        a = max(len(conf.get(name, [])) / preds.num_rows, 1e-4)
+        b = max(train.get(name, 0) / sum(train.values()), 1e-4)
+        psi += (a - b) * math.log(a / b)
+    assert f"PSI **{psi:.3f}**" in md
+    for reason in REASONS:
+        assert (f"| {reason} | 1 |" in lines) == (reason != "read_error")
 
 
 def test_reruns_are_idempotent_and_only_changed_content_is_reprocessed(

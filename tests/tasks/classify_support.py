@@ -19,13 +19,19 @@ from tasks.spec import HEATMAP_SHAPE, class_names
 TEMPERATURE = 1.7
 
 
+def training_counts() -> dict[str, int]:
+    """The shared model's recorded training mix: uneven on purpose, so drift is non-zero."""
+    return {name: 10 * (i + 1) for i, name in enumerate(class_names())}
+
+
 _REGISTRY: list[Path] = []
 
 
 def shared_registry(factory: pytest.TempPathFactory) -> Path:
     """A registry whose production model is a tiny (untrained) CNN of the deployed design,
     built once per test session (test modules wrap it in their own ``registry_dir``
-    fixture). These tests check plumbing and numbers against the model, not its accuracy."""
+    fixture), with a recorded training class mix as the retraining flow writes it.
+    These tests check plumbing and numbers against the model, not its accuracy."""
     if _REGISTRY:
         return _REGISTRY[0]
     from models.network import build_cnn
@@ -36,6 +42,7 @@ def shared_registry(factory: pytest.TempPathFactory) -> Path:
     root = factory.mktemp("registry")
     reg = Registry(root)
     entry = reg.register(model, {"class_names": names, "temperature": TEMPERATURE,
+                                 "class_distribution": training_counts(),
                                  "input_layout": {"shape": [None, *HEATMAP_SHAPE],
                                                   "axes": ["batch", "keypoint", "y", "x"]}})
     reg.set_production(entry.version, "test model", "promote")
