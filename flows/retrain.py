@@ -39,6 +39,7 @@ from tasks.dataset import (
     GROUP_RULES,
     Scan,
     Split,
+    class_distribution,
     data_fingerprint,
     features_of,
     scan_labeled,
@@ -241,6 +242,8 @@ def register_task(registry_dir: str, model: Any, summary: dict[str, Any], promot
         "split": {k: summary["split"][k] for k in ("group_by", "method", "note", "groups",
                                                    "frames")},
         "data_fingerprint": summary["data"]["fingerprint"],
+        # training-split frames per class: the drift report's reference mix
+        "class_distribution": summary["data"]["class_distribution"],
         "data": {k: summary["data"][k] for k in ("labeled_dir", "files", "frames")}
         | {"rejected": len(summary["data"]["rejected"])},
         "library_versions": library_versions(),
@@ -319,7 +322,8 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
         "class_names": scan.class_names,
         "data": {"labeled_dir": labeled, "files": len(scan.files), "frames": scan.n_frames,
                  "rejected": scan.rejected, "ignored": scan.ignored,
-                 "fingerprint": data_fingerprint(scan)},
+                 "fingerprint": data_fingerprint(scan),
+                 "class_distribution": class_distribution(scan, split.train)},
         "split": {"group_by": group_by, "method": split.method, "note": split.note,
                   "groups": split.groups, "frames": frames},
         "training": {"epochs": epochs, "epochs_run": result.epochs_run,

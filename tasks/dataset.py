@@ -283,6 +283,18 @@ def split_scan(labels: Sequence[int], groups: Sequence[str | None], n_classes: i
 # ---------------------------------------------------------------------------------------
 # Arrays and streaming
 
+def class_distribution(scan: Scan, idx: Sequence[int]) -> dict[str, int]:
+    """Frames per class name (every class, zeros included) of the given files.
+
+    Stored as ``class_distribution`` (training split) in the model's metadata: the drift
+    report compares a run's predicted label mix with the mix the model was trained on."""
+    counts = dict.fromkeys(scan.class_names, 0)
+    for i in idx:
+        f = scan.files[i]
+        counts[scan.class_names[f.file.label]] += f.n_frames
+    return counts
+
+
 def features_of(scan: Scan, idx: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Keypoint features and labels, one row per frame, of the given files."""
     feats = [scan.files[i].features for i in idx]

@@ -39,6 +39,9 @@ def render_report(r: dict[str, Any]) -> str:
         f"{len(data['rejected'])}, ignored {len(data['ignored'])}",
         f"- data fingerprint: `{data['fingerprint']}`",
     ]
+    if data.get("class_distribution"):
+        lines.append("- training frames per class: " + ", ".join(
+            f"{k} {v}" for k, v in data["class_distribution"].items()))
     if data["rejected"]:
         lines += ["", "Rejected files (not used; training went on without them):", "",
                   "| file | reason | detail |", "|---|---|---|"]

@@ -60,8 +60,17 @@ def test_retrain_registers_promotes_and_classify_uses_it(prefect_server, root: P
     assert meta["split"]["method"] == "group"
     sides = meta["split"]["groups"]
     assert not set(sides["train"]) & set(sides["test"])
+    # The drift report's reference: training-split frames per class, every class listed.
+    dist = meta["class_distribution"]
+    assert list(dist) == class_names() and all(v > 0 for v in dist.values())
+    assert sum(dist.values()) == meta["split"]["frames"]["train"] == out["split"]["frames"]["train"]
+    from tasks.report import training_distribution
+
+    shares, where = training_distribution(root / "registry")
+    assert shares == {k: float(v) for k, v in dist.items()} and "v0001" in where
     report = (entry.path / "report.md").read_text()
     assert "| cnn |" in report and "| majority |" in report and "ECE" in report
+    assert "training frames per class: action_remove_block " in report
     assert (entry.path / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     assert [h["to"] for h in reg.history()] == ["v0001"]
 

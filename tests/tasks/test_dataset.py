@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tasks.dataset import (
+    class_distribution,
     data_fingerprint,
     features_of,
     group_of,
@@ -150,3 +151,7 @@ def test_multi_frame_files_give_one_sample_per_frame(tmp_path: Path) -> None:
     assert scan.n_frames == 18 and len(scan.files) == 6
     x, y = load_frames(scan, range(6))
     assert x.shape[0] == 18 and np.bincount(y).tolist() == [9, 9]
+    # frames, not files, per class; a class without files on the side counts 0
+    action_up_files = [i for i, f in enumerate(scan.files) if f.file.label == 0]
+    assert class_distribution(scan, range(6)) == {"action_up": 9, "dummy": 9}
+    assert class_distribution(scan, action_up_files[:2]) == {"action_up": 6, "dummy": 0}
