@@ -70,7 +70,7 @@ def test_retrain_registers_promotes_and_classify_uses_it(prefect_server, root: P
     assert shares == {k: float(v) for k, v in dist.items()} and "v0001" in where
     report = (entry.path / "report.md").read_text()
     assert "| cnn |" in report and "| majority |" in report and "ECE" in report
-    assert "training frames per class: action_remove_block " in report
+    assert "training frames per class: action_down " in report
     assert (entry.path / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     assert [h["to"] for h in reg.history()] == ["v0001"]
 
