@@ -71,10 +71,16 @@ class _Progress:
 _progress = _Progress(0)
 
 
+def _start_progress(total: int) -> None:
+    global _progress
+    _progress = _Progress(total)
+
+
 def _report_progress(chunk: int, files_done: int) -> None:
-    """Tell this process's listeners. Tasks call this instead of naming ``_progress``: a task
-    shipped to a Dask worker is pickled with the globals it names, and ``_progress`` holds a
-    lock (on a worker this updates the worker's own, listener-less copy)."""
+    """Tell this process's listeners. The flow and its tasks call these two functions instead
+    of naming ``_progress``: on Dask, Prefect pickles the task and the flow (its context) with
+    the globals they name, and ``_progress`` holds a lock. (On a worker this updates the
+    worker's own, listener-less copy.)"""
     _progress.update(chunk, files_done)
 
 
@@ -241,7 +247,6 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
     Defaults come from the settings (``POSEBATCH_*``, data root ``./data``): input
     ``incoming/``, output ``output/``, registry ``registry/``, the production model.
     """
-    global _progress
     t0 = time.perf_counter()
     settings = get_settings(data_root)
     input_dir = str(input_dir or settings.incoming_dir)
@@ -276,7 +281,7 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
                                           [c.path for c in known], [])
 
         chunks = _chunks(todo, max(1, chunk_files), CHUNK_BYTES)
-        _progress = _Progress(len(todo))
+        _start_progress(len(todo))
         if chunks:
             _preload(registry_dir, entry.version, batch_size)
         sizes = {c.path: (c.size, c.mtime_ns) for c in todo}
@@ -298,7 +303,7 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
             i, fut = pending.popleft()
             result = fut.result()
             stats = commit_chunk_task(ledger, result, sizes, new_commit_id(), run_id)
-            _progress.update(i, len(chunks[i]))
+            _report_progress(i, len(chunks[i]))
             for key in tally:
                 tally[key].update(stats[key])
             frames += stats["frames"]

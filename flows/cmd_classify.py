@@ -31,7 +31,7 @@ def _str(location: str | None, default: Path) -> str:
 
 
 def _run_classify(params: dict[str, Any], registry: str, version: str, batch_size: int,
-                  as_json: bool) -> dict[str, Any]:
+                  as_json: bool, spec: Any = None) -> dict[str, Any]:
     import os
 
     from flows.ephemeral import start_early_server
@@ -40,14 +40,20 @@ def _run_classify(params: dict[str, Any], registry: str, version: str, batch_siz
     if bar:  # logs still reach the Prefect API; the terminal shows the progress bar
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     server = start_early_server()  # first: before any thread exists; stopped at exit
-    threading.Thread(target=_preload, args=(registry, version, batch_size),
-                     name="posebatch-model-load", daemon=True).start()
+    on_dask = spec is not None and spec.kind != "threads"
+    if not on_dask:  # on Dask the workers load the model (flows/runners), not this process
+        threading.Thread(target=_preload, args=(registry, version, batch_size),
+                         name="posebatch-model-load", daemon=True).start()
     from flows.classify import add_progress_listener, classify_flow
+    from flows.runners import with_task_runner
 
+    if on_dask:
+        typer.echo(f"classifying on a {spec.describe()}", err=True)
+    flow = with_task_runner(classify_flow, spec)
     if server is not None:
         server.wait()
     if not bar:
-        return classify_flow(**params)
+        return flow(**params)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     with Progress("[progress.description]{task.description}", BarColumn(),
@@ -56,7 +62,7 @@ def _run_classify(params: dict[str, Any], registry: str, version: str, batch_siz
         remove = add_progress_listener(
             lambda done, total: prog.update(job, completed=done, total=total))
         try:
-            return classify_flow(**params)
+            return flow(**params)
         finally:
             remove()
 
@@ -97,6 +103,13 @@ def register(app: typer.Typer) -> None:
             "in it changed for this long [default: 5].", show_default=False)] = None,
         chunk_files: Annotated[int, typer.Option(
             "--chunk-files", min=1, help="Files per classification task.")] = 2048,
+        workers: Annotated[int | None, typer.Option(
+            "--workers", min=1, help="Classify on a local Dask cluster of N worker processes "
+            "(127.0.0.1, no dashboard; each loads the model once).", show_default=False)] = None,
+        dask_address: Annotated[str | None, typer.Option(
+            "--dask-address", help="Classify on an existing Dask scheduler, e.g. "
+            "tcp://10.0.0.5:8786 (its workers must see the input, e.g. on s3://).",
+            show_default=False)] = None,
         data: DataOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
@@ -106,10 +119,15 @@ def register(app: typer.Typer) -> None:
         --quiet-seconds; a file is new when its (path, SHA-256) was never processed. Bad
         files are recorded in OUTPUT/rejections with a reason code. Safe to kill and rerun.
         """
+        from flows.runners import runner_spec
         from models.registry import Registry, RegistryError
         from tasks.ledger import LockHeld, OutputLock
         from tasks.storage import Location
 
+        try:
+            spec = runner_spec(workers, dask_address)
+        except ValueError as exc:
+            fail(str(exc), as_json)
         settings = setup(data, prefect=True)
         inp = _str(input_dir, settings.incoming_dir)
         out = _str(output_dir, settings.output_dir)
@@ -128,7 +146,7 @@ def register(app: typer.Typer) -> None:
                   "quiet_seconds": quiet_seconds, "chunk_files": chunk_files,
                   "data_root": str(settings.data_root)}
         try:
-            summary = _run_classify(params, reg, entry.version, bsz, as_json)
+            summary = _run_classify(params, reg, entry.version, bsz, as_json, spec)
         except LockHeld as exc:
             fail(str(exc), as_json, code=3)
         except (RegistryError, ValueError, RuntimeError, OSError) as exc:

@@ -102,6 +102,15 @@ def make_task_runner(spec: RunnerSpec | None = None) -> Any:
                           cluster_kwargs=local_cluster_kwargs(int(spec.workers or 1)))
 
 
+def with_task_runner(flow: Any, spec: RunnerSpec | None = None) -> Any:
+    """``flow`` on the task runner ``spec`` asks for: the flow itself for the threaded
+    default, else ``flow.with_options(task_runner=...)``. The one place the CLI commands
+    (``classify``, ``watch``) and the benchmark pick a runner."""
+    if spec is None or (spec.kind == "threads" and spec.threads is None):
+        return flow
+    return flow.with_options(task_runner=make_task_runner(spec))
+
+
 def per_process(key: Hashable, factory: Callable[[], Any]) -> Any:
     """The value for ``key`` in this process, built by ``factory`` on first use only.
 

@@ -217,11 +217,8 @@ def classify_runner(params: dict[str, Any], spec: Any = None) -> Callable[[], di
     (``flows.runners.RunnerSpec``; threads by default). The flow is imported on first use."""
     def run() -> dict[str, Any]:
         from flows.classify import classify_flow
-        from flows.runners import make_task_runner
+        from flows.runners import with_task_runner
 
-        flow = classify_flow
-        if spec is not None and spec.kind != "threads":
-            flow = classify_flow.with_options(task_runner=make_task_runner(spec))
-        return flow(**params)
+        return with_task_runner(classify_flow, spec)(**params)
 
     return run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -52,3 +53,59 @@ def predictions(output_dir: Path):
 
 def npy_files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.npy"))
+
+
+def table_rows(output_dir: Path, name: str = "predictions") -> list[dict]:
+    """A Parquet dataset's rows in a stable order, without what differs between two runs of
+    the same input (run id, time stamps and the day partition derived from them)."""
+    path = output_dir / name
+    table = ds.dataset(path, format="parquet", partitioning="hive").to_table()
+    drop = [c for c in ("flow_run_id", "classified_at", "rejected_at", "date")
+            if c in table.column_names]
+    rows = table.drop_columns(drop).to_pylist()
+    return sorted(rows, key=lambda r: (r["source_path"], r.get("frame_index", 0)))
+
+
+def assert_same_rows(left: list[dict], right: list[dict], atol: float = 1e-5) -> None:
+    """Row for row equal: exact for everything but the model's floats, which may differ in
+    the last bits between processes with other thread counts (reduction order)."""
+    import numpy as np
+
+    assert len(left) == len(right) > 0
+    for a, b in zip(left, right, strict=True):
+        floats = {k for k, v in a.items() if isinstance(v, float)
+                  or (isinstance(v, list) and v and isinstance(v[0], float))}
+        assert {k: v for k, v in a.items() if k not in floats} == \
+            {k: v for k, v in b.items() if k not in floats}
+        for k in floats:
+            assert b[k] is not None and np.allclose(a[k], b[k], rtol=0, atol=atol), (k, a, b)
+
+
+# --- counting model loads inside Dask worker processes (run there with client.run) ----------
+
+def count_model_loads() -> int:
+    """Wrap ``tasks.infer``'s model build and lookup in this process with counters."""
+    import tasks.infer as infer
+
+    if getattr(infer, "_posebatch_counts", None) is None:
+        counts = {"builds": 0, "lookups": 0}
+        build, lookup = infer._build_predictor, infer.load_predictor
+
+        def counted_build(*args, **kwargs):
+            counts["builds"] += 1
+            return build(*args, **kwargs)
+
+        def counted_lookup(*args, **kwargs):
+            counts["lookups"] += 1
+            return lookup(*args, **kwargs)
+
+        infer._build_predictor = counted_build
+        infer.load_predictor = counted_lookup
+        infer._posebatch_counts = counts
+    return os.getpid()
+
+
+def model_load_counts() -> dict[str, int]:
+    import tasks.infer as infer
+
+    return dict(infer._posebatch_counts)
