@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -59,7 +60,10 @@ def table_rows(output_dir: Path, name: str = "predictions") -> list[dict]:
     """A Parquet dataset's rows in a stable order, without what differs between two runs of
     the same input (run id, time stamps and the day partition derived from them)."""
     path = output_dir / name
-    table = ds.dataset(path, format="parquet", partitioning="hive").to_table()
+    return _stable_rows(ds.dataset(path, format="parquet", partitioning="hive").to_table())
+
+
+def _stable_rows(table) -> list[dict]:
     drop = [c for c in ("flow_run_id", "classified_at", "rejected_at", "date")
             if c in table.column_names]
     rows = table.drop_columns(drop).to_pylist()
@@ -109,3 +113,58 @@ def model_load_counts() -> dict[str, int]:
     import tasks.infer as infer
 
     return dict(infer._posebatch_counts)
+
+
+# --- a local S3-compatible server (moto in server mode on 127.0.0.1; no network) -------------
+
+@contextlib.contextmanager
+def moto_s3(bucket: str = "poses"):
+    """Start moto's S3 server on a free loopback port, put dummy credentials and its endpoint
+    in ``os.environ`` (inherited by Dask worker processes started meanwhile), create
+    ``bucket``; yield the endpoint URL. Everything is undone on exit."""
+    from unittest import mock
+
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    try:
+        with mock.patch.dict(os.environ, env):
+            import boto3
+
+            boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(
+                Bucket=bucket)
+            yield env["AWS_ENDPOINT_URL"]
+    finally:
+        server.stop()
+
+
+def upload_tree(folder: Path, uri: str) -> list[str]:
+    """Copy every file below ``folder`` to the ``uri`` prefix (``_SUCCESS`` markers last, as
+    a writer should); returns the uploaded relative paths."""
+    from tasks.storage import Location
+
+    loc = Location(uri)
+    files = sorted((p for p in folder.rglob("*") if p.is_file()),
+                   key=lambda p: (p.name == "_SUCCESS", p.as_posix()))
+    for p in files:
+        loc.write_bytes(p.relative_to(folder).as_posix(), p.read_bytes())
+    return [p.relative_to(folder).as_posix() for p in files]
+
+
+def remote_rows(uri: str, name: str = "predictions") -> list[dict]:
+    """``table_rows`` for an output on object storage."""
+    from tasks.storage import Location
+
+    loc = Location(uri)
+    table = ds.dataset(loc.path(name), filesystem=loc.fs, format="parquet",
+                       partitioning="hive").to_table()
+    return _stable_rows(table)

@@ -4,9 +4,7 @@ S3-compatible server (moto in server mode on 127.0.0.1, started here; no network
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +15,7 @@ from tasks.generate import synth_frames
 from tasks.spec import class_names
 from tasks.storage import Location, arrow_filesystem, fsspec_filesystem, is_remote, s3_options
 from tasks.validate import Rejected, read_heatmaps
+from tests.flows.ops_support import moto_s3
 
 
 def _npy_bytes(frames: np.ndarray) -> bytes:
@@ -27,28 +26,9 @@ def _npy_bytes(frames: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="module")
 def s3_server():
-    """A moto S3 server on loopback with dummy credentials in the environment."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    try:
-        with mock.patch.dict(os.environ, env):
-            import boto3
-
-            boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(
-                Bucket="poses")
-            yield env["AWS_ENDPOINT_URL"]
-    finally:
-        server.stop()
+    """A moto S3 server on loopback with dummy credentials in the environment, bucket poses."""
+    with moto_s3("poses") as endpoint:
+        yield endpoint
 
 
 def test_s3_options_take_the_specific_variable_first():
