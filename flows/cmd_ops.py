@@ -223,7 +223,7 @@ def doctor(
 ) -> None:
     """Health check: versions, data root, production model and age, last classification run,
     pending input, disk space, Prefect setup. Exit code 1 when a problem was found."""
-    settings = setup(data, prefect=True)
+    settings = setup(data)  # not prefect=True: that creates the Prefect home; doctor only reads
     from flows.doctor import diagnose, render
 
     report = diagnose(settings, input_dir, output_dir, registry_dir)

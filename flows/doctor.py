@@ -150,7 +150,10 @@ def prefect_section(settings: Settings) -> tuple[dict[str, Any], list[str]]:
     home = Path(os.environ.get("PREFECT_HOME") or settings.prefect_home).resolve()
     info: dict[str, Any] = {
         "home": str(home), "api_url": api or "ephemeral (started per command)",
-        "telemetry": "off" if os.environ.get("DO_NOT_TRACK") == "1" else "on",
+        # what posebatch commands do (flows.settings.configure_prefect_env): the user's
+        # DO_NOT_TRACK wins, else off unless the settings turn telemetry on
+        "telemetry": "off" if os.environ.get(
+            "DO_NOT_TRACK", "" if settings.telemetry else "1") == "1" else "on",
         "serve": {k: serving[k] for k in ("pid", "cron", "timezone", "started_at")}
         if serving else None,
     }
