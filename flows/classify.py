@@ -5,8 +5,8 @@ Orchestration only; the work lives in ``tasks/``. One run:
 1. takes the output's lock (one writer per output) and reconciles what a killed run left;
 2. discovers complete batches and the files not processed yet (``tasks/discover.py``);
 3. classifies them in chunks of many files (``classify-chunk`` tasks on the task runner:
-   threads by default, Dask when asked); a few chunks are in flight so the next one
-   computes while the previous one commits;
+   threads by default, Dask when asked); the next chunk computes while the previous one
+   commits (one chunk at a time on threads, one per worker and one queued on Dask);
 4. commits each chunk in order, in this process (``commit-chunk``: Parquet parts and ledger
    entries through one commit record; ``tasks/ledger.py``);
 5. folds the ledger, compacts crowded partitions, publishes the run's summary as a table
@@ -212,7 +212,12 @@ def _inside(child: str | None, parent: str) -> str | None:
 
 
 def _parallel_chunks() -> int:
-    """Chunks in flight: two on threads (compute overlaps commit); workers + 1 on Dask."""
+    """Chunks classified at once: one on threads, workers + 1 on Dask.
+
+    On threads one chunk at a time already keeps every core busy (reader threads feed the
+    model, which uses all cores) and the next chunk starts as soon as one is classified, so
+    its compute overlaps the previous commit. Two side by side would only double the
+    read-ahead memory (and make a small run's memory unlike a large one's)."""
     try:
         from prefect.context import FlowRunContext
 
@@ -222,7 +227,7 @@ def _parallel_chunks() -> int:
             return max(2, len(client.scheduler_info().get("workers", {})) + 1)
     except Exception:  # noqa: BLE001 - any failure: the threaded default
         pass
-    return 2
+    return 1
 
 
 def _preload(registry_dir: str, version: str, batch_size: int) -> None:
@@ -293,15 +298,20 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
         window = _parallel_chunks()
         pending: deque[tuple[int, Any]] = deque()
         nxt = 0
-        while nxt < len(chunks) or pending:
+        def fill_window() -> None:
+            nonlocal nxt
             while nxt < len(chunks) and len(pending) < window:
                 files = [(c.path, c.size) for c in chunks[nxt]]
                 pending.append((nxt, classify_chunk.submit(
                     input_dir, files, registry_dir, entry.version, batch_size, max_frames,
                     nxt, len(chunks))))
                 nxt += 1
+
+        fill_window()
+        while pending:
             i, fut = pending.popleft()
             result = fut.result()
+            fill_window()  # the next chunk computes while this one commits
             stats = commit_chunk_task(ledger, result, sizes, new_commit_id(), run_id)
             _report_progress(i, len(chunks[i]))
             for key in tally:

@@ -10,10 +10,15 @@ Why it is fast and bounded:
   version and batch size), and called through one compiled ``tf.function`` with a fixed
   input signature ``[batch_size, 17, 64, 48]``: every call reuses one graph; the last batch
   is padded (its padding rows are dropped). ``predict()`` would rebuild its loop per call.
+  One call runs at a time per process (TensorFlow already spreads one call over all
+  cores): chunks classified side by side on threads (e.g. a Dask worker with several
+  threads) take turns on the model, one reading while the other computes, instead of
+  both computing at half speed with twice the working memory.
 - files are read, SHA-256 hashed and validated by a small thread pool while the model
   computes the previous batch (hashing, NumPy checks and file reads release the GIL); the
-  pool runs at most ``readahead_mb`` of file bytes ahead, so memory is bounded whatever the
-  number of files, and frames stream through one reused batch buffer.
+  pool runs at most ``readahead_mb`` of file bytes ahead (a little more than one batch of
+  frames: enough to keep the model fed), so memory is bounded whatever the number of files,
+  and frames stream through one reused batch buffer.
 - each file is read once: the bytes are hashed and handed to the validator from memory.
 """
 
@@ -79,9 +84,11 @@ class Predictor:
     temperature: float
     batch_size: int
     fn: Any
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.fn(batch), dtype=np.float32)
+        with self.lock:  # one model call at a time per process: see the module docstring
+            return np.asarray(self.fn(batch), dtype=np.float32)
 
 
 _PREDICTORS: dict[tuple[str, str, int], Predictor] = {}
@@ -92,14 +99,16 @@ def load_predictor(registry_dir: str, model_version: str, batch_size: int = 256,
                    jit_compile: bool | None = None) -> Predictor:
     """The process-wide predictor for a registry version (loaded and compiled on first use).
 
-    ``jit_compile`` (XLA) defaults to ``$POSEBATCH_XLA`` (on unless "0"): on CPU it runs this
-    network markedly faster for a couple of seconds more compile time, once per process.
+    ``jit_compile`` (XLA) defaults to ``$POSEBATCH_XLA`` (off unless "1"). Measured on the
+    2-core machine with the deployed network, XLA ran a batch on one core where TensorFlow's
+    own kernels use both, cost about 15% more CPU per batch and half a second more to
+    compile: off is the better default; try it on other hardware.
     """
     key = (os.path.abspath(str(registry_dir)), model_version, int(batch_size))
     with _PREDICTOR_LOCK:
         if key not in _PREDICTORS:
             if jit_compile is None:
-                jit_compile = os.environ.get("POSEBATCH_XLA", "1") != "0"
+                jit_compile = os.environ.get("POSEBATCH_XLA", "0") == "1"
             _PREDICTORS[key] = _build_predictor(key[0], model_version, int(batch_size),
                                                 jit_compile)
         return _PREDICTORS[key]
@@ -209,7 +218,7 @@ BatchCallback = Callable[[dict[str, Any]], None]
 
 def classify_files(input_dir: str, files: list[tuple[str, int]], registry_dir: str,
                    model_version: str, batch_size: int = 256, max_frames: int = 4096,
-                   io_threads: int = 2, readahead_mb: int = 256,
+                   io_threads: int = 2, readahead_mb: int = 64,
                    on_batch: BatchCallback | None = None) -> ChunkResult:
     """Classify ``files`` (relative path, size) of ``input_dir`` with a registry model.
 
