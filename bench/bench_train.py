@@ -54,8 +54,8 @@ def generate(work: Path, per_class: int, eval_per_class: int, seed: int) -> dict
     return roots
 
 
-def train_and_score(roots: dict[str, Path], epochs: int, seed: int,
-                    batch_size: int = 64) -> dict[str, Any]:
+def train_and_score(roots: dict[str, Path], epochs: int, seed: int, batch_size: int = 64,
+                    augment: dict[str, float] | None = None) -> dict[str, Any]:
     """Train every method as the flow does; score them on test / fresh / hard."""
     import flows.retrain as rt
     from models.calibration import expected_calibration_error, softmax
@@ -79,8 +79,9 @@ def train_and_score(roots: dict[str, Path], epochs: int, seed: int,
         t0 = time.perf_counter()
         scan, split = rt.scan_task.fn(str(roots["train"] / "labeled"), "subject", 4096, seed)
         scan_s = time.perf_counter() - t0
+        config = AugmentConfig(**(augment or {}))
         result = rt.train_task.fn(scan, split, epochs, seed, batch_size, False, 0.0, 0, 4096,
-                                  AugmentConfig())
+                                  config)
         evaluation = rt.evaluate_task.fn(result.model, scan, split, 4096)
     finally:
         remove()
@@ -119,7 +120,7 @@ def train_and_score(roots: dict[str, Path], epochs: int, seed: int,
         "scan_seconds": round(scan_s, 1),
         "train_seconds": round(result.seconds, 1),
         "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-        "params": result.params, "temperature": temperature,
+        "params": result.params, "augment": config.as_dict(), "temperature": temperature,
         "calibration": evaluation["calibration"],
         "fit_seconds": {k: round(v, 2) for k, v in fits.items()},
         "scores": {m: {k: {f: table[m][k][f] for f in ("accuracy", "macro_f1", "ece")}
@@ -196,6 +197,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--demo", default=None, help="P:E, also time the demo's retraining")
     ap.add_argument("--skip-methods", action="store_true", help="only the --demo timing")
+    ap.add_argument("--augment", default=None,
+                    help='JSON overrides of tasks.augment.AugmentConfig, e.g. {"swap": 0.05}')
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -208,7 +211,8 @@ def main() -> None:
             roots = generate(work, args.per_class, args.eval_per_class, args.seed)
             _log(f"data generated under {work}; training (per class {args.per_class}, "
                  f"up to {args.epochs} epochs)")
-            report.update(train_and_score(roots, args.epochs, args.seed))
+            report.update(train_and_score(roots, args.epochs, args.seed,
+                                          augment=json.loads(args.augment or "{}")))
             print(f"## Methods (train {args.per_class} files a class, seed {args.seed}, up to "
                   f"{args.epochs} epochs)\n")
             print(markdown(report))

@@ -57,8 +57,9 @@ def build_cnn(num_classes: int, filters: Sequence[int] = (32, 64, 96), dense: in
     return model
 
 
-def compile_cnn(model: Any, learning_rate: float = 2e-3) -> Any:
-    """Adam + sparse cross-entropy on logits; accuracy as the progress metric."""
+def compile_cnn(model: Any, learning_rate: Any = 2e-3) -> Any:
+    """Adam + sparse cross-entropy on logits; accuracy as the progress metric.
+    ``learning_rate``: a float or a Keras learning-rate schedule."""
     import keras
 
     model.compile(

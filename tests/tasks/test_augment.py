@@ -10,16 +10,21 @@ from tasks.augment import (
     augment_batch,
     augment_dataset,
     flip_frames,
+    limb_rotations,
     mirror_flip,
     mirror_index,
+    peak_xy,
+    swap_sides,
 )
 from tasks.generate import synth_frames
 from tasks.keypoints import decode
-from tasks.spec import WIDTH, class_names, keypoint_names
+from tasks.spec import WIDTH, class_names, flip_pairs, keypoint_names
 
 NAMES = class_names()
+# flip everything that may flip, nothing else
 OFF = AugmentConfig(flip=1.0, affine=0.0, blur=0.0, peak_low=1.0, peak_high=1.0,
-                    joint_dropout=0.0, noise=0.0)  # flip everything that may flip, nothing else
+                    joint_dropout=0.0, noise=0.0, swap=0.0, joint_jitter_px=0.0, limb_deg=0.0,
+                    lean_deg=0.0)
 
 
 def test_mirror_index_follows_the_spec() -> None:
@@ -112,3 +117,74 @@ def test_dataset_epochs_differ_but_runs_repeat() -> None:
     np.testing.assert_array_equal(first[0], again[0])
     np.testing.assert_array_equal(first[1], again[1])
     assert not np.allclose(first[0], first[1])
+
+
+def test_swap_sides_swaps_only_the_chosen_pairs() -> None:
+    frames = synth_frames(NAMES[:3], seed=6)
+    choose = np.zeros((3, len(flip_pairs())), bool)
+    choose[0, 4] = True  # the wrists of sample 0
+    out = swap_sides(frames, choose).numpy()
+    a, b = flip_pairs()[4]
+    assert {keypoint_names()[a], keypoint_names()[b]} == {"left_wrist", "right_wrist"}
+    np.testing.assert_array_equal(out[0, a], frames[0, b])
+    np.testing.assert_array_equal(out[0, b], frames[0, a])
+    others = [j for j in range(17) if j not in (a, b)]
+    np.testing.assert_array_equal(out[0, others], frames[0, others])
+    np.testing.assert_array_equal(out[1:], frames[1:])
+
+
+def test_joint_jitter_moves_each_joint_on_its_own() -> None:
+    frames = synth_frames(NAMES[:8], seed=8)
+    y = np.arange(8, dtype=np.int32)
+    base = dict(flip=0.0, blur=0.0, peak_low=1.0, peak_high=1.0, joint_dropout=0.0,
+                noise=0.0, swap=0.0, limb_deg=0.0, lean_deg=0.0)
+    still = AugmentConfig(**base, affine=0.0, joint_jitter_px=0.0)
+    np.testing.assert_array_equal(
+        augment_batch(frames, y, np.array([1, 2]), mirror_index(NAMES), still)[0].numpy(),
+        frames)
+    jittered = augment_batch(frames, y, np.array([1, 2]), mirror_index(NAMES),
+                             AugmentConfig(**base, affine=0.0, joint_jitter_px=1.5))[0].numpy()
+    xy, _ = decode(frames)
+    moved = decode(jittered)[0] - xy
+    assert 1.0 < moved.std() < 2.2  # about the asked std, in grid pixels
+    assert moved.std(axis=1).mean() > 0.8  # joints of one frame move differently
+    # Folded into the whole-pose warp: a negligible jitter leaves the warp unchanged.
+    warp = dict(base, affine=1.0, shift_px=3.0)
+    a = augment_batch(frames, y, np.array([3, 4]), mirror_index(NAMES),
+                      AugmentConfig(**warp, joint_jitter_px=0.0))
+    b = augment_batch(frames, y, np.array([3, 4]), mirror_index(NAMES),
+                      AugmentConfig(**warp, joint_jitter_px=1e-4))
+    np.testing.assert_allclose(a[0].numpy(), b[0].numpy(), atol=1e-3)
+
+
+def _moved(frames: np.ndarray, normal: np.ndarray, limb: float, lean: float) -> np.ndarray:
+    """Where ``limb_rotations`` sends each joint's peak: ``[B,17,2]``."""
+    m = limb_rotations(frames, normal.astype(np.float32), limb, lean).numpy()
+    pos = peak_xy(frames).numpy()
+    return np.einsum("bkij,bkj->bki", m[..., :2], pos) + m[..., 2]
+
+
+def test_limb_rotations_re_pose_along_the_skeleton() -> None:
+    frames = synth_frames(["action_outside", "dummy"], seed=3)
+    pos = peak_xy(frames).numpy()
+    kp = keypoint_names()
+    sh, el, wr = (kp.index(f"right_{j}") for j in ("shoulder", "elbow", "wrist"))
+    normal = np.zeros((2, 9))
+    normal[:, 3] = 1.0  # the right forearm only (chain 1, lower segment)
+    out = _moved(frames, normal, 30.0, 0.0)
+    moved = np.linalg.norm(out - pos, axis=-1)
+    assert (moved[:, wr] > 1.0).all() and np.delete(moved, wr, axis=1).max() < 1e-4
+    np.testing.assert_allclose(np.linalg.norm(out[:, wr] - pos[:, el], axis=-1),
+                               np.linalg.norm(pos[:, wr] - pos[:, el], axis=-1), rtol=1e-4)
+    normal[:, 3], normal[:, 2] = 0.0, 1.0  # the right upper arm: elbow and wrist follow
+    out = _moved(frames, normal, 30.0, 0.0)
+    moved = np.linalg.norm(out - pos, axis=-1)
+    assert (moved[:, [el, wr]] > 1.0).all() and np.delete(moved, [el, wr], axis=1).max() < 1e-4
+    np.testing.assert_allclose(np.linalg.norm(out[:, wr] - out[:, el], axis=-1),
+                               np.linalg.norm(pos[:, wr] - pos[:, el], axis=-1), rtol=1e-4)
+    assert np.linalg.norm(out[:, sh] - pos[:, sh], axis=-1).max() < 1e-4
+    lean = np.zeros((2, 9))
+    lean[:, 8] = 1.0  # the upper body leans; hips and legs stay
+    out = _moved(frames, lean, 0.0, 15.0)
+    moved = np.linalg.norm(out - pos, axis=-1)
+    assert (moved[:, :11] > 0.5).all() and moved[:, 11:].max() < 1e-4
