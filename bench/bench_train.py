@@ -199,9 +199,16 @@ def main() -> None:
     ap.add_argument("--skip-methods", action="store_true", help="only the --demo timing")
     ap.add_argument("--augment", default=None,
                     help='JSON overrides of tasks.augment.AugmentConfig, e.g. {"swap": 0.05}')
+    ap.add_argument("--params", default=None,
+                    help='JSON overrides of the CNN parameters (models.network.DEFAULT_PARAMS), '
+                         'e.g. {"filters": [32, 64, 128], "dense": 256}')
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.params:  # train_cnn reads the defaults at call time: an experiment knob
+        from models.network import DEFAULT_PARAMS
+
+        DEFAULT_PARAMS.update(json.loads(args.params))
     load0 = os.getloadavg()[0]
     report: dict[str, Any] = {"per_class": args.per_class, "epochs": args.epochs,
                               "seed": args.seed}
