@@ -157,9 +157,12 @@ def watch(
               "model_version": model_version, "batch_size": batch_size or settings.batch_size,
               "quiet_seconds": quiet, "data_root": str(settings.data_root),
               "move_processed": str(move_processed) if move_processed else None}
-    from flows.ephemeral import start_early_server, stop_server
+    from flows.ephemeral import start_early_server
 
-    server = start_early_server()  # before any thread exists
+    # Before any thread exists. Not stopped here: it stops at exit, after Prefect has flushed
+    # the last run's logs and events to it (stopping it first made Prefect retry against a
+    # dead server for over a minute before the process could exit).
+    server = start_early_server()
     wlog = logging.getLogger("posebatch.watch")  # its own handler: Prefect reconfigures root
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
@@ -198,8 +201,6 @@ def watch(
         fail(str(exc), as_json)
     except KeyboardInterrupt:
         stats = watcher.stats
-    finally:
-        stop_server(server)
     result = {"ok": True, "input_dir": inp, "output_dir": out, "mode": stats.mode,
               "runs": len(stats.runs), "failed_runs": stats.failed_runs,
               "files": sum(r["files"] for r in stats.runs),

@@ -165,19 +165,32 @@ def test_sigterm_stops_after_the_current_run(tmp_path: Path, registry: Path, bat
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         start_new_session=True)
     lines: list[str] = []
+    finished: list[float] = []
+
+    def read() -> None:
+        for line in iter(proc.stderr.readline, ""):
+            lines.append(line)
+            if "Flow run" in line and "Finished in state" in line:
+                finished.append(time.monotonic())
+
     try:
-        reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")),
-                                  daemon=True)
+        reader = threading.Thread(target=read, daemon=True)
         reader.start()
         assert _wait(lambda: any("starting a classification run" in x for x in lines), 180), \
             "".join(lines)[-3000:]
         proc.send_signal(signal.SIGTERM)                 # mid-run
-        stdout, _ = proc.communicate(timeout=240)
+        stdout = proc.stdout.read()
+        proc.wait(timeout=240)
+        exited = time.monotonic()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 0, "".join(lines)[-3000:]
+    # Promptly once the run is over (the temporary server outlives Prefect's last flush;
+    # stopped before it, the exit took over a minute of retries).
+    reader.join(timeout=10)
+    assert finished and exited - finished[-1] < 30, "".join(lines)[-2000:]
     result = json.loads(stdout.strip().splitlines()[-1])
     assert result["runs"] == 1 and result["failed_runs"] == 0
     got = sorted(predictions(out).column("source_path").to_pylist())
