@@ -13,7 +13,8 @@ the machine's load between rows hits every row alike; the spread is printed.
 All rows use the same chunking (``--chunk-files``, default files/16), so every worker gets
 several chunks and the commit path is identical. The model is the deployed design
 (``models.network.build_cnn(17)``) registered untrained; throughput does not depend on the
-weights. XLA is on, as in production. Input from ``tasks/generate.py`` (one frame per file).
+weights. XLA as the CLI defaults it (``POSEBATCH_XLA``). Input from ``tasks/generate.py``
+(one frame per file).
 
 Why Dask is not expected to win on a small machine: a worker is a separate process that
 imports TensorFlow, loads and compiles the model (once per worker, seconds each), and its
