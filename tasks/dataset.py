@@ -146,6 +146,7 @@ def scan_files(files: Sequence[LabeledFile], max_frames: int = 4096,
     """Validate, hash and featurise each file in one read; return (accepted, rejected)."""
     accepted: list[ScannedFile] = []
     rejected: list[dict[str, str]] = []
+    step = max(200, len(files) // 10)  # about ten progress calls, none for tiny sets
     for i, lf in enumerate(files):
         try:
             data = lf.path.read_bytes()
@@ -160,7 +161,7 @@ def scan_files(files: Sequence[LabeledFile], max_frames: int = 4096,
             continue
         accepted.append(ScannedFile(lf, sha, len(hm.frames), keypoint_features(hm.frames),
                                     sum(1 for w in hm.warnings if w)))
-        if progress is not None and (i + 1) % 200 == 0:
+        if progress is not None and (i + 1) % step == 0:
             progress(i + 1, len(files))
     return accepted, rejected
 

@@ -109,3 +109,18 @@ def test_gate_keeps_production_when_the_challenger_is_not_better(prefect_server,
     forced = retrain_flow(data_root=str(root), epochs=1, seed=3, promote="always")
     assert forced["promoted"] and reg.production_version() == forced["version"]
     assert reg.history()[-1]["from"] == better["version"]
+
+
+def test_tune_runs_a_bounded_search_and_records_it(prefect_server, tmp_path: Path) -> None:
+    generate_dataset(tmp_path, per_class=4, seed=5)
+    out = retrain_flow(data_root=str(tmp_path), epochs=1, seed=0, tune=True,
+                       tune_max_trials=2, tune_budget_seconds=120)
+    meta = Registry(tmp_path / "registry").get(out["version"]).metadata
+    assert meta["params"]["tuned"] is True
+    width = meta["params"]["filters"][0]
+    assert width in (16, 32, 48) and meta["params"]["filters"] == [width, 2 * width, 3 * width]
+    assert meta["params"]["dense"] in (64, 128, 256)
+    report = (Path(out["path"]) / "report.md").read_text()
+    assert "Hyperparameter search (" in report
+    rows = [line for line in report.splitlines() if line.startswith("| ") and "{'width'" in line]
+    assert 1 <= len(rows) <= 2  # at most tune_max_trials trials
