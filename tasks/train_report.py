@@ -78,7 +78,8 @@ def render_report(r: dict[str, Any]) -> str:
         "## Training",
         "",
         f"- epochs run {train['epochs_run']} of {train['epochs']} (best epoch "
-        f"{train['best_epoch']}, early stopping on validation loss), seed {train['seed']}, "
+        f"{train['best_epoch']}, early stopping on validation loss, cosine learning-rate decay), "
+        f"seed {train['seed']}, "
         f"batch {train['batch_size']}, {train['seconds']:.1f} s",
         f"- parameters: `{train['params']}`",
         f"- augmentation: `{train['augment']}`",
