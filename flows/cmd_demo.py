@@ -21,8 +21,8 @@ from flows.cli_common import DataOpt, JsonOpt, emit, fail, setup
 
 # Sized so that generating and retraining fit in a few minutes on 2 CPU cores while the CNN
 # still reaches the accuracy the retraining issue asks for (see bench/bench_train.py).
-DEMO_PER_CLASS = 60
-DEMO_EPOCHS = 12
+DEMO_PER_CLASS = 300
+DEMO_EPOCHS = 15
 DEMO_BATCHES = 3
 DEMO_PER_BATCH = 200
 
