@@ -144,13 +144,13 @@ def main() -> None:
         extra_fixed = (wall - wsec) - (base_wall - base_work)
         per_file_gain = base_work / n - wsec / n
         if per_file_gain > 0:
-            print(f"{label}: {extra_fixed:+.1f} s more fixed cost, {per_file_gain * 1e3:.2f} ms "
-                  f"less per file: breaks even at about {max(0, extra_fixed) / per_file_gain:.0f}"
-                  " files")
+            print(f"{label}: fixed cost {extra_fixed:+.1f} s against threads, "
+                  f"{per_file_gain * 1e3:.2f} ms less per file: breaks even at about "
+                  f"{max(0, extra_fixed) / per_file_gain:.0f} files")
         else:
             print(f"{label}: slower per file than threads here "
-                  f"({wsec / n * 1e3:.2f} vs {base_work / n * 1e3:.2f} ms) and "
-                  f"{extra_fixed:+.1f} s more fixed cost: does not pay off on this machine")
+                  f"({wsec / n * 1e3:.2f} vs {base_work / n * 1e3:.2f} ms), fixed cost "
+                  f"{extra_fixed:+.1f} s against threads: does not pay off on this machine")
     spread = max(max(w for w, _ in r) / min(w for w, _ in r) for r in runs.values())
     print(f"\nlargest spread between repeats of one row: {spread:.2f}x (end to end)")
     print(f"\n(load average {os.getloadavg()[0]:.2f} at the end; data in {work})")
