@@ -291,9 +291,6 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
     batch_size = int(batch_size or settings.batch_size)
     quiet = settings.quiet_seconds if quiet_seconds is None else float(quiet_seconds)
     max_frames = int(max_frames_per_file or settings.max_frames_per_file)
-    # Reading can hang on a stuck mount or bucket: a timed-out chunk is retried, then fails
-    # the run; nothing of it was committed, so the next run takes it again.
-    chunk_task = classify_chunk.with_options(timeout_seconds=settings.task_timeout_seconds)
     logger = get_run_logger()
     from prefect.runtime import flow_run
 
@@ -308,8 +305,7 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
             logger.info("reconciled an interrupted run: %d part(s) rolled forward, %d "
                         "uncommitted staging folder(s) discarded", rec["rolled_forward"],
                         rec["discarded_staging"])
-        found = discover_inputs.with_options(timeout_seconds=settings.task_timeout_seconds)(
-            input_dir, quiet, ledger, exclude)
+        found = discover_inputs(input_dir, quiet, ledger, exclude)
         scan, fresh, known = found["scan"], found["fresh"], found["known"]
         todo = fresh[:max_files] if max_files is not None else fresh
         logger.info("%d file(s) seen, %d in incomplete batches %s, %d already processed, "
@@ -336,7 +332,7 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
             nonlocal nxt
             while nxt < len(chunks) and len(pending) < window:
                 files = [(c.path, c.size) for c in chunks[nxt]]
-                pending.append((nxt, chunk_task.submit(
+                pending.append((nxt, classify_chunk.submit(
                     input_dir, Bulk(files), registry_dir, entry.version, batch_size,
                     max_frames, nxt, len(chunks))))
                 nxt += 1

@@ -20,7 +20,6 @@ class Settings(BaseSettings):
     batch_size: int = 256
     quiet_seconds: float = 5.0
     max_frames_per_file: int = 4096
-    task_timeout_seconds: float = 1800.0  # reading tasks (discovery, a chunk) that may hang
     timezone: str = "UTC"
     nightly_cron: str = "0 2 * * *"
     promotion_margin: float = 0.0
