@@ -30,7 +30,7 @@ def _str(location: str | None, default: Path) -> str:
     return str(default) if location is None else location
 
 
-def _run_classify(params: dict[str, Any], registry: str, version: str, batch_size: int,
+def run_classify(params: dict[str, Any], registry: str, version: str, batch_size: int,
                   as_json: bool, spec: Any = None) -> dict[str, Any]:
     import os
 
@@ -146,7 +146,7 @@ def register(app: typer.Typer) -> None:
                   "quiet_seconds": quiet_seconds, "chunk_files": chunk_files,
                   "data_root": str(settings.data_root)}
         try:
-            summary = _run_classify(params, reg, entry.version, bsz, as_json, spec)
+            summary = run_classify(params, reg, entry.version, bsz, as_json, spec)
         except LockHeld as exc:
             fail(str(exc), as_json, code=3)
         except (RegistryError, ValueError, RuntimeError, OSError) as exc:

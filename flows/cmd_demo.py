@@ -131,11 +131,11 @@ def register(app: typer.Typer) -> None:
         registry = Registry(settings.registry_dir)
         model: dict[str, Any] = {"trained": False, "version": registry.production_version()}
         if model["version"] is None:
-            from flows.cmd_retrain import _progress_printer
+            from flows.cmd_retrain import progress_printer
             from flows.retrain import add_progress_listener, retrain_flow
 
             _say(f"no production model: training one (up to {epochs} epochs)", as_json)
-            listener, close = _progress_printer(as_json)
+            listener, close = progress_printer(as_json)
             remove = add_progress_listener(listener)
             try:
                 out = retrain_flow(data_root=str(root), epochs=epochs, seed=seed)
@@ -152,13 +152,13 @@ def register(app: typer.Typer) -> None:
         if not settings.incoming_dir.is_dir():
             fail(f"{settings.incoming_dir} does not exist: nothing to classify (run "
                  "`posebatch generate --incoming-batches 3` or add batches)", as_json)
-        from flows.cmd_classify import _run_classify
+        from flows.cmd_classify import run_classify
 
         _say(f"classifying new batches in {settings.incoming_dir}", as_json)
         version = Registry(settings.registry_dir).resolve().version
         params = {"data_root": str(root), "model_version": version,
                   "batch_size": settings.batch_size}
-        cls = _run_classify(params, str(settings.registry_dir), version, settings.batch_size,
+        cls = run_classify(params, str(settings.registry_dir), version, settings.batch_size,
                             as_json)
 
         from tasks.query import QueryError, read_predictions

@@ -17,7 +17,7 @@ PROMOTE_CHOICES = ("if-better", "always", "never")
 GROUP_CHOICES = ("subject", "prefix", "none")
 
 
-def _progress_printer(as_json: bool) -> tuple[Any, Any]:
+def progress_printer(as_json: bool) -> tuple[Any, Any]:
     """(listener, closer): a rich bar on a terminal, plain lines on stderr otherwise."""
     if progress_enabled():
         from rich.console import Console
@@ -132,7 +132,7 @@ def register(app: typer.Typer) -> None:
 
         from flows.retrain import add_progress_listener, retrain_flow
 
-        listener, close = _progress_printer(as_json)
+        listener, close = progress_printer(as_json)
         remove = add_progress_listener(listener)
         try:
             result = retrain_flow(
