@@ -23,7 +23,12 @@ def _demo(root: Path) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def test_demo_end_to_end_then_idempotent(prefect_server, tmp_path: Path) -> None:
+def test_demo_end_to_end_then_idempotent(prefect_server, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # The demo quiets Prefect's console handler through the environment (for its own
+    # process); undo that here so later tests' subprocesses keep their log lines.
+    monkeypatch.setenv("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO")
+    monkeypatch.delenv("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL")
     root = tmp_path / "data"
     first = _demo(root)
     assert first["ok"] and first["generate"]["generated"]

@@ -159,6 +159,7 @@ def test_sigterm_stops_after_the_current_run(tmp_path: Path, registry: Path, bat
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect")
     env["POSEBATCH_XLA"] = "0"  # skip the XLA compile: this test is about stopping
+    env["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO"  # the run's end is read from its log
     proc = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "watch", "--input", str(inp), "--output", str(out),
          "--registry", str(registry), "--data", str(data), "--json", "--batch-size", "32"],
