@@ -189,12 +189,15 @@ def evaluate_task(model: Any, scan: Scan, split: Split, max_frames: int) -> dict
 
 
 @task(name="challenge-production", cache_policy=NO_CACHE)
-def champion_task(registry_dir: str, scan: Scan, split: Split, max_frames: int
-                  ) -> dict[str, Any] | None:
+def champion_task(registry_dir: str, scan: Scan, split: Split, max_frames: int,
+                  challenger: Any = None, temperature: float = 1.0) -> dict[str, Any] | None:
     """Re-evaluate the current production model on the new test split (None: no production).
 
     Its classes are mapped by name onto the new class list; a class it does not know scores
-    zero recall, which is fair: it cannot predict it."""
+    zero recall, which is fair: it cannot predict it. Test groups the production model was
+    trained or calibrated on (its metadata's split) would flatter it, so both models are
+    compared on the test files of the other groups only; the result says how many were left
+    out (``excluded_files``) and the challenger's score on that same subset."""
     from models.calibration import softmax
     from tasks.train import predict_scan
 
@@ -205,14 +208,40 @@ def champion_task(registry_dir: str, scan: Scan, split: Split, max_frames: int
     _emit({"stage": "challenge", "message": f"re-evaluating production model {version}"})
     try:
         entry = registry.get(version)
+        seen = {g for side in ("train", "val")
+                for g in entry.metadata.get("split", {}).get("groups", {}).get(side, [])}
+        fair = [i for i in split.test if scan.files[i].file.group not in seen]
+        left_out = len(split.test) - len(fair)
+        note = ""
+        if not fair:
+            fair = list(split.test)
+            note = ("every test group was in the production model's training data: the "
+                    "comparison flatters production")
         model = load_model(entry)
-        logits, y = predict_scan(model, scan, split.test, max_frames=max_frames)
+        logits, y = predict_scan(model, scan, fair, max_frames=max_frames)
     except Exception as exc:  # a broken champion must not crash the run: report it
         return {"version": version, "error": f"{type(exc).__name__}: {exc}"[:300]}
     probs = remap_probabilities(softmax(logits, entry.temperature), entry.class_names,
                                 scan.class_names)
-    metrics = classification_metrics(y, probs, scan.class_names)
-    return {"version": version, "metrics": metrics}
+    out: dict[str, Any] = {"version": version,
+                           "metrics": classification_metrics(y, probs, scan.class_names),
+                           "excluded_files": left_out, "note": note}
+    if challenger is not None:
+        c_logits, c_y = predict_scan(challenger, scan, fair, max_frames=max_frames)
+        out["challenger_metrics"] = classification_metrics(
+            c_y, softmax(c_logits, temperature), scan.class_names)
+    return out
+
+
+def _fairness_note(champion: dict[str, Any], n_test: int) -> str:
+    """What the gate's comparison left out, for the promotion reason (and so the report)."""
+    if champion.get("note"):
+        return f"; {champion['note']}"
+    left = champion.get("excluded_files", 0)
+    if not left:
+        return ""
+    return (f" (both scored on the {n_test - left} test file(s) of groups production never "
+            f"trained on; {left} left out)")
 
 
 @task(name="register-model", cache_policy=NO_CACHE)
@@ -306,17 +335,26 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     classical = classical_task(scan, split, seed)
     evaluation = evaluate_task(result.model, scan, split, max_frames)
     evaluation["metrics"]["seconds"] = result.seconds
-    champion = champion_task(registry, scan, split, max_frames)
+    champion = champion_task(registry, scan, split, max_frames, result.model,
+                             evaluation["calibration"]["temperature"])
+    challenger_f1 = evaluation["metrics"].get("macro_f1")
+    if champion and "challenger_metrics" in champion:  # the same files for both models
+        challenger_f1 = champion["challenger_metrics"].get("macro_f1")
+        if champion["excluded_files"]:
+            logger.info("gate: %d test file(s) of groups the production model trained on "
+                        "left out of the comparison", champion["excluded_files"])
 
     methods = {"cnn": evaluation["metrics"], **classical}
     if champion and "metrics" in champion:
         methods["production"] = champion["metrics"]
         methods["production"]["label"] = champion["version"]
     ok, reason = decide_promotion(
-        promote, evaluation["metrics"].get("macro_f1"),
+        promote, challenger_f1,
         champion["metrics"].get("macro_f1") if champion and "metrics" in champion else None,
         margin, has_production=champion is not None,
         champion_error=champion.get("error") if champion else None)
+    if promote == "if-better" and champion and "metrics" in champion:
+        reason += _fairness_note(champion, len(split.test))
     summary: dict[str, Any] = {
         "created_at": datetime.now(UTC).isoformat(),
         "class_names": scan.class_names,
@@ -333,7 +371,9 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
                      "tune_budget_seconds": tune_budget_seconds},
         "methods": methods,
         "calibration": evaluation["calibration"],
-        "champion": {"version": champion["version"], "error": champion.get("error")}
+        "champion": {"version": champion["version"], "error": champion.get("error"),
+                     "excluded_files": champion.get("excluded_files", 0),
+                     "note": champion.get("note", "")}
         if champion else None,
         "promotion_policy": promote, "margin": margin,
         "promoted": ok, "promotion_reason": reason,

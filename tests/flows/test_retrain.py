@@ -99,6 +99,17 @@ def test_gate_keeps_production_when_the_challenger_is_not_better(prefect_server,
     assert out["version"] in reg.versions()  # but the challenger is registered
     report = (Path(out["path"]) / "report.md").read_text()
     assert "not promoted" in report and "| production |" in report
+    # Honest gate: test groups the champion trained or calibrated on are left out of the
+    # comparison (the new split, with another seed, reshuffles people between sides).
+    old_sides = reg.get(champion).metadata["split"]["groups"]
+    new_test = set(reg.get(out["version"]).metadata["split"]["groups"]["test"])
+    seen = new_test & (set(old_sides["train"]) | set(old_sides["val"]))
+    if not seen:
+        assert "left out" not in out["reason"] and "flatters" not in out["reason"]
+    elif seen == new_test:
+        assert "flatters production" in out["reason"]
+    else:
+        assert "left out)" in out["reason"] and "never trained on" in out["reason"]
 
     # The other way: a negative margin lets the same gate promote the challenger.
     better = retrain_flow(data_root=str(root), epochs=1, seed=2, margin=-1.0)
@@ -124,3 +135,38 @@ def test_tune_runs_a_bounded_search_and_records_it(prefect_server, tmp_path: Pat
     assert "Hyperparameter search (" in report
     rows = [line for line in report.splitlines() if line.startswith("| ") and "{'width'" in line]
     assert 1 <= len(rows) <= 2  # at most tune_max_trials trials
+
+
+@pytest.mark.parametrize("trained_on, excluded", [("none", 0), ("one", 1), ("all", 2)])
+def test_gate_leaves_out_test_groups_production_trained_on(root: Path, tmp_path: Path,
+                                                          trained_on: str,
+                                                          excluded: int) -> None:
+    from flows.retrain import champion_task
+    from tasks.dataset import Split, scan_labeled
+    from tests.models.support import tiny_cnn
+
+    scan = scan_labeled(root / "labeled", "subject", 4096)
+    by_group: dict[str, list[int]] = {}
+    for i, g in enumerate(scan.groups()):
+        by_group.setdefault(g, []).append(i)
+    g0, g1, g2 = sorted(by_group)[:3]
+    # The new test side holds two groups' files of one class (files 0 of each group).
+    test = [by_group[g0][0], by_group[g1][0]]
+    split = Split(train=by_group[g2], val=[], test=test, method="group",
+                  groups={"train": [g2], "val": [], "test": [g0, g1]})
+    prod_train = {"none": [g2], "one": [g0], "all": [g0, g1]}[trained_on]
+    reg = Registry(tmp_path / "registry")
+    v = reg.register(tiny_cnn(len(scan.class_names)),
+                     {"class_names": scan.class_names, "temperature": 1.0,
+                      "split": {"groups": {"train": prod_train, "val": []}}}).version
+    reg.promote(v, "champion")
+
+    out = champion_task.fn(str(tmp_path / "registry"), scan, split, 4096,
+                           tiny_cnn(len(scan.class_names), seed=1), 1.0)
+    assert out["version"] == v
+    if trained_on == "all":  # nothing fair is left: scored on everything, and said so
+        assert out["excluded_files"] == 2 and "flatters production" in out["note"]
+        assert out["metrics"]["n"] == out["challenger_metrics"]["n"] == 2
+    else:
+        assert out["excluded_files"] == excluded and out["note"] == ""
+        assert out["metrics"]["n"] == out["challenger_metrics"]["n"] == 2 - excluded
