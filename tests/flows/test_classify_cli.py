@@ -80,18 +80,25 @@ def test_sigkill_at_any_point_then_rerun_gives_every_frame_exactly_once(
             assert staged - {r.commit_id for r in led.records}
         if point.startswith("recorded"):    # committed, part not in place: to roll forward
             assert any((out / part.staged).exists() for r in led.records for part in r.parts)
-    # And once by the clock: killed as soon as a commit record appears.
+    # And once by the clock: killed as soon as this run writes a commit record of its own.
+    def records() -> set[str]:
+        return {p.name for p in (out / COMMITS).glob("c-*.json")} if (out / COMMITS).is_dir() \
+            else set()
+
+    before = records()
     proc = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
         while proc.poll() is None and time.time() < deadline:
-            if (out / COMMITS).is_dir() and any((out / COMMITS).glob("c-*.json")):
+            if records() - before:
                 break
             time.sleep(0.02)
+        killed_mid_run = proc.poll() is None
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
+    assert killed_mid_run and records() - before, "the run ended before its first commit"
     final = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr[-2000:]
     summary = json.loads(final.stdout.strip().splitlines()[-1])
