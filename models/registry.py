@@ -133,13 +133,19 @@ class Registry:
         _atomic_write(self.root / ALIAS_FILE, json.dumps({"version": version}))
         record = {"at": datetime.now(UTC).isoformat(), "who": _who(), "action": action,
                   "from": previous, "to": version, "why": reason}
-        with open(self.root / HISTORY_FILE, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        path = self.root / HISTORY_FILE
+        with open(path, "a+", encoding="utf-8") as fh:
+            fh.seek(0, os.SEEK_END)
+            torn = fh.tell() > 0 and not _ends_with_newline(path)
+            # A line torn by a crash stays as it was (never rewritten); ours starts afresh.
+            fh.write(("\n" if torn else "") + json.dumps(record) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
     def promote(self, version: str, reason: str) -> None:
         """Make ``version`` the production model (recorded as a promotion)."""
+        if version == self.production_version():  # a no-op record would break rollback
+            raise RegistryError(f"{version} is already the production model")
         self.set_production(version, reason, action="promote")
 
     def rollback_target(self) -> str | None:
@@ -178,8 +184,19 @@ class Registry:
         path = self.root / HISTORY_FILE
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip()]
+        records = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # blank, or torn by a crash mid-append: skipped
+                continue
+        return records
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
 
 
 def _who() -> str:

@@ -81,3 +81,29 @@ def test_incomplete_versions_are_ignored(tmp_path: Path, model) -> None:
     assert [e.version for e in reg.entries()] == ["v0001", "v0003"]
     with pytest.raises(RegistryError):
         reg.promote("v0002", "incomplete")
+
+
+def test_promoting_production_again_is_refused_and_rollback_still_works(tmp_path: Path,
+                                                                         model) -> None:
+    reg = Registry(tmp_path)
+    v1, v2 = (reg.register(model, _meta(f)).version for f in (0.5, 0.6))
+    reg.promote(v1, "first")
+    reg.promote(v2, "better")
+    with pytest.raises(RegistryError, match="already the production model"):
+        reg.promote(v2, "again")
+    assert reg.rollback() == (v2, v1)
+
+
+def test_a_torn_history_line_is_skipped_and_never_rewritten(tmp_path: Path, model) -> None:
+    reg = Registry(tmp_path)
+    v1, v2 = (reg.register(model, _meta(f)).version for f in (0.5, 0.6))
+    reg.promote(v1, "first")
+    path = tmp_path / "history.jsonl"
+    with open(path, "a", encoding="utf-8") as fh:  # a crash in the middle of an append
+        fh.write('{"at": "2026-01-01", "action": "prom')
+    torn = path.read_text()
+    assert [h["to"] for h in reg.history()] == [v1]
+    reg.promote(v2, "better")
+    assert path.read_text().startswith(torn)  # appended after, nothing rewritten
+    assert [h["to"] for h in reg.history()] == [v1, v2]
+    assert reg.rollback() == (v2, v1)
