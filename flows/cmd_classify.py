@@ -134,6 +134,8 @@ def register(app: typer.Typer) -> None:
         reg = _str(registry_dir, settings.registry_dir)
         if not Location(inp).is_remote and not Path(inp).is_dir():
             fail(f"input folder {inp} does not exist", as_json)
+        if move_processed and Location(inp).is_remote:
+            fail("--move-processed works on local input folders only", as_json)
         try:
             entry = Registry(reg).resolve(model_version)
             OutputLock(out).probe()  # fail fast, before any start-up cost

@@ -152,3 +152,8 @@ def test_cli_refuses_a_locked_output_with_one_line(cli_env: dict[str, str], regi
     missing = subprocess.run(classify_cmd(tmp_path / "nope", out, registry_dir), env=cli_env,
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+    remote = subprocess.run(classify_cmd(tmp_path / "nope", out, registry_dir)[:-1] + [
+        "--input", "s3://bucket/incoming", "--move-processed", str(tmp_path / "done")],
+        env=cli_env, capture_output=True, text=True, timeout=120)
+    assert remote.returncode == 2
+    assert remote.stderr.strip() == "error: --move-processed works on local input folders only"
