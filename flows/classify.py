@@ -156,13 +156,18 @@ def commit_chunk_task(ledger: Ledger, result: ChunkResult, sizes: dict[str, tupl
     if unreadable:
         get_run_logger().warning("%d file(s) could not be read and will be retried next run: "
                                  "%s", len(unreadable), "; ".join(unreadable[:10]))
+    again = [f.path for f, s in zip(result.files, judged.status, strict=True)
+             if s in ("duplicate", "unchanged")]
+    bad = ledger.rejected(again)  # known content: rejected before, rejected now
     return {"seq": record.seq, "parts": len(record.parts), "labels": labels, "table": preds,
             "reasons": reasons, "status": status,
             "frames": int(preds.num_rows) if preds is not None else 0,
-            "moved_ok": [f.path for f, s in zip(result.files, judged.status, strict=True)
-                         if s in ("classified", "duplicate", "unchanged")],
-            "moved_bad": [f.path for f, s in zip(result.files, judged.status, strict=True)
-                          if s == "rejected"]}
+            "moved_ok": [p for p in again if p not in bad] + [
+                f.path for f, s in zip(result.files, judged.status, strict=True)
+                if s == "classified"],
+            "moved_bad": sorted(bad) + [
+                f.path for f, s in zip(result.files, judged.status, strict=True)
+                if s == "rejected"]}
 
 
 @task(name="move-processed", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -313,8 +318,10 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
                     len(known), len(fresh), entry.version)
         moved = 0
         if move_processed and known:
+            bad = ledger.rejected([c.path for c in known])
             moved += move_processed_files(input_dir, move_processed,
-                                          quote([c.path for c in known]), quote([]))
+                                          quote([c.path for c in known if c.path not in bad]),
+                                          quote(sorted(bad)))
 
         chunks = _chunks(todo, max(1, chunk_files), CHUNK_BYTES)
         _start_progress(len(todo))

@@ -266,6 +266,19 @@ class Ledger:
             first.setdefault(s, d if st == "duplicate" and d else p)
         return pairs, first
 
+    def rejected(self, paths: list[str]) -> set[str]:
+        """Which of ``paths`` now hold content the ledger rejected (under any path): a copy
+        of a rejected file is as bad as the file, e.g. when moving processed files."""
+        e = self.entries
+        if e.num_rows == 0 or not paths:
+            return set()
+        bad = set(e.filter(pc.equal(e["status"], "rejected"))["sha256"].to_pylist())
+        if not bad:
+            return set()
+        mine = e.filter(pc.is_in(e["path"], value_set=pa.array(paths, pa.string())))
+        latest = dict(zip(mine["path"].to_pylist(), mine["sha256"].to_pylist(), strict=True))
+        return {p for p, sha in latest.items() if sha in bad}
+
     def judge(self, files: list[tuple[str, str]]) -> list[tuple[str | None, str | None]]:
         """For (path, sha256) pairs in processing order: ``(None, None)`` for new content,
         ``("unchanged", None)`` for an identity already processed, ``("duplicate", original

@@ -195,6 +195,25 @@ def test_max_files_bounds_a_run_and_move_processed_empties_the_input(
     assert predictions(out).num_rows == 6
 
 
+def test_move_processed_later_sends_rejected_content_and_its_copies_to_rejected(
+        prefect_server, registry_dir: Path, tmp_path: Path):
+    inp = make_input(tmp_path / "data", batches=1, per_batch=2)
+    bad = bad_files()["bad_shape"]
+    write(inp / "batch_000" / "zz_bad.npy", bad)
+    done, out = tmp_path / "done", tmp_path / "out"
+    first = run(inp, out, registry_dir)  # processed, input left alone
+    assert (first["classified"], first["rejected"]) == (2, 1)
+    write(inp / "batch_001" / "copy_of_bad.npy", bad)  # a known rejected content, new path
+    (inp / "batch_001" / "_SUCCESS").write_bytes(b"")
+    second = run(inp, out, registry_dir, move_processed=str(done))
+    assert second["duplicates"] == 1 and second["moved"] == 4
+    assert sorted(p.relative_to(done).as_posix() for p in done.rglob("*.npy")) == sorted(
+        [f"batch_000/{p.name}" for p in (done / "batch_000").glob("*.npy")]
+        + ["_rejected/batch_000/zz_bad.npy", "_rejected/batch_001/copy_of_bad.npy"])
+    assert len(list((done / "batch_000").glob("*.npy"))) == 2
+    assert list(inp.rglob("*.npy")) == []
+
+
 def test_a_held_lock_stops_a_second_run_on_the_same_output(prefect_server, registry_dir: Path,
                                                            tmp_path: Path):
     inp = make_input(tmp_path / "data", batches=1, per_batch=2)
