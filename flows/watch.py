@@ -100,14 +100,14 @@ class Watcher:
             fresh, old = unseen(fresh, self.known())
             self.handed.update(_key(c) for c in old)
         if fresh and not self.stop_event.is_set():
-            self._run([_key(c) for c in fresh])
+            self._run(fresh)
         delay = self.poll_seconds
         if scan.waiting_batches:  # a batch is in its quiet period: look again when it may be over
             delay = min(delay, max(0.5, self.quiet_seconds / 2))
         labeled_delay = self._check_labeled()
         return min(delay, labeled_delay) if labeled_delay is not None else delay
 
-    def _run(self, fresh: list[FileKey]) -> None:
+    def _run(self, fresh: list[Any]) -> None:
         started = time.time()
         log.info("%d new file(s) in complete batches: starting a classification run",
                  len(fresh))
@@ -117,7 +117,12 @@ class Watcher:
             self.stats.failed_runs += 1
             log.warning("classification run failed: %s", str(exc).splitlines()[0][:300])
             return
-        self.handed.update(fresh)
+        done = fresh
+        if self.known is not None:  # files the run skipped (unreadable) come up again
+            from tasks.discover import unseen
+
+            _, done = unseen(fresh, self.known())
+        self.handed.update(_key(c) for c in done)
         self.stats.runs.append({"files": len(fresh), "seconds": round(time.time() - started, 2),
                                 **{k: v for k, v in result.items() if _plain(v)}})
 

@@ -134,6 +134,39 @@ def test_watcher_classifies_a_complete_batch_once_and_not_a_half_written_one(
     assert again.stats.runs == [] and again.stats.failed_runs == 0
 
 
+def test_a_file_the_run_skipped_is_handed_to_the_next_run(tmp_path: Path, batches: Path):
+    import pyarrow as pa
+
+    from tasks.discover import scan_input
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    _copy_batch(batches, "batch_000", inp)
+    ready = scan_input(str(inp), 0.0).ready
+    skipped = ready[0].path  # e.g. unreadable during the run: not in the ledger afterwards
+    ledger: list = []
+
+    def known() -> pa.Table:
+        return pa.table({"path": [c.path for c in ledger], "size": [c.size for c in ledger],
+                         "mtime_ns": [c.mtime_ns for c in ledger]},
+                        schema=pa.schema([("path", pa.string()), ("size", pa.int64()),
+                                          ("mtime_ns", pa.int64())]))
+
+    def run() -> dict:
+        ledger[:] = [c for c in scan_input(str(inp), 0.0).ready if c.path != skipped]
+        return {}
+
+    w = Watcher(inp, run, quiet_seconds=0, known=known, force_polling=True)
+    w.check()
+    assert len(w.stats.runs) == 1 and w.stats.runs[0]["files"] == len(ready)
+    w.check()  # only the skipped file is new: another run
+    assert len(w.stats.runs) == 2 and w.stats.runs[1]["files"] == 1
+    skipped = None  # now readable: the run records it
+    w.check()
+    w.check()
+    assert len(w.stats.runs) == 3  # it was taken once more, and then never again
+
+
 def test_polling_fallback(tmp_path: Path, batches: Path):
     inp = tmp_path / "in"
     inp.mkdir()
