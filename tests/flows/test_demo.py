@@ -3,6 +3,7 @@ generates, trains and classifies; the second keeps data and model and finds noth
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -35,10 +36,14 @@ def test_demo_end_to_end_then_idempotent(prefect_server, tmp_path: Path,
     assert first["generate"]["labeled"] == 6 * 17 and first["generate"]["incoming"] == 10
     assert first["model"]["trained"] and first["model"]["version"] == "v0001"
     assert first["classify"]["classified"] == 10 and first["classify"]["frames"] == 10
-    check = first["check"]
-    assert check["frames"] == 10 and 0 <= check["correct"] <= 10
     table = ds.dataset(root / "output" / "predictions", partitioning="hive").to_table()
     assert table.num_rows == 10
+    with open(root / "incoming_labels.csv", newline="") as fh:
+        truth = {r["source_path"]: r["label"] for r in csv.DictReader(fh)}
+    right = sum(truth[p] == lab for p, lab in zip(table.column("source_path").to_pylist(),
+                                                  table.column("label").to_pylist(),
+                                                  strict=True))
+    assert first["check"] == {"frames": 10, "correct": right, "accuracy": round(right / 10, 4)}
     assert set(table.column("model_version").to_pylist()) == {"v0001"}
 
     second = _demo(root)
