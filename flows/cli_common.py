@@ -39,6 +39,8 @@ def emit(result: dict[str, Any], as_json: bool, human: str | None = None) -> Non
 
 def fail(message: str, as_json: bool = False, code: int = 2) -> None:
     """A one-line error on stderr (and a JSON error object with ``--json``), then exit."""
+    lines = str(message).strip().splitlines()
+    message = lines[0] if lines else "failed"
     typer.echo(f"error: {message}", err=True)
     if as_json:
         typer.echo(json.dumps({"ok": False, "error": message}))
