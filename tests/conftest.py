@@ -42,3 +42,11 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("small_data")
     generate_dataset(out, per_class=12, seed=7, incoming_batches=3, incoming_per_batch=20)
     return out
+
+
+@pytest.fixture(scope="session")
+def registry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry whose production model is a tiny untrained CNN (classification tests)."""
+    from tests.tasks.classify_support import shared_registry
+
+    return shared_registry(tmp_path_factory)

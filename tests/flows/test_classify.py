@@ -20,15 +20,9 @@ from tests.tasks.classify_support import (
     good_frames,
     make_input,
     npy_bytes,
-    shared_registry,
     training_counts,
     write,
 )
-
-
-@pytest.fixture(scope="session")
-def registry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return shared_registry(tmp_path_factory)
 
 
 def run(inp: Path, out: Path, registry: Path, **kw):

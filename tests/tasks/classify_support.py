@@ -24,16 +24,13 @@ def training_counts() -> dict[str, int]:
     return {name: 10 * (i + 1) for i, name in enumerate(class_names())}
 
 
-_REGISTRY: list[Path] = []
 
 
 def shared_registry(factory: pytest.TempPathFactory) -> Path:
     """A registry whose production model is a tiny (untrained) CNN of the deployed design,
-    built once per test session (test modules wrap it in their own ``registry_dir``
-    fixture), with a recorded training class mix as the retraining flow writes it.
+    built once per test session by the ``registry_dir`` fixture (tests/conftest.py), with a
+    recorded training class mix as the retraining flow writes it.
     These tests check plumbing and numbers against the model, not its accuracy."""
-    if _REGISTRY:
-        return _REGISTRY[0]
     from models.network import build_cnn
     from models.registry import Registry
 
@@ -46,7 +43,6 @@ def shared_registry(factory: pytest.TempPathFactory) -> Path:
                                  "input_layout": {"shape": [None, *HEATMAP_SHAPE],
                                                   "axes": ["batch", "keypoint", "y", "x"]}})
     reg.set_production(entry.version, "test model", "promote")
-    _REGISTRY.append(root)
     return root
 
 

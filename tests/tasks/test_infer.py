@@ -19,14 +19,8 @@ from tests.tasks.classify_support import (
     bad_files,
     good_frames,
     npy_bytes,
-    shared_registry,
     write,
 )
-
-
-@pytest.fixture(scope="session")
-def registry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return shared_registry(tmp_path_factory)
 
 
 def reference_probs(registry: Path, frames: np.ndarray) -> np.ndarray:
