@@ -197,7 +197,8 @@ def champion_task(registry_dir: str, scan: Scan, split: Split, max_frames: int,
     zero recall, which is fair: it cannot predict it. Test groups the production model was
     trained or calibrated on (its metadata's split) would flatter it, so both models are
     compared on the test files of the other groups only; the result says how many were left
-    out (``excluded_files``) and the challenger's score on that same subset."""
+    out (``excluded_files``) and, when that is a strict subset of the test split, the
+    challenger's score on it (otherwise its test-split score already covers the same files)."""
     from models.calibration import softmax
     from tasks.train import predict_scan
 
@@ -226,7 +227,7 @@ def champion_task(registry_dir: str, scan: Scan, split: Split, max_frames: int,
     out: dict[str, Any] = {"version": version,
                            "metrics": classification_metrics(y, probs, scan.class_names),
                            "excluded_files": left_out, "note": note}
-    if challenger is not None:
+    if challenger is not None and len(fair) < len(split.test):  # else: evaluate_task's score
         c_logits, c_y = predict_scan(challenger, scan, fair, max_frames=max_frames)
         out["challenger_metrics"] = classification_metrics(
             c_y, softmax(c_logits, temperature), scan.class_names)
