@@ -39,6 +39,7 @@ from models.registry import Registry
 from tasks.discover import Candidate, scan_input, unseen
 from tasks.infer import ChunkResult, classify_files, load_predictor
 from tasks.ledger import Ledger, OutputLock, new_commit_id
+from tasks.ood import CODES as OOD_CODES
 from tasks.outputs import commit_chunk, compact, crowded_partitions, judge_chunk
 from tasks.run_summary import RunFrames, format_summary, run_markdown, summary_table
 from tasks.schema import PREDICTIONS
@@ -148,6 +149,9 @@ def commit_chunk_task(ledger: Ledger, result: ChunkResult, sizes: dict[str, tupl
     record, tables = commit_chunk(ledger, judged, sizes, commit_id, flow_run_id)
     preds = tables.get(PREDICTIONS)
     labels = Counter(preds.column("label").to_pylist()) if preds is not None else Counter()
+    flags = preds.column("warnings").to_pylist() if preds is not None else []
+    warnings = Counter(code for codes in flags for code in codes)
+    warnings["out_of_distribution"] = sum(1 for codes in flags if set(codes) & set(OOD_CODES))
     reasons = Counter(f.reason for f, s in zip(result.files, judged.status, strict=True)
                       if s == "rejected")
     status = Counter(s for s in judged.status if s)
@@ -160,7 +164,7 @@ def commit_chunk_task(ledger: Ledger, result: ChunkResult, sizes: dict[str, tupl
              if s in ("duplicate", "unchanged")]
     bad = ledger.rejected(again)  # known content: rejected before, rejected now
     return {"seq": record.seq, "parts": len(record.parts), "labels": labels, "table": preds,
-            "reasons": reasons, "status": status,
+            "reasons": reasons, "status": status, "warnings": warnings,
             "frames": int(preds.num_rows) if preds is not None else 0,
             "moved_ok": [p for p in again if p not in bad] + [
                 f.path for f, s in zip(result.files, judged.status, strict=True)
@@ -328,7 +332,7 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
         if chunks:
             _preload(registry_dir, entry.version, batch_size)
         tally: dict[str, Counter[Any]] = {"labels": Counter(), "reasons": Counter(),
-                                           "status": Counter()}
+                                           "status": Counter(), "warnings": Counter()}
         frames = parts = 0
         kept = RunFrames()
         t_work = time.perf_counter()
@@ -384,6 +388,9 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
         "duplicates": status["duplicate"], "unchanged": status["unchanged"],
         "vanished": status["vanished"], "unreadable": status["unreadable"],
         "labels": dict(tally["labels"]),
+        # frames flagged out of distribution (tasks/ood.py), and every warning code's count
+        "out_of_distribution": tally["warnings"].pop("out_of_distribution", 0),
+        "warnings": {k: v for k, v in tally["warnings"].items() if v},
         "parts_written": parts, "moved": moved, "reconciled": rec,
         "compacted_partitions": upkeep["compacted_partitions"],
         "seconds": seconds, "work_seconds": work_seconds,

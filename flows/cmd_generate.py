@@ -2,7 +2,10 @@
 
 The work is ``tasks.generate.generate_dataset``; this module parses flags, reports progress on
 stderr and prints the summary. NumPy and the generator are imported inside the command so
-``posebatch --help`` stays instant.
+``posebatch --help`` stays instant (``tasks.nuisance`` is stdlib only: it names the factors).
+
+``--shift``/``--factor`` make distribution-shifted data for robustness tests: named factor
+groups of ``tasks.nuisance`` moved by ``shift - 1`` steps from the preset.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Annotated
 import typer
 
 from flows.cli_common import DataOpt, JsonOpt, emit, fail, progress_enabled, setup
+from tasks.nuisance import FACTORS
 
 PROGRESS_ABOVE = 2000  # files: smaller runs finish in about a second and print no progress
 
@@ -56,6 +60,13 @@ def generate(
         "--incoming-per-batch", min=0, help="Frames (files) per incoming batch.")] = 100,
     hard: Annotated[bool, typer.Option(
         "--hard", help="More occlusion, box jitter and noise: a robustness test set.")] = False,
+    shift: Annotated[float, typer.Option(
+        "--shift", min=0.0, metavar="FLOAT", help="Move the nuisance factors from the "
+        "preset (normal, or --hard) by shift-1 steps: 1 = the preset, 2 = about twice the "
+        "variation and artefact rates, 0 = the factors off. See tasks/nuisance.py.")] = 1.0,
+    factors: Annotated[list[str] | None, typer.Option(
+        "--factor", metavar="NAME", help="Factor group --shift moves (repeatable; default all): "
+        f"{', '.join(FACTORS)}.", show_default=False)] = None,
     data: DataOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -64,21 +75,30 @@ def generate(
     settings = setup(data)
     target = out if out is not None else settings.data_root
     from tasks.generate import generate_dataset
+    from tasks.nuisance import HARD, NORMAL, shifted
 
+    names = list(dict.fromkeys(factors)) if factors else list(FACTORS)
+    try:
+        nuisance = shifted(shift, names, base=HARD if hard else NORMAL)
+    except ValueError as exc:
+        fail(str(exc), as_json)
+        return
     n_in = incoming_batches * incoming_per_batch
     callback, close = _progress(per_class * 17 + n_in)
     try:
         summary = generate_dataset(target, per_class, seed, incoming_batches,
-                                   incoming_per_batch, hard, progress=callback)
+                                   incoming_per_batch, hard, nuisance, progress=callback)
     except (OSError, ValueError) as exc:
         close()
         fail(f"cannot generate into {target}: {exc}", as_json)
         return
     close()
-    summary["ok"] = True
+    summary.update(ok=True, shift=shift, factors=names)
     human = (f"wrote {summary['labeled']} labeled and {summary['incoming']} incoming files "
              f"({summary['incoming_batches']} batches) to {target} in {summary['seconds']} s "
              f"({summary['files_per_second']} files/s)")
+    if shift != 1:
+        human += f"; nuisance shift {shift:g} on {', '.join(names)}"
     emit(summary, as_json, human)
 
 

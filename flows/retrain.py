@@ -162,35 +162,57 @@ def classical_task(scan: Scan, split: Split, seed: int) -> dict[str, dict[str, A
 
 
 @task(name="evaluate-cnn", cache_policy=NO_CACHE)
-def evaluate_task(model: Any, scan: Scan, split: Split, max_frames: int) -> dict[str, Any]:
-    """Fit the temperature on validation; score the calibrated CNN on the test groups."""
+def evaluate_task(model: Any, scan: Scan, split: Split, max_frames: int,
+                  augment: AugmentConfig | None = None, seed: int = 0) -> dict[str, Any]:
+    """Fit the temperature on validation, clean and shifted (a model calibrated only on its
+    own renderer is over-confident on any other); score the calibrated CNN on the test
+    groups, clean and shifted; fit the out-of-distribution reference (``tasks/ood.py``)."""
+    import numpy as np
+
     from models.calibration import expected_calibration_error, fit_temperature, softmax
-    from tasks.train import predict_scan
+    from models.network import predict_logits
+    from tasks.ood import fit_reference
+    from tasks.train import predict_scan, shifted_split
 
     _emit({"stage": "evaluate", "message": "calibrating and evaluating on the test split"})
     t0 = time.monotonic()
     val_logits, val_y = predict_scan(model, scan, split.val, max_frames=max_frames)
-    temperature = fit_temperature(val_logits, val_y)
+    sv_frames, sv_y = shifted_split(scan, split.val, seed, augment, max_frames=max_frames)
+    sv_logits = predict_logits(model, sv_frames)
+    temperature = fit_temperature(np.concatenate([val_logits, sv_logits]),
+                                  np.concatenate([val_y, sv_y]))
     test_logits, test_y = predict_scan(model, scan, split.test, max_frames=max_frames)
     metrics = classification_metrics(test_y, softmax(test_logits, temperature),
                                      scan.class_names)
+    st_frames, st_y = shifted_split(scan, split.test, seed, augment, max_frames=max_frames)
+    shift_metrics = classification_metrics(
+        st_y, softmax(predict_logits(model, st_frames), temperature), scan.class_names)
     metrics["seconds"] = time.monotonic() - t0
+    x_train, y_train = features_of(scan, split.train)
     return {
         "metrics": metrics,
+        "shift_metrics": shift_metrics,
+        "ood": fit_reference(x_train, y_train, features_of(scan, split.val)[0]),
         "calibration": {
             "temperature": temperature,
+            "fitted_on": "validation split, clean and shifted",
             "val_ece_before": expected_calibration_error(softmax(val_logits), val_y),
             "val_ece_after": expected_calibration_error(softmax(val_logits, temperature), val_y),
+            "val_shift_ece_after": expected_calibration_error(
+                softmax(sv_logits, temperature), sv_y) if len(sv_y) else None,
             "test_ece_before": expected_calibration_error(softmax(test_logits), test_y)
             if len(test_y) else None,
             "test_ece_after": metrics["ece"],
+            "test_shift_ece_after": shift_metrics["ece"],
         },
     }
 
 
 @task(name="challenge-production", cache_policy=NO_CACHE)
 def champion_task(registry_dir: str, scan: Scan, split: Split, max_frames: int,
-                  challenger: Any = None, temperature: float = 1.0) -> dict[str, Any] | None:
+                  challenger: Any = None, temperature: float = 1.0,
+                  augment: AugmentConfig | None = None, seed: int = 0
+                  ) -> dict[str, Any] | None:
     """Re-evaluate the current production model on the new test split (None: no production).
 
     Its classes are mapped by name onto the new class list; a class it does not know scores
@@ -198,9 +220,11 @@ def champion_task(registry_dir: str, scan: Scan, split: Split, max_frames: int,
     trained or calibrated on (its metadata's split) would flatter it, so both models are
     compared on the test files of the other groups only; the result says how many were left
     out (``excluded_files``) and, when that is a strict subset of the test split, the
-    challenger's score on it (otherwise its test-split score already covers the same files)."""
+    challenger's score on it (otherwise its test-split score already covers the same files).
+    Both are also scored on one shifted copy of those files (``shift_metrics``)."""
     from models.calibration import softmax
-    from tasks.train import predict_scan
+    from models.network import predict_logits
+    from tasks.train import predict_scan, shifted_split
 
     registry = Registry(registry_dir)
     version = registry.production_version()
@@ -220,18 +244,42 @@ def champion_task(registry_dir: str, scan: Scan, split: Split, max_frames: int,
                     "comparison flatters production")
         model = load_model(entry)
         logits, y = predict_scan(model, scan, fair, max_frames=max_frames)
+        s_frames, s_y = shifted_split(scan, fair, seed, augment, max_frames=max_frames)
+        s_logits = predict_logits(model, s_frames)
     except Exception as exc:  # a broken champion must not crash the run: report it
         return {"version": version, "error": f"{type(exc).__name__}: {exc}"[:300]}
-    probs = remap_probabilities(softmax(logits, entry.temperature), entry.class_names,
-                                scan.class_names)
+
+    def scored(lg: Any, labels: Any, t: float, names: list[str]) -> dict[str, Any]:
+        probs = remap_probabilities(softmax(lg, t), names, scan.class_names)
+        return classification_metrics(labels, probs, scan.class_names)
+
     out: dict[str, Any] = {"version": version,
-                           "metrics": classification_metrics(y, probs, scan.class_names),
+                           "metrics": scored(logits, y, entry.temperature, entry.class_names),
+                           "shift_metrics": scored(s_logits, s_y, entry.temperature,
+                                                   entry.class_names),
                            "excluded_files": left_out, "note": note}
+    if challenger is not None:  # the same shifted frames for both models
+        out["challenger_shift_metrics"] = scored(predict_logits(challenger, s_frames), s_y,
+                                                 temperature, scan.class_names)
     if challenger is not None and len(fair) < len(split.test):  # else: evaluate_task's score
         c_logits, c_y = predict_scan(challenger, scan, fair, max_frames=max_frames)
-        out["challenger_metrics"] = classification_metrics(
-            c_y, softmax(c_logits, temperature), scan.class_names)
+        out["challenger_metrics"] = scored(c_logits, c_y, temperature, scan.class_names)
     return out
+
+
+def _shift_scores(evaluation: dict[str, Any], champion: dict[str, Any] | None
+                  ) -> dict[str, dict[str, Any]]:
+    """Scores on the shifted test split, for the report: the challenger on the whole split,
+    and where production was re-evaluated, both on the files the gate compared."""
+    out = {"cnn": _slim(evaluation["shift_metrics"])}
+    if champion and "shift_metrics" in champion:
+        out["production"] = _slim(champion["shift_metrics"])
+        out["cnn (gate files)"] = _slim(champion["challenger_shift_metrics"])
+    return out
+
+
+def _f1(champion: dict[str, Any] | None, key: str) -> float | None:
+    return (champion.get(key) or {}).get("macro_f1") if champion else None
 
 
 def _fairness_note(champion: dict[str, Any], n_test: int) -> str:
@@ -260,7 +308,9 @@ def register_task(registry_dir: str, model: Any, summary: dict[str, Any], promot
         "input_layout": INPUT_LAYOUT,
         "output": "logits",
         "temperature": summary["calibration"]["temperature"],
+        "ood": summary["ood"],
         "metrics": {"test": _slim(summary["methods"]["cnn"]),
+                    "shift": summary["shift"],
                     "methods": {k: _slim(v) for k, v in summary["methods"].items()},
                     "calibration": summary["calibration"]},
         "params": {**summary["training"]["params"], "epochs": summary["training"]["epochs"],
@@ -334,10 +384,10 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     result = train_task(scan, split, epochs, seed, batch_size, tune, tune_budget_seconds,
                         tune_max_trials, max_frames, augment)
     classical = classical_task(scan, split, seed)
-    evaluation = evaluate_task(result.model, scan, split, max_frames)
+    evaluation = evaluate_task(result.model, scan, split, max_frames, augment, seed)
     evaluation["metrics"]["seconds"] = result.seconds
     champion = champion_task(registry, scan, split, max_frames, result.model,
-                             evaluation["calibration"]["temperature"])
+                             evaluation["calibration"]["temperature"], augment, seed)
     challenger_f1 = evaluation["metrics"].get("macro_f1")
     if champion and "challenger_metrics" in champion:  # the same files for both models
         challenger_f1 = champion["challenger_metrics"].get("macro_f1")
@@ -353,7 +403,9 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
         promote, challenger_f1,
         champion["metrics"].get("macro_f1") if champion and "metrics" in champion else None,
         margin, has_production=champion is not None,
-        champion_error=champion.get("error") if champion else None)
+        champion_error=champion.get("error") if champion else None,
+        challenger_shift_f1=_f1(champion, "challenger_shift_metrics"),
+        champion_shift_f1=_f1(champion, "shift_metrics"))
     if promote == "if-better" and champion and "metrics" in champion:
         reason += _fairness_note(champion, len(split.test))
     summary: dict[str, Any] = {
@@ -372,6 +424,8 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
                      "tune_budget_seconds": tune_budget_seconds},
         "methods": methods,
         "calibration": evaluation["calibration"],
+        "shift": _shift_scores(evaluation, champion),
+        "ood": evaluation["ood"],
         "champion": {"version": champion["version"], "error": champion.get("error"),
                      "excluded_files": champion.get("excluded_files", 0),
                      "note": champion.get("note", "")}
@@ -397,6 +451,8 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
         "split": {"method": split.method, "note": split.note, "frames": frames},
         "metrics": {name: {k: m.get(k) for k in ("accuracy", "macro_f1", "ece")}
                     for name, m in methods.items()},
+        "shift_metrics": {name: {k: m.get(k) for k in ("accuracy", "macro_f1", "ece")}
+                          for name, m in summary["shift"].items()},
         "temperature": evaluation["calibration"]["temperature"],
         "epochs_run": result.epochs_run,
         "data_fingerprint": summary["data"]["fingerprint"],

@@ -28,13 +28,53 @@ from tasks.spec import HEATMAP_SHAPE
 INPUT_LAYOUT: dict[str, Any] = {"shape": [None, *HEATMAP_SHAPE],
                                 "axes": ["batch", "keypoint", "y", "x"]}
 DEFAULT_PARAMS: dict[str, Any] = {"filters": [32, 64, 96], "dense": 128, "dropout": 0.3,
-                                  "learning_rate": 2e-3, "stem_pool": True}
+                                  "learning_rate": 2e-3, "stem_pool": True, "keypoints": 0}
+SHARPNESS = 12.0  # soft-argmax: softmax(SHARPNESS * heat / channel max) over the grid
+
+
+def keypoint_branch(inputs: Any, width: int) -> Any:
+    """Pose geometry inside the graph: soft-argmax joints, in the torso's own frame.
+
+    Why: a pose class is limb directions relative to the body. Coordinates relative to the
+    mid-hip, divided by the torso length and turned so the torso points up, do not move with
+    the crop (box shift, scale, padding, aspect, in-plane roll) nor with how wide or high a
+    detector draws its peaks, which is exactly where conv features learned on one renderer
+    break. The peak heights go along (an occluded joint is a weak peak). Built from stock
+    layers and ``keras.ops`` only, so the ``.keras`` file loads in safe mode."""
+    import numpy as np
+    from keras import layers, ops
+
+    k, h, w = HEATMAP_SHAPE
+    flat = layers.Reshape((k, h * w), name="kp_flat")(inputs)
+    peak = ops.max(flat, axis=-1, keepdims=True)
+    weights = layers.Softmax(axis=-1, name="kp_softmax")(
+        flat * (SHARPNESS / ops.maximum(peak, 0.05)))
+    grid = layers.Reshape((k, h, w), name="kp_grid")(weights)
+    # Expected row and column: marginals times fixed index ramps (non-trainable weights).
+    ramp_y = layers.Dense(1, use_bias=False, trainable=False, name="kp_ramp_y")
+    ramp_x = layers.Dense(1, use_bias=False, trainable=False, name="kp_ramp_x")
+    y = ramp_y(ops.sum(grid, axis=3))[..., 0]
+    x = ramp_x(ops.sum(grid, axis=2))[..., 0]
+    ramp_y.set_weights([np.arange(h, dtype="float32")[:, None]])
+    ramp_x.set_weights([np.arange(w, dtype="float32")[:, None]])
+    hip_x, hip_y = (x[:, 11] + x[:, 12]) / 2, (y[:, 11] + y[:, 12]) / 2
+    up_x, up_y = (x[:, 5] + x[:, 6]) / 2 - hip_x, (y[:, 5] + y[:, 6]) / 2 - hip_y
+    torso = ops.maximum(ops.sqrt(up_x * up_x + up_y * up_y), 2.0)
+    ux, uy = up_x / torso, up_y / torso
+    rx, ry = (x - hip_x[:, None]) / torso[:, None], (y - hip_y[:, None]) / torso[:, None]
+    across = rx * (-uy[:, None]) + ry * ux[:, None]  # torso frame: x' across, y' down
+    along = -(rx * ux[:, None] + ry * uy[:, None])
+    feats = layers.Concatenate(name="kp_features")(
+        [across, along, peak[..., 0], ops.stack([ux, uy], axis=-1)])
+    z = layers.Dense(width, activation="relu", name="kp_dense0")(feats)
+    return layers.Dense(width, activation="relu", name="kp_dense1")(z)
 
 
 def build_cnn(num_classes: int, filters: Sequence[int] = (32, 64, 96), dense: int = 128,
               dropout: float = 0.3, learning_rate: float = 2e-3, stem_pool: bool = True,
-              compile: bool = True) -> Any:
-    """A (compiled) Keras CNN: ``(None,17,64,48)`` float32 in, ``num_classes`` logits out."""
+              keypoints: int = 0, compile: bool = True) -> Any:
+    """A (compiled) Keras CNN: ``(None,17,64,48)`` float32 in, ``num_classes`` logits out.
+    ``keypoints`` > 0 adds the keypoint branch (``keypoint_branch``) of that width."""
     import keras
     from keras import layers
 
@@ -50,6 +90,8 @@ def build_cnn(num_classes: int, filters: Sequence[int] = (32, 64, 96), dense: in
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     x = layers.Dense(int(dense), activation="relu", name="dense")(x)
+    if keypoints:
+        x = layers.Concatenate(name="fuse")([x, keypoint_branch(inputs, int(keypoints))])
     outputs = layers.Dense(num_classes, name="logits")(x)
     model = keras.Model(inputs, outputs, name="posebatch_cnn")
     if compile:

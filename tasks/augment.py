@@ -23,7 +23,7 @@ than the training step). Randomness is stateless, keyed by a per-batch seed from
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,15 @@ class AugmentConfig:
     joint_dropout: float = 0.1    # per-joint probability of being weakened to near nothing
     swap: float = 0.03            # per left/right pair probability of swapping its channels
     noise: float = 0.04           # max std of smooth additive background noise
+    aspect: float = 0.0           # x/y stretch: x scaled by e^u, y by e^-u, u in [-aspect, aspect]
+    truncate: float = 0.0         # probability of a crop edge cutting the body (zoom + push off)
+    rerender: float = 0.0         # probability of redrawing every peak (sigma, height, occlusion)
+    sigma_low: float = 1.3        # re-rendered peak sigma range (grid pixels), per sample...
+    sigma_high: float = 3.5
+    sigma_joint: float = 0.15     # ... times a per-joint log-normal spread
+    occlusion: float = 0.0        # per-joint probability (re-rendered samples): low, wide, moved
+    blob: float = 0.0             # probability of a spurious blob in a random channel
+    second_person: float = 0.0    # probability of a second person's weaker peaks beside
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -105,15 +114,20 @@ def swap_sides(frames: Any, choose: Any) -> Any:
     return tf.gather(frames, perm, axis=1, batch_dims=1)
 
 
-def affine_transforms(shift: Any, scale: Any, angle_rad: Any, h: int, w: int) -> Any:
+def affine_transforms(shift: Any, scale: Any, angle_rad: Any, h: int, w: int,
+                      stretch: Any = None) -> Any:
     """``[B,8]`` projective transforms (output pixel -> input pixel) for ImageProjectiveTransform:
-    rotate by ``angle``, scale by ``scale`` about the grid centre, then shift by (dx, dy)."""
+    rotate by ``angle``, scale by ``scale`` about the grid centre (x by ``scale * e^stretch``,
+    y by ``scale / e^stretch`` when given), then shift by (dx, dy)."""
     import tensorflow as tf
 
     cy, cx = (h - 1) / 2, (w - 1) / 2
-    a0 = tf.cos(angle_rad) / scale
-    a1 = tf.sin(angle_rad) / scale
-    b0, b1 = -a1, a0
+    sx = sy = scale
+    if stretch is not None:
+        sx, sy = scale * tf.exp(stretch), scale * tf.exp(-stretch)
+    a0 = tf.cos(angle_rad) / sx
+    a1 = tf.sin(angle_rad) / sx
+    b0, b1 = -tf.sin(angle_rad) / sy, tf.cos(angle_rad) / sy
     ox, oy = cx + shift[:, 0], cy + shift[:, 1]
     a2 = cx - a0 * ox - a1 * oy
     b2 = cy - b0 * ox - b1 * oy
@@ -210,6 +224,94 @@ def limb_rotations(frames: Any, normal: Any, limb_deg: float, lean_deg: float) -
     return tf.stack(maps, axis=1)
 
 
+def _gaussians(pos: Any, sigma: Any, height: Any) -> Any:
+    """``[B,K,H,W]`` peaks at ``pos`` ``[B,K,2]`` (x, y) of ``sigma`` and ``height`` ``[B,K]``."""
+    import tensorflow as tf
+
+    _, h, w = HEATMAP_SHAPE
+    two_var = 2.0 * tf.square(sigma)[..., None]
+    gx = tf.exp(-tf.square(tf.range(w, dtype=tf.float32) - pos[..., 0:1]) / two_var)
+    gy = tf.exp(-tf.square(tf.range(h, dtype=tf.float32) - pos[..., 1:2]) / two_var)
+    return (gy * height[..., None])[..., :, None] * gx[..., None, :]
+
+
+def rerender(img: Any, c: AugmentConfig, seeds: Any) -> Any:
+    """Redraw every peak of the chosen NHWC samples with a new sigma and occlusion look.
+
+    Why: a network trained on one renderer's peak shape learns that shape. Decoding each joint
+    (its peak's position and height) and drawing it again with a random width makes the peak's
+    shape a nuisance instead of a cue, and works the same on real detector output. Occluded
+    joints look like ViTPose's: a low, wide peak displaced from the joint."""
+    import tensorflow as tf
+
+    b, k = tf.shape(img)[0], HEATMAP_SHAPE[0]
+
+    def u(i: int, shape: Any, lo: float = 0.0, hi: float = 1.0) -> Any:
+        return tf.random.stateless_uniform(shape, seeds[i], lo, hi)
+
+    frames = tf.transpose(img, [0, 3, 1, 2])
+    pos = peak_xy(frames) + u(0, [b, k, 2], -0.5, 0.5)
+    height = tf.reduce_max(frames, axis=[2, 3])
+    sigma = u(1, [b, 1], c.sigma_low, c.sigma_high) * tf.exp(
+        tf.random.stateless_normal([b, k], seeds[2]) * c.sigma_joint)
+    occ = u(3, [b, k]) < c.occlusion
+    pos = tf.where(occ[..., None], pos + tf.random.stateless_normal([b, k, 2], seeds[4]) * 4.0,
+                   pos)
+    height = tf.where(occ, height * u(5, [b, k], 0.1, 0.4), height)
+    sigma = tf.where(occ, sigma * u(6, [b, k], 1.5, 2.5), sigma)
+    drawn = tf.transpose(_gaussians(pos, sigma, height), [0, 2, 3, 1])
+    return tf.where((u(7, [b]) < c.rerender)[:, None, None, None], drawn, img)
+
+
+def distractors(img: Any, c: AugmentConfig, seeds: Any) -> Any:
+    """Add what is not the person to NHWC samples: a spurious blob in one channel, and a
+    second person's weaker peaks beside this one (crowded top-down crops)."""
+    import tensorflow as tf
+
+    k, h, w = HEATMAP_SHAPE
+    b = tf.shape(img)[0]
+
+    def u(i: int, shape: Any, lo: float = 0.0, hi: float = 1.0) -> Any:
+        return tf.random.stateless_uniform(shape, seeds[i], lo, hi)
+
+    if c.blob > 0:
+        where = tf.one_hot(tf.random.stateless_uniform([b], seeds[0], 0, k, tf.int32), k)
+        pos = tf.stack([u(1, [b], 0, w - 1), u(2, [b], 0, h - 1)], -1)[:, None]
+        blob = _gaussians(pos, u(3, [b, 1], 1.5, 3.5), u(4, [b, 1], 0.15, 0.6))[:, 0]
+        on = tf.cast(u(5, [b]) < c.blob, tf.float32)[:, None, None, None]
+        img = img + blob[..., None] * where[:, None, None, :] * on
+    if c.second_person > 0:
+        side = tf.where(u(6, [b]) < 0.5, -1.0, 1.0)
+        shift = tf.stack([side * u(7, [b], 14, 26), u(8, [b], -6, 6)], -1)
+        other = tf.raw_ops.ImageProjectiveTransformV3(
+            images=img, transforms=affine_transforms(shift, tf.ones([b]), tf.zeros([b]), h, w),
+            output_shape=tf.constant([h, w], tf.int32), fill_value=tf.constant(0.0),
+            interpolation="BILINEAR", fill_mode="CONSTANT")
+        keep = tf.logical_and((u(9, [b]) < c.second_person)[:, None], u(10, [b, k]) < 0.6)
+        gain = u(11, [b, 1, 1, 1], 0.3, 0.7) * tf.cast(keep, tf.float32)[:, None, None, :]
+        img = tf.maximum(img, other * gain)
+    return img
+
+
+def _truncation(shift: Any, scale: Any, rate: float, seeds: Any) -> tuple[Any, Any]:
+    """The crop cuts the body: for a ``rate`` share of samples, zoom in (up to 1.25x) and push
+    the person 6-16 px down (feet off the bottom) or, one time in three, sideways."""
+    import tensorflow as tf
+
+    b = tf.shape(scale)[0]
+
+    def u(i: int, lo: float = 0.0, hi: float = 1.0) -> Any:
+        return tf.random.stateless_uniform([b], seeds[i], lo, hi)
+
+    push = u(0, 6.0, 16.0)
+    sideways = u(1) < 1 / 3
+    side = tf.where(u(2) < 0.5, -1.0, 1.0)
+    cut = (u(3) < rate)[:, None]
+    delta = tf.stack([tf.where(sideways, side * push, 0.0), tf.where(sideways, 0.0, push)], -1)
+    return (tf.where(cut, shift + delta, shift),
+            tf.where(cut[:, 0], scale * u(4, 1.0, 1.25), scale))
+
+
 def augment_batch(frames: Any, labels: Any, seed: Any, mirrors: np.ndarray,
                   config: AugmentConfig | None = None) -> tuple[Any, Any]:
     """Augment one batch ``[B,17,64,48]`` with labels ``[B]``; ``seed`` is a ``[2]`` int tensor.
@@ -222,6 +324,7 @@ def augment_batch(frames: Any, labels: Any, seed: Any, mirrors: np.ndarray,
     x = tf.convert_to_tensor(frames, tf.float32)
     b = tf.shape(x)[0]
     s = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 15)
+    more = tf.random.experimental.stateless_split(s[0], 30)  # the later steps' own streams
 
     def uniform(i: int, shape: Any, lo: float = 0.0, hi: float = 1.0) -> Any:
         return tf.random.stateless_uniform(shape, s[i], lo, hi)
@@ -237,7 +340,13 @@ def augment_batch(frames: Any, labels: Any, seed: Any, mirrors: np.ndarray,
     shift = tf.where(keep[:, None], 0.0, shift)
     scale = tf.where(keep, 1.0, scale)
     angle = tf.where(keep, 0.0, angle)
-    transforms = affine_transforms(shift, scale, angle, h, w)
+    stretch = None
+    if c.aspect > 0:
+        stretch = tf.where(keep, 0.0, tf.random.stateless_uniform([b], more[0], -c.aspect,
+                                                                    c.aspect))
+    if c.truncate > 0:
+        shift, scale = _truncation(shift, scale, c.truncate, more[1:6])
+    transforms = affine_transforms(shift, scale, angle, h, w, stretch)
     if c.joint_jitter_px > 0 or c.limb_deg > 0 or c.lean_deg > 0:
         # People bend limbs differently than the class pose: each joint channel gets its own
         # warp, the whole-pose transform composed with the joint's limb rotations and shift,
@@ -267,10 +376,14 @@ def augment_batch(frames: Any, labels: Any, seed: Any, mirrors: np.ndarray,
             output_shape=tf.constant([h, w], tf.int32), fill_value=tf.constant(0.0),
             interpolation="BILINEAR", fill_mode="CONSTANT")
 
+    if c.rerender > 0:
+        img = rerender(img, c, more[6:14])
     blur = tf.where(uniform(5, [b]) < c.blur)  # blur only the chosen samples: [n, 1]
     sub = _blur_nhwc(tf.gather_nd(img, blur), uniform(6, [], 0.3, max(c.blur_sigma, 0.31)))
     img = tf.tensor_scatter_nd_update(img, blur, sub)
 
+    if c.blob > 0 or c.second_person > 0:
+        img = distractors(img, c, more[14:26])
     gain = uniform(7, [b, 1, 1, k], c.peak_low, c.peak_high)
     drop = uniform(8, [b, 1, 1, k]) < c.joint_dropout
     gain = tf.where(drop, uniform(9, [b, 1, 1, k], 0.0, 0.15), gain)
@@ -295,3 +408,24 @@ def augment_dataset(ds: Any, class_names: Sequence[str], seed: int,
     zipped = tf.data.Dataset.zip((ds, seeds))
     return zipped.map(lambda xy, sd: augment_batch(xy[0], xy[1], sd, mirrors, config),
                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def shifted_copy(frames: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                 seed: int, config: AugmentConfig | None = None,
+                 batch_size: int = 256) -> np.ndarray:
+    """A fixed, reproducible shifted copy of labeled frames for evaluation: the training
+    augmentations (``config``) without the flip, so every label stays as it is.
+
+    Why: scores on held-out people of the same renderer say little about other renderers.
+    The gate and the calibration also look at the same frames moved by every nuisance the
+    augmentation knows, so a challenger that only learned the renderer is caught."""
+    import tensorflow as tf
+
+    c = replace(config or AugmentConfig(), flip=0.0)
+    mirrors = mirror_index(class_names)
+    out = np.empty_like(np.asarray(frames, np.float32))
+    for i in range(0, len(frames), batch_size):
+        x, _ = augment_batch(frames[i:i + batch_size], labels[i:i + batch_size],
+                             tf.constant([seed, i], tf.int64), mirrors, c)
+        out[i:i + batch_size] = x.numpy()
+    return out

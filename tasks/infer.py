@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from tasks.ledger import crash_point
+from tasks.ood import ood_codes
 from tasks.spec import HEATMAP_SHAPE
 from tasks.storage import Location
 from tasks.validate import Rejected, read_heatmaps
@@ -88,6 +89,7 @@ class Predictor:
     batch_size: int
     fn: Any
     from_dlpack: Any = None
+    ood: dict[str, Any] | None = None  # the model's out-of-distribution reference (metadata)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -164,7 +166,7 @@ def _build_predictor(registry_dir: str, version: str, batch_size: int,
 
     probabilities(np.zeros((batch_size, *HEATMAP_SHAPE), np.float32))  # trace now, once
     return Predictor(version, names, temperature, batch_size, probabilities,
-                     from_dlpack=_dlpack_importer())
+                     from_dlpack=_dlpack_importer(), ood=entry.metadata.get("ood"))
 
 
 def _dlpack_importer() -> Any:
@@ -307,6 +309,8 @@ def classify_files(input_dir: str, files: list[tuple[str, int]], registry_dir: s
         outcomes.append(outcome)
         if frames is None:
             continue
+        for codes, extra in zip(outcome.warnings, ood_codes(frames, pred.ood), strict=True):
+            codes.extend(extra)
         start = 0
         while start < len(frames):
             take = min(bsz - fill, len(frames) - start)

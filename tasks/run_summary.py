@@ -101,6 +101,8 @@ def summary_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         ("files unreadable (retried next run)", summary["unreadable"]),
     ]
     rows += [(f"  label: {k}", v) for k, v in sorted(summary["labels"].items())]
+    rows.append(("frames flagged out of distribution", summary.get("out_of_distribution", 0)))
+    rows += [(f"  warning: {k}", v) for k, v in sorted(summary.get("warnings", {}).items())]
     rows += [
         ("throughput (files/s)", f"{summary['files_per_second']:.1f}"),
         ("throughput (frames/s)", f"{summary['frames_per_second']:.1f}"),

@@ -160,3 +160,24 @@ def predict_scan(model: Any, scan: Any, idx: Any, batch_size: int = 256,
         outs.append(predict_logits(model, np.stack(buf), batch_size))
     logits = np.concatenate(outs) if outs else np.zeros((0, n_out), np.float32)
     return logits, np.asarray(ys, dtype=np.int64)
+
+
+def shifted_split(scan: Any, idx: Any, seed: int, config: Any = None, cap: int = 2048,
+                  max_frames: int = 4096) -> tuple[Any, Any]:
+    """The frames of ``idx`` (at most about ``cap``, files sampled with ``seed``) moved by the
+    training augmentations without flips (``tasks.augment.shifted_copy``): the shifted
+    evaluation set that calibration and the promotion gate look at. Same seed, same frames."""
+    import numpy as np
+
+    from tasks.augment import shifted_copy
+    from tasks.dataset import load_frames
+
+    idx = list(idx)
+    frames_per_file = max(1, scan.n_frames // max(1, len(scan.files)))
+    if len(idx) * frames_per_file > cap:
+        rng = np.random.default_rng([seed, 7])
+        idx = sorted(rng.choice(idx, max(1, cap // frames_per_file), replace=False).tolist())
+    frames, labels = load_frames(scan, idx, max_frames)
+    if not len(labels):
+        return frames, labels
+    return shifted_copy(frames, labels, scan.class_names, seed, config), labels

@@ -75,6 +75,14 @@ def render_report(r: dict[str, Any]) -> str:
         + ("production: the current production model re-evaluated on this split."
            if "production" in r["methods"] else ""),
         "",
+        "## Robustness: the same test files, shifted",
+        "",
+        "Each test file moved by the training augmentations (pose, crop, peak shape and "
+        "height, occlusion, swaps, blobs, noise; no flips), with one fixed seed. The gate "
+        "refuses a challenger that is worse here than production by more than the margin.",
+        "",
+        comparison_table(r["shift"]) if r.get("shift") else "(not measured)",
+        "",
         "## Training",
         "",
         f"- epochs run {train['epochs_run']} of {train['epochs']} (best epoch "
@@ -94,12 +102,15 @@ def render_report(r: dict[str, Any]) -> str:
         "",
         "## Calibration",
         "",
-        f"Temperature fitted on the validation split: T = {cal['temperature']:.4f}.",
+        f"Temperature fitted on the {cal.get('fitted_on', 'validation split')}: "
+        f"T = {cal['temperature']:.4f}.",
         "",
         "| split | ECE before | ECE after |",
         "|---|---|---|",
         f"| validation | {_fmt(cal['val_ece_before'])} | {_fmt(cal['val_ece_after'])} |",
         f"| test | {_fmt(cal['test_ece_before'])} | {_fmt(cal['test_ece_after'])} |",
+        f"| validation, shifted | - | {_fmt(cal.get('val_shift_ece_after'))} |",
+        f"| test, shifted | - | {_fmt(cal.get('test_shift_ece_after'))} |",
         "",
         "## CNN per class (test)",
         "",

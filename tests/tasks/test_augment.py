@@ -188,3 +188,128 @@ def test_limb_rotations_re_pose_along_the_skeleton() -> None:
     out = _moved(frames, lean, 0.0, 15.0)
     moved = np.linalg.norm(out - pos, axis=-1)
     assert (moved[:, :11] > 0.5).all() and moved[:, 11:].max() < 1e-4
+
+
+# -- the shift augmentations (issue 10) -------------------------------------------------------
+STILL = dict(flip=0.0, affine=0.0, blur=0.0, peak_low=1.0, peak_high=1.0, joint_dropout=0.0,
+             noise=0.0, swap=0.0, joint_jitter_px=0.0, limb_deg=0.0, lean_deg=0.0, aspect=0.0,
+             truncate=0.0, rerender=0.0, occlusion=0.0, blob=0.0, second_person=0.0)
+
+
+def _run(frames: np.ndarray, seed: int = 1, **overrides: float) -> np.ndarray:
+    y = np.zeros(len(frames), np.int32)
+    out, _ = augment_batch(frames, y, np.array([seed, 2]), mirror_index(NAMES),
+                           AugmentConfig(**{**STILL, **overrides}))
+    assert out.shape == frames.shape and out.dtype.name == "float32"
+    return out.numpy()
+
+
+def _width(frames: np.ndarray) -> np.ndarray:
+    """Per channel, the peak's spread (sd along x of the positive mass around the peak)."""
+    xy, _ = decode(frames)
+    xs = np.arange(frames.shape[-1])
+    w = np.clip(frames, 0, None).sum(axis=2)  # [N,17,W] column mass
+    near = np.abs(xs[None, None] - xy[..., :1]) <= 8
+    w = w * near
+    mean = (w * xs).sum(-1) / np.maximum(w.sum(-1), 1e-9)
+    return np.sqrt((w * (xs - mean[..., None]) ** 2).sum(-1) / np.maximum(w.sum(-1), 1e-9))
+
+
+def test_all_off_is_the_identity() -> None:
+    frames = synth_frames(NAMES[:4], seed=2)
+    np.testing.assert_array_equal(_run(frames), frames)
+
+
+def test_rerender_redraws_peaks_with_the_asked_width_in_place() -> None:
+    frames = synth_frames(NAMES[:6], seed=3)
+    wide = _run(frames, rerender=1.0, sigma_low=3.5, sigma_high=3.5, sigma_joint=0.0)
+    narrow = _run(frames, rerender=1.0, sigma_low=1.2, sigma_high=1.2, sigma_joint=0.0)
+    strong = decode(frames)[1] > 0.3
+    assert np.median(_width(wide)[strong]) > 1.6 * np.median(_width(narrow)[strong])
+    for out in (wide, narrow):  # the joints stay where they were, at about their height
+        moved = np.linalg.norm(decode(out)[0] - decode(frames)[0], axis=-1)
+        assert np.median(moved[strong]) <= 0.75
+        np.testing.assert_allclose(decode(out)[1][strong], decode(frames)[1][strong], atol=0.2)
+
+
+def test_rerender_occlusion_makes_low_displaced_peaks() -> None:
+    frames = synth_frames(NAMES[:6], seed=4)
+    out = _run(frames, rerender=1.0, occlusion=1.0)
+    before, after = decode(frames)[1], decode(out)[1]
+    strong = before > 0.3
+    assert (after[strong] < 0.45 * before[strong]).mean() > 0.9
+
+
+def test_blob_adds_one_spurious_peak_per_sample() -> None:
+    frames = synth_frames(NAMES[:8], seed=5)
+    out = _run(frames, blob=1.0)
+    gained = (out - frames).reshape(8, 17, -1).max(axis=-1) > 0.1
+    assert gained.sum(axis=1).max() == 1 and gained.sum() >= 6  # a few land on the peak
+
+
+def test_second_person_adds_weaker_peaks_to_the_side() -> None:
+    frames = synth_frames(NAMES[:8], seed=6)
+    out = _run(frames, second_person=1.0)
+    extra = np.clip(out - frames, 0, None)
+    assert (extra.reshape(8, 17, -1).max(axis=-1) > 0.1).sum(axis=1).min() >= 3
+    # each extra peak sits 14-26 px to a side of the person's own joint
+    xy = decode(frames)[0]
+    exy = decode(extra)[0]
+    dx = np.abs(exy[..., 0] - xy[..., 0])
+    has = extra.reshape(8, 17, -1).max(axis=-1) > 0.2
+    assert np.median(dx[has]) > 10
+
+
+def test_truncation_pushes_the_body_off_an_edge() -> None:
+    frames = synth_frames(NAMES[:8], seed=7)
+    out = _run(frames, truncate=1.0)
+    before, after = decode(frames)[1], decode(out)[1]
+    lost = (after < 0.4 * before) & (before > 0.3)  # the joint's peak left the crop
+    moved = np.median(np.linalg.norm(decode(out)[0] - decode(frames)[0], axis=-1), axis=1)
+    assert ((lost.sum(axis=1) >= 1) | (moved >= 4.0)).all()  # cut, or pushed to an edge
+    assert lost.sum() < 0.5 * (before > 0.3).sum()  # a cut, not an empty crop
+
+
+def test_aspect_stretches_x_against_y() -> None:
+    frames = synth_frames(NAMES[:8], seed=8)
+    xy = decode(frames)[0]
+    spread = xy.std(axis=1)  # [N, 2]
+    for seed in (1, 2, 3):
+        out = _run(frames, seed=seed, affine=1.0, shift_px=0.0, scale=0.0, rotate_deg=0.0,
+                   aspect=0.3)
+        ratio = decode(out)[0].std(axis=1) / spread
+        assert np.abs(np.log(ratio[:, 0] / ratio[:, 1])).max() > 0.1
+
+
+def test_default_augmentation_keeps_the_label_by_the_spec_geometry() -> None:
+    """A rotated, re-posed, re-rendered ``action_up`` is still right arm up (or, flipped,
+    ``category_events``: left arm up), by the spec's geometry read off the decoded joints."""
+    kp = keypoint_names()
+    frames = synth_frames(["action_up"] * 64, seed=9)
+    y = np.full(64, NAMES.index("action_up"), np.int32)
+    out, out_y = augment_batch(frames, y, np.array([5, 6]), mirror_index(NAMES))
+    xy, score = decode(out.numpy())
+    ok = seen = 0
+    for i, label in enumerate(out_y.numpy()):
+        side = "right" if NAMES[label] == "action_up" else "left"
+        assert NAMES[label] in ("action_up", "category_events")
+        joints = [kp.index(f"{side}_wrist"), kp.index(f"{side}_shoulder"),
+                  kp.index("left_hip"), kp.index("right_hip")]
+        if (score[i, joints] < 0.2).any():  # a joint dropped or occluded: nothing to read
+            continue
+        wrist, shoulder = xy[i, joints[0]], xy[i, joints[1]]
+        up = shoulder - (xy[i, joints[2]] + xy[i, joints[3]]) / 2
+        seen += 1
+        ok += float(np.dot(wrist - shoulder, up)) > 0  # the wrist is above the shoulder
+    assert seen >= 32 and ok >= 0.9 * seen  # a left/right swap (a detector error) may flip one
+
+
+def test_shifted_copy_is_reproducible_and_keeps_labels() -> None:
+    from tasks.augment import shifted_copy
+
+    frames = synth_frames(NAMES[:5], seed=10)
+    y = np.arange(5)
+    a = shifted_copy(frames, y, NAMES, seed=3)
+    np.testing.assert_array_equal(a, shifted_copy(frames, y, NAMES, seed=3))
+    assert a.shape == frames.shape and a.dtype == np.float32
+    assert not np.allclose(a, frames)

@@ -18,20 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.generate import (
-    Artefacts,
-    generate_dataset,
-    render,
-    synth_dataset,
-    synth_frames,
-)
+from tasks.generate import generate_dataset, render, synth_dataset, synth_frames
 from tasks.keypoints import decode, keypoint_features
-from tasks.skeleton import NORMAL, pose_keypoints, sample_subjects
+from tasks.nuisance import FACTORS, HARD, NORMAL, Nuisance, shifted
+from tasks.skeleton import pose_keypoints, sample_subjects
 from tasks.spec import HEATMAP_SHAPE, class_names, keypoint_names, load_spec
 from tasks.validate import read_heatmap_file
 
 K = {name: i for i, name in enumerate(keypoint_names())}
-CLEAN = Artefacts(occlusion=0, swap=0, blob=0, noise=0, fine_noise=0)
+CLEAN = Nuisance(occlusion=0, swap=0, blob=0, noise=0, fine_noise=0)
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +61,36 @@ def test_synth_frames_deterministic():
     assert a.tobytes() == b.tobytes()
     assert not np.array_equal(a, synth_frames(labels, seed=10))
     assert not np.array_equal(a, synth_frames(labels, seed=9, hard=True))
+
+
+# Measured on synth_dataset(6, seed=3) before the generator read its settings from
+# tasks/nuisance.py: the float64 sum of all frames and four values.
+BEFORE = {False: (10788.036938597263, [0.01099175214767456, -0.014731872826814651,
+                                       -0.008266395889222622, -0.008610054850578308]),
+          True: (11721.91743395, [-0.012913781218230724, -0.009784908965229988,
+                                  -0.009628928266465664, 0.002084051026031375])}
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_default_output_is_unchanged_by_the_nuisance_settings(hard):
+    """Benchmarks and stored results rely on the same data for a seed; the presets are the old
+    ones, and new factors draw nothing while they are off."""
+    frames = synth_dataset(6, seed=3, hard=hard).frames
+    total, values = BEFORE[hard]
+    assert frames.astype(np.float64).sum() == pytest.approx(total, rel=1e-9)
+    np.testing.assert_allclose(frames.reshape(-1)[[0, 1000, 123456, 999999]], values,
+                               rtol=0, atol=1e-7)
+    preset = synth_dataset(6, seed=3, nuisance=HARD if hard else NORMAL).frames
+    assert preset.tobytes() == frames.tobytes()
+
+
+def test_nuisance_overrides_hard():
+    labels = ["action_up", "dummy"] * 3
+    assert (synth_frames(labels, seed=1, hard=True, nuisance=NORMAL).tobytes()
+            == synth_frames(labels, seed=1).tobytes())
+    moved = synth_frames(labels, seed=1, nuisance=shifted(2.0, ["background"]))
+    assert moved.shape == (6, *HEATMAP_SHAPE) and not np.array_equal(
+        moved, synth_frames(labels, seed=1))
 
 
 def test_generate_dataset_deterministic_bytes(tmp_path):
@@ -347,7 +372,7 @@ def _grid_pose(n: int) -> np.ndarray:
 def test_occluded_joints_are_low_wide_and_displaced():
     kp = _grid_pose(40)
     heat = render(kp, np.random.default_rng(1),
-                  Artefacts(occlusion=100, swap=0, blob=0, noise=0, fine_noise=0))
+                  Nuisance(occlusion=100, swap=0, blob=0, noise=0, fine_noise=0))
     clean = render(kp, np.random.default_rng(1), CLEAN)
     xy, peak = decode(heat)
     assert peak.max() < 0.4 < np.median(clean.max(axis=(2, 3)))
@@ -360,7 +385,7 @@ def test_occluded_joints_are_low_wide_and_displaced():
 def test_left_right_confusion_leaves_a_weaker_peak_on_the_true_side():
     kp = _grid_pose(40)
     heat = render(kp, np.random.default_rng(2),
-                  Artefacts(occlusion=0, swap=100, blob=0, noise=0, fine_noise=0))
+                  Nuisance(occlusion=0, swap=100, blob=0, noise=0, fine_noise=0))
     xy, peak = decode(heat)
     wrong = np.abs(xy[..., 0] - kp[..., 0]) > 10      # channel peaks on the other side
     pairs = [(K["left_wrist"], K["right_wrist"]), (K["left_knee"], K["right_knee"])]
@@ -376,8 +401,8 @@ def test_left_right_confusion_leaves_a_weaker_peak_on_the_true_side():
 
 def test_spurious_blob_lands_in_one_channel():
     kp = _grid_pose(30)
-    base = Artefacts(occlusion=0, swap=0, blob=0, noise=0, fine_noise=0)
-    with_blob = Artefacts(occlusion=0, swap=0, blob=1.0, noise=0, fine_noise=0)
+    base = Nuisance(occlusion=0, swap=0, blob=0, noise=0, fine_noise=0)
+    with_blob = Nuisance(occlusion=0, swap=0, blob=1.0, noise=0, fine_noise=0)
     diff = np.abs(render(kp, np.random.default_rng(3), with_blob)
                   - render(kp, np.random.default_rng(3), base))
     touched = (diff.max(axis=(2, 3)) > 0.1).sum(axis=1)
@@ -429,8 +454,28 @@ def test_cli_generate_json(tmp_path):
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout.strip().splitlines()[-1])
     assert result["ok"] and result["labeled"] == 34 and result["incoming"] == 6
+    assert result["shift"] == 1.0 and result["factors"] == list(FACTORS)
+    assert result["nuisance"] == {}          # the default settings, exactly
     assert (tmp_path / "d" / "incoming" / "batch_001" / "_SUCCESS").exists()
     assert len(list((tmp_path / "d" / "labeled").rglob("*.npy"))) == 34
+
+
+def test_cli_generate_shifted_factor(tmp_path):
+    res = _cli("generate", "--out", str(tmp_path / "d"), "--shift", "2", "--factor",
+               "occlusion", "--per-class", "2", "--json")
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    assert result["ok"] and result["shift"] == 2.0 and result["factors"] == ["occlusion"]
+    assert set(result["nuisance"]) == set(FACTORS["occlusion"])
+    assert result["nuisance"]["occlusion"] == pytest.approx(0.14)
+    paths = sorted((tmp_path / "d" / "labeled").rglob("*.npy"))
+    assert len(paths) == 34
+    expected = synth_dataset(2, seed=0, nuisance=shifted(2.0, ["occlusion"])).frames
+    np.testing.assert_array_equal(np.concatenate([np.load(p) for p in paths]), expected)
+    res = _cli("generate", "--out", str(tmp_path / "e"), "--shift", "2", "--hard",
+               "--factor", "lighting", "--per-class", "1", "--json")
+    assert res.exit_code == 2 and "valid: angles" in res.output
+    assert not (tmp_path / "e").exists()
 
 
 def test_cli_defaults_to_the_data_root(tmp_path):
