@@ -88,8 +88,8 @@ def _peaks(kp: np.ndarray, rng: np.random.Generator, nz: Nuisance
     n, k = kp.shape[0], NUM_KEYPOINTS
     h = JOINT_HEIGHT * np.exp(rng.normal(0, nz.height_frame_sd, (n, 1))
                               + rng.normal(0, nz.height_joint_sd, (n, k)))
-    h = np.minimum(h, PEAK_MAX)
-    sig = PEAK_SIGMA * np.exp(rng.normal(0, nz.sigma_frame_sd, (n, 1, 1))
+    h = np.minimum(h * nz.height_scale, PEAK_MAX)
+    sig = PEAK_SIGMA * nz.sigma_scale * np.exp(rng.normal(0, nz.sigma_frame_sd, (n, 1, 1))
                               + rng.normal(0, nz.sigma_joint_sd, (n, k, 2)))
     pos = kp + rng.normal(0, nz.position_sd, (n, k, 2))
 

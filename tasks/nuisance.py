@@ -44,6 +44,8 @@ class Nuisance:
     aspect_sd: float = 0.0        # per-take log-sd of the crop aspect around 3:4 (squash/stretch)
     truncation: float = 0.0       # per-take probability that the box cuts the body at an edge
     # peaks (tasks/generate.py render)
+    sigma_scale: float = 1.0      # every peak's sigma times this (another model draws wider)
+    height_scale: float = 1.0     # every peak's height times this (another model is less sure)
     sigma_frame_sd: float = 0.08  # per-frame log-sd of peak sigma (base 2.0 px)
     sigma_joint_sd: float = 0.08  # per-joint (and per-axis) log-sd of peak sigma
     height_frame_sd: float = 0.10  # per-frame log-sd of peak height
@@ -86,23 +88,27 @@ FACTORS: dict[str, tuple[str, ...]] = {
     "box_jitter": ("box_shift_sd", "box_scale_sd", "frame_shift_sd", "frame_scale_sd"),
     "padding_aspect": ("padding_sd", "aspect_sd"),
     "truncation": ("truncation",),
-    "peak_sigma": ("sigma_frame_sd", "sigma_joint_sd", "position_sd"),
-    "peak_height": ("height_frame_sd", "height_joint_sd"),
+    "peak_sigma": ("sigma_scale", "sigma_frame_sd", "sigma_joint_sd", "position_sd"),
+    "peak_height": ("height_scale", "height_frame_sd", "height_joint_sd"),
     "background": ("noise", "fine_noise", "offset_sd", "offset_mean"),
     "occlusion": ("occlusion", "occlusion_shift_px", "occlusion_low", "occlusion_high"),
     "swap": ("swap",),
     "blobs": ("blob", "second_person"),
 }
 
-# Steps of the fields that are off today (a realistic amount for one unit of shift).
-_ZERO_DEFAULT_STEP = {"padding_sd": 0.08, "aspect_sd": 0.06, "truncation": 0.06,
-                      "second_person": 0.05}
+# Steps of the fields that are off today (a realistic amount for one unit of shift), and of
+# the systematic scales (a unit of shift: peaks 20 % wider, 15 % lower, as another detector
+# checkpoint or input size draws them).
+_OWN_STEP = {"padding_sd": 0.08, "aspect_sd": 0.06, "truncation": 0.06,
+             "second_person": 0.05, "sigma_scale": 0.2, "height_scale": -0.15}
 # Fields that get smaller as the shift grows: value(k) = base / k (occluded peaks get lower).
 DIVIDED: tuple[str, ...] = ("occlusion_low", "occlusion_high")
 # The amount one unit of shift adds to each other field: its default (so shift k multiplies a
 # default by k; ``offset_mean`` gets more negative) or, for a field off today, the step above.
-STEP: dict[str, float] = {f.name: _ZERO_DEFAULT_STEP.get(f.name, f.default)
+STEP: dict[str, float] = {f.name: _OWN_STEP.get(f.name, f.default)
                           for f in fields(Nuisance) if f.name not in DIVIDED}
+# Systematic multipliers (1.0 by default).
+SCALES: tuple[str, ...] = ("sigma_scale", "height_scale")
 # Probabilities and fractions: clipped to [0, 1] after a shift (other fields to >= 0).
 UNIT_INTERVAL: tuple[str, ...] = ("truncation", "occlusion", "swap", "blob", "second_person",
                                   "occlusion_low", "occlusion_high")
@@ -116,6 +122,8 @@ def _moved(name: str, value: float, k: float) -> float:
         out = value + (k - 1.0) * STEP[name]
     if name == "offset_mean":
         return min(out, 0.0)
+    if name in SCALES:  # a multiplier: never zero, and k = 0 is no scaling at all
+        return 1.0 if k == 0 else max(out, 0.1)
     return min(max(out, 0.0), 1.0) if name in UNIT_INTERVAL else max(out, 0.0)
 
 

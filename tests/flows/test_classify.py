@@ -216,3 +216,27 @@ def test_a_held_lock_stops_a_second_run_on_the_same_output(prefect_server, regis
         with pytest.raises(LockHeld, match="another posebatch run is writing to"):
             run(inp, out, registry_dir)
     assert run(inp, out, registry_dir)["classified"] == 2
+
+
+def test_out_of_distribution_frames_get_a_warning_and_are_counted(
+        prefect_server, registry_dir: Path, tmp_path: Path):
+    """A frame no person produces (every joint at one spot) is classified like any other,
+    with an ``ood_skeleton`` warning in its row; the run summary counts such frames."""
+    inp = tmp_path / "in"
+    frames = good_frames(3, seed=4)
+    odd = frames[0].copy()
+    odd[:] = odd[0]  # the nose channel in all 17: no torso, no limbs
+    for i, f in enumerate(frames):
+        write(inp / "b" / f"ok{i}.npy", npy_bytes(f[None]))
+    write(inp / "b" / "odd.npy", npy_bytes(odd[None]))
+    write(inp / "b" / "_SUCCESS", b"")
+    summary = run(inp, tmp_path / "out", registry_dir)
+    rows = predictions(tmp_path / "out").to_pylist()
+    flagged = {r["source_path"] for r in rows if "ood_skeleton" in r["warnings"]}
+    assert len(rows) == 4 and flagged == {"b/odd.npy"}
+    assert summary["out_of_distribution"] == 1
+    assert summary["warnings"]["ood_skeleton"] == 1
+    from tasks.run_summary import summary_table
+
+    table = {r["metric"]: r["value"] for r in summary_table(summary)}
+    assert table["frames flagged out of distribution"] == "1"

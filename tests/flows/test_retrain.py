@@ -71,6 +71,13 @@ def test_retrain_registers_promotes_and_classify_uses_it(prefect_server, root: P
     report = (entry.path / "report.md").read_text()
     assert "| cnn |" in report and "| majority |" in report and "ECE" in report
     assert "training frames per class: action_down " in report
+    # Robustness: the shifted test split is scored and reported, and the model carries its
+    # out-of-distribution rule (fitted on training features, threshold from validation).
+    assert "## Robustness: the same test files, shifted" in report
+    assert 0.0 <= out["shift_metrics"]["cnn"]["macro_f1"] <= 1.0
+    assert meta["metrics"]["shift"]["cnn"]["n"] > 0
+    assert meta["ood"]["threshold"] > 0 and len(meta["ood"]["means"]) == len(class_names())
+    assert meta["metrics"]["calibration"]["fitted_on"] == "validation split, clean and shifted"
     assert (entry.path / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     assert [h["to"] for h in reg.history()] == ["v0001"]
 
@@ -170,6 +177,9 @@ def test_gate_leaves_out_test_groups_production_trained_on(root: Path, tmp_path:
     else:
         assert out["excluded_files"] == excluded and out["note"] == ""
         assert out["metrics"]["n"] == 2 - excluded
+    # Both models scored on one shifted copy of the same (fair) files: the gate's shift rule.
+    assert out["shift_metrics"]["n"] == out["metrics"]["n"]
+    assert out["challenger_shift_metrics"]["n"] == out["metrics"]["n"]
     if excluded == 1:  # a strict subset: the challenger is re-scored on the same files
         assert out["challenger_metrics"]["n"] == 1
     else:  # the whole test split: the flow's own test score is already on the same files

@@ -22,6 +22,7 @@ from tasks.nuisance import (
     FACTORS,
     HARD,
     NORMAL,
+    SCALES,
     STEP,
     UNIT_INTERVAL,
     Nuisance,
@@ -61,8 +62,9 @@ def test_every_field_is_in_exactly_one_factor_and_has_a_step():
                              "occlusion", "swap", "blobs"]
     assert set(STEP) | set(DIVIDED) == set(grouped) and not set(STEP) & set(DIVIDED)
     for f in fields(Nuisance):
-        if f.name in STEP:
+        if f.name in STEP and f.name not in SCALES:
             assert STEP[f.name] == (f.default or STEP[f.name]) and STEP[f.name] != 0
+    assert STEP["sigma_scale"] > 0 > STEP["height_scale"]  # wider, lower peaks
 
 
 def test_shift_one_is_the_base_and_two_doubles():
@@ -72,6 +74,8 @@ def test_shift_one_is_the_base_and_two_doubles():
         value, default = getattr(two, f.name), f.default
         if f.name in DIVIDED:
             assert value == pytest.approx(default / 2)
+        elif f.name in SCALES:
+            assert value == pytest.approx(1.0 + STEP[f.name]), f.name
         elif default:
             assert value == pytest.approx(2 * default), f.name
         else:
@@ -94,7 +98,10 @@ def test_shift_clips_probabilities_and_sds():
         assert 0.0 <= getattr(big, name) <= 1.0, name
     assert big.occlusion == 1.0 and big.blob == 1.0 and big.second_person == 1.0
     off = shifted(0.0)
-    assert all(getattr(off, f.name) == 0.0 for f in fields(Nuisance) if f.name not in DIVIDED)
+    assert all(getattr(off, f.name) == 0.0 for f in fields(Nuisance)
+               if f.name not in DIVIDED + SCALES)
+    assert off.sigma_scale == off.height_scale == 1.0  # no scaling at all
+    assert shifted(100.0).height_scale == pytest.approx(0.1)  # never zero
     assert off.occlusion_low == off.occlusion_high == 1.0   # occluded peaks not lowered at all
     assert shifted(0.5, base=HARD).noise == pytest.approx(0.022 - 0.006)
 
@@ -287,6 +294,14 @@ def height_joint_spread(nz):
     return _per_joint(np.log(_render(nz).max(axis=(2, 3))))
 
 
+def peak_width(nz):             # median half-maximum area of the peaks
+    return float(np.exp(np.median(_log_width(_render(nz)))))
+
+
+def peak_lowness(nz):           # 1 / median peak height
+    return 1 / float(np.median(_render(nz).max(axis=(2, 3))))
+
+
 def position_error(nz):         # decoded peak against the true joint
     return float(np.median(np.linalg.norm(decode(_render(nz))[0] - _truth(), axis=-1)))
 
@@ -367,6 +382,8 @@ CASES = [
     ("padding_sd", 0.24, NORMAL, size_spread, 1.8),
     ("aspect_sd", 0.24, NORMAL, aspect_spread, 1.5),
     ("truncation", 1.0, NORMAL, edge_fraction, 10.0),
+    ("sigma_scale", 1.5, QUIET, peak_width, 1.8),
+    ("height_scale", 0.6, QUIET, peak_lowness, 1.5),
     ("sigma_frame_sd", 0.3, QUIET, sigma_frame_spread, 1.8),
     ("sigma_joint_sd", 0.3, QUIET, sigma_joint_spread, 1.5),
     ("height_frame_sd", 0.3, QUIET, height_frame_spread, 1.8),
