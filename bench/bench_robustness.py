@@ -97,8 +97,8 @@ def train_variants(train_root: Path, epochs: int, seed: int,
             DEFAULT_PARAMS.update(v.get("params", {}))  # train_cnn reads them at call time
             try:
                 config = AugmentConfig(**{**AugmentConfig().as_dict(), **v.get("augment", {})})
-                result = rt.train_task.fn(scan, split, epochs, seed, 64, False, 0.0, 0, 4096,
-                                          config)
+                result = rt.train_task.fn(scan, split, v.get("epochs", epochs), seed, 64,
+                                          False, 0.0, 0, 4096, config)
             finally:
                 DEFAULT_PARAMS.clear()
                 DEFAULT_PARAMS.update(saved)
@@ -146,7 +146,11 @@ def score_all(scan: Any, split: Any, trained: dict[str, Any], sets: dict[str, An
             if t.get("ood") is not None:
                 from tasks.ood import flag_frames
 
-                m["ood_share"] = float(flag_frames(frames, t["ood"]).mean())
+                flagged = flag_frames(frames, t["ood"])
+                wrong = probs.argmax(1) != y
+                m["ood_share"] = float(flagged.mean())
+                m["ood_error"] = float(wrong[flagged].mean()) if flagged.any() else None
+                m["other_error"] = float(wrong[~flagged].mean()) if (~flagged).any() else None
             table[method][key] = m
     return table
 
@@ -169,12 +173,14 @@ def markdown(table: dict[str, Any], sets: dict[str, Any], trained: dict[str, Any
         lines.append(f"| {label} | " + " | ".join(_f(table[m][key]["macro_f1"])
                                                  for m in methods) + " |")
     lines += ["", "| CNN | set | ECE | error at confidence >= 0.9 (share of frames) | "
-              "flagged out of distribution |", "|---|---|---:|---:|---:|"]
+              "flagged out of distribution | error flagged / not flagged |",
+              "|---|---|---:|---:|---:|---:|"]
     for m in trained:
         for key in ("fresh", *[f"all@{k:g}" for k in ALL_LEVELS]):
             r = table[m][key]
             lines.append(f"| {m} | {key} | {_f(r['ece'])} | {_f(r['sure_error'])} "
-                         f"({_f(r['sure_share'])}) | {_f(r.get('ood_share'))} |")
+                         f"({_f(r['sure_share'])}) | {_f(r.get('ood_share'))} | "
+                         f"{_f(r.get('ood_error'))} / {_f(r.get('other_error'))} |")
     return "\n".join(lines)
 
 
@@ -229,8 +235,14 @@ def main() -> None:
     ap.add_argument("--eval-per-class", type=int, default=40)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--variant", action="append", default=[],
-                    help='NAME=JSON: also train a CNN with {"params": {...}, "augment": {...}} '
-                         "overriding the defaults")
+                    help='NAME=JSON: also train a CNN with {"params": {...}, "augment": {...}, '
+                         '"epochs": N} overriding the defaults')
+    ap.add_argument("--train-shift", type=float, default=1.0,
+                    help="train on data shifted this far (all factors): a ceiling reference, "
+                         "what a model trained on the shifted renderer itself scores")
+    ap.add_argument("--save-models", type=Path, default=None,
+                    help="also save each trained CNN there (NAME.keras, NAME.json: temperature "
+                         "and out-of-distribution reference), for further analysis")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -242,8 +254,17 @@ def main() -> None:
         variants[name] = json.loads(spec)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="posebatch-robust-") as tmp:
-        generate_dataset(Path(tmp), per_class=args.per_class, seed=args.seed)
+        from tasks.nuisance import shifted
+
+        generate_dataset(Path(tmp), per_class=args.per_class, seed=args.seed,
+                         nuisance=shifted(args.train_shift))
         scan, split, trained = train_variants(Path(tmp), args.epochs, args.seed, variants)
+    if args.save_models:
+        args.save_models.mkdir(parents=True, exist_ok=True)
+        for name, t in trained.items():
+            t["model"].save(args.save_models / f"{name}.keras")
+            (args.save_models / f"{name}.json").write_text(json.dumps(
+                {"temperature": t["temperature"], "ood": t["ood"]}), encoding="utf-8")
     _log("drawing the evaluation sets")
     sets = eval_sets(args.eval_per_class)
     _log(f"{len(sets)} sets of {len(next(iter(sets.values()))[3])} frames; scoring")

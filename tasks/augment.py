@@ -59,6 +59,7 @@ class AugmentConfig:
     occlusion: float = 0.0        # per-joint probability (re-rendered samples): low, wide, moved
     blob: float = 0.0             # probability of a spurious blob in a random channel
     second_person: float = 0.0    # probability of a second person's weaker peaks beside
+    clean: float = 0.0            # probability that a sample is left as it is (but flipped)
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -330,6 +331,7 @@ def augment_batch(frames: Any, labels: Any, seed: Any, mirrors: np.ndarray,
         return tf.random.stateless_uniform(shape, s[i], lo, hi)
 
     x, y = mirror_flip(x, labels, mirrors, uniform(0, [b]) < c.flip)
+    flipped = x
     if c.swap > 0:  # the detector's left/right confusion: label unchanged
         x = swap_sides(x, uniform(12, [b, len(flip_pairs())]) < c.swap)
 
@@ -392,7 +394,11 @@ def augment_batch(frames: Any, labels: Any, seed: Any, mirrors: np.ndarray,
         std = uniform(10, [b, 1, 1, 1], 0.0, c.noise)
         coarse = tf.random.stateless_normal([b, h // 4, w // 4, k], s[11])
         img = img + tf.image.resize(coarse, [h, w], method="bilinear") * std
-    return tf.transpose(img, [0, 3, 1, 2]), y
+    out = tf.transpose(img, [0, 3, 1, 2])
+    if c.clean > 0:  # some frames as they come: the augmented ones must not crowd them out
+        out = tf.where((tf.random.stateless_uniform([b], more[26]) < c.clean)[:, None, None,
+                                                                               None], flipped, out)
+    return out, y
 
 
 def augment_dataset(ds: Any, class_names: Sequence[str], seed: int,

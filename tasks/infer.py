@@ -292,6 +292,11 @@ def classify_files(input_dir: str, files: list[tuple[str, int]], registry_dir: s
         t0 = time.perf_counter()
         p = pred(buf)[:fill]
         compute += time.perf_counter() - t0
+        # Out-of-distribution codes join the frame's warnings: one vectorised pass a batch.
+        for f, frame, extra in zip(owner_file[:fill], owner_frame[:fill],
+                                   ood_codes(buf[:fill], pred.ood), strict=True):
+            if extra:
+                outcomes[f].warnings[frame].extend(extra)
         probs.append(p.copy())
         file_idx.append(owner_file[:fill].copy())
         frame_idx.append(owner_frame[:fill].copy())
@@ -309,8 +314,6 @@ def classify_files(input_dir: str, files: list[tuple[str, int]], registry_dir: s
         outcomes.append(outcome)
         if frames is None:
             continue
-        for codes, extra in zip(outcome.warnings, ood_codes(frames, pred.ood), strict=True):
-            codes.extend(extra)
         start = 0
         while start < len(frames):
             take = min(bsz - fill, len(frames) - start)

@@ -313,3 +313,14 @@ def test_shifted_copy_is_reproducible_and_keeps_labels() -> None:
     np.testing.assert_array_equal(a, shifted_copy(frames, y, NAMES, seed=3))
     assert a.shape == frames.shape and a.dtype == np.float32
     assert not np.allclose(a, frames)
+
+
+def test_clean_samples_pass_through_unchanged() -> None:
+    frames = synth_frames(NAMES[:4], seed=11)
+    y = np.zeros(4, np.int32)
+    busy = AugmentConfig(flip=0.0, swap=0.5, rerender=1.0, blob=1.0, truncate=1.0, clean=1.0)
+    out, _ = augment_batch(frames, y, np.array([1, 1]), mirror_index(NAMES), busy)
+    np.testing.assert_array_equal(out.numpy(), frames)
+    some = augment_batch(frames, y, np.array([1, 1]), mirror_index(NAMES),
+                         AugmentConfig(flip=0.0, clean=0.0))[0].numpy()
+    assert not np.allclose(some, frames)
