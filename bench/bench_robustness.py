@@ -243,12 +243,14 @@ def main() -> None:
     ap.add_argument("--save-models", type=Path, default=None,
                     help="also save each trained CNN there (NAME.keras, NAME.json: temperature "
                          "and out-of-distribution reference), for further analysis")
+    ap.add_argument("--only-variants", action="store_true",
+                    help="train only the --variant models, not the defaults")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from tasks.generate import generate_dataset
 
-    variants: dict[str, dict[str, Any]] = {"cnn": {}}
+    variants: dict[str, dict[str, Any]] = {} if args.only_variants else {"cnn": {}}
     for v in args.variant:
         name, _, spec = v.partition("=")
         variants[name] = json.loads(spec)

@@ -28,7 +28,8 @@ from tasks.spec import HEATMAP_SHAPE
 INPUT_LAYOUT: dict[str, Any] = {"shape": [None, *HEATMAP_SHAPE],
                                 "axes": ["batch", "keypoint", "y", "x"]}
 DEFAULT_PARAMS: dict[str, Any] = {"filters": [32, 64, 96], "dense": 128, "dropout": 0.3,
-                                  "learning_rate": 2e-3, "stem_pool": True, "keypoints": 0}
+                                  "learning_rate": 2e-3, "stem_pool": True, "keypoints": 64,
+                                  "label_smoothing": 0.0}
 SHARPNESS = 12.0  # soft-argmax: softmax(SHARPNESS * heat / channel max) over the grid
 
 
@@ -72,7 +73,7 @@ def keypoint_branch(inputs: Any, width: int) -> Any:
 
 def build_cnn(num_classes: int, filters: Sequence[int] = (32, 64, 96), dense: int = 128,
               dropout: float = 0.3, learning_rate: float = 2e-3, stem_pool: bool = True,
-              keypoints: int = 0, compile: bool = True) -> Any:
+              keypoints: int = 0, label_smoothing: float = 0.0, compile: bool = True) -> Any:
     """A (compiled) Keras CNN: ``(None,17,64,48)`` float32 in, ``num_classes`` logits out.
     ``keypoints`` > 0 adds the keypoint branch (``keypoint_branch``) of that width."""
     import keras
@@ -95,20 +96,29 @@ def build_cnn(num_classes: int, filters: Sequence[int] = (32, 64, 96), dense: in
     outputs = layers.Dense(num_classes, name="logits")(x)
     model = keras.Model(inputs, outputs, name="posebatch_cnn")
     if compile:
-        compile_cnn(model, learning_rate)
+        compile_cnn(model, learning_rate, label_smoothing)
     return model
 
 
-def compile_cnn(model: Any, learning_rate: Any = 2e-3) -> Any:
-    """Adam + sparse cross-entropy on logits; accuracy as the progress metric.
-    ``learning_rate``: a float or a Keras learning-rate schedule."""
+def compile_cnn(model: Any, learning_rate: Any = 2e-3, label_smoothing: float = 0.0) -> Any:
+    """Adam + cross-entropy on logits (integer labels); accuracy as the progress metric.
+    ``learning_rate``: a float or a Keras learning-rate schedule. ``label_smoothing`` keeps
+    the logits from growing without bound on easy frames, which is what makes a network
+    over-confident on frames unlike its training data."""
     import keras
 
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    loss: Any = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if label_smoothing > 0:
+        n = int(model.output_shape[-1])
+
+        def loss(y_true: Any, y_pred: Any) -> Any:
+            onehot = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, [-1]), "int32"),
+                                       n)
+            return keras.losses.categorical_crossentropy(
+                onehot, y_pred, from_logits=True, label_smoothing=label_smoothing)
+
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     return model
 
 

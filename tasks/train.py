@@ -62,7 +62,8 @@ def train_cnn(train_ds: Any, val_ds: Any, num_classes: int, *, epochs: int = 30,
     steps = int(train_ds.cardinality())
     if steps > 0:  # known length: decay the learning rate to ~0 over the epoch budget
         compile_cnn(model, keras.optimizers.schedules.CosineDecay(
-            p["learning_rate"], decay_steps=steps * epochs, alpha=0.02))
+            p["learning_rate"], decay_steps=steps * epochs, alpha=0.02),
+            p.get("label_smoothing", 0.0))
     start = time.monotonic()
     hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False,
                      callbacks=_callbacks(epochs, patience, on_epoch))

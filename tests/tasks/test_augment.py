@@ -21,10 +21,13 @@ from tasks.keypoints import decode
 from tasks.spec import WIDTH, class_names, flip_pairs, keypoint_names
 
 NAMES = class_names()
+# Every augmentation off (the defaults turn most of them on).
+STILL = dict(flip=0.0, affine=0.0, blur=0.0, peak_low=1.0, peak_high=1.0, joint_dropout=0.0,
+             noise=0.0, swap=0.0, joint_jitter_px=0.0, limb_deg=0.0, lean_deg=0.0, aspect=0.0,
+             truncate=0.0, rerender=0.0, occlusion=0.0, blob=0.0, second_person=0.0,
+             limb_scale=0.0, clean=0.0)
 # flip everything that may flip, nothing else
-OFF = AugmentConfig(flip=1.0, affine=0.0, blur=0.0, peak_low=1.0, peak_high=1.0,
-                    joint_dropout=0.0, noise=0.0, swap=0.0, joint_jitter_px=0.0, limb_deg=0.0,
-                    lean_deg=0.0)
+OFF = AugmentConfig(**{**STILL, "flip": 1.0})
 
 
 def test_mirror_index_follows_the_spec() -> None:
@@ -136,8 +139,7 @@ def test_swap_sides_swaps_only_the_chosen_pairs() -> None:
 def test_joint_jitter_moves_each_joint_on_its_own() -> None:
     frames = synth_frames(NAMES[:8], seed=8)
     y = np.arange(8, dtype=np.int32)
-    base = dict(flip=0.0, blur=0.0, peak_low=1.0, peak_high=1.0, joint_dropout=0.0,
-                noise=0.0, swap=0.0, limb_deg=0.0, lean_deg=0.0)
+    base = {k: v for k, v in STILL.items() if k not in ("affine", "joint_jitter_px")}
     still = AugmentConfig(**base, affine=0.0, joint_jitter_px=0.0)
     np.testing.assert_array_equal(
         augment_batch(frames, y, np.array([1, 2]), mirror_index(NAMES), still)[0].numpy(),
@@ -191,9 +193,6 @@ def test_limb_rotations_re_pose_along_the_skeleton() -> None:
 
 
 # -- the shift augmentations (issue 10) -------------------------------------------------------
-STILL = dict(flip=0.0, affine=0.0, blur=0.0, peak_low=1.0, peak_high=1.0, joint_dropout=0.0,
-             noise=0.0, swap=0.0, joint_jitter_px=0.0, limb_deg=0.0, lean_deg=0.0, aspect=0.0,
-             truncate=0.0, rerender=0.0, occlusion=0.0, blob=0.0, second_person=0.0)
 
 
 def _run(frames: np.ndarray, seed: int = 1, **overrides: float) -> np.ndarray:
@@ -318,9 +317,22 @@ def test_shifted_copy_is_reproducible_and_keeps_labels() -> None:
 def test_clean_samples_pass_through_unchanged() -> None:
     frames = synth_frames(NAMES[:4], seed=11)
     y = np.zeros(4, np.int32)
-    busy = AugmentConfig(flip=0.0, swap=0.5, rerender=1.0, blob=1.0, truncate=1.0, clean=1.0)
+    busy = AugmentConfig(flip=0.0, swap=0.5, rerender=1.0, blob=1.0, truncate=1.0, clean=1.0,
+                         limb_scale=0.2)
     out, _ = augment_batch(frames, y, np.array([1, 1]), mirror_index(NAMES), busy)
     np.testing.assert_array_equal(out.numpy(), frames)
     some = augment_batch(frames, y, np.array([1, 1]), mirror_index(NAMES),
                          AugmentConfig(flip=0.0, clean=0.0))[0].numpy()
     assert not np.allclose(some, frames)
+
+
+def test_limb_scale_changes_segment_lengths_about_the_proximal_joint() -> None:
+    frames = synth_frames(["action_outside"] * 6, seed=12)
+    kp = keypoint_names()
+    sh, el = kp.index("right_shoulder"), kp.index("right_elbow")
+    out = _run(frames, limb_scale=0.3)
+    xy, out_xy = decode(frames)[0], decode(out)[0]
+    before = np.linalg.norm(xy[:, el] - xy[:, sh], axis=-1)
+    after = np.linalg.norm(out_xy[:, el] - out_xy[:, sh], axis=-1)
+    assert np.abs(np.log(after / before)).max() > 0.1  # some arms grew or shrank
+    np.testing.assert_allclose(out_xy[:, sh], xy[:, sh], atol=0.6)  # the shoulder stays
