@@ -42,17 +42,17 @@ class AugmentConfig:
     The defaults were chosen with the robustness suite (``bench/bench_robustness.py``), on
     data shifted away from the generator, not on its own held-out people: wider pose and
     crop variation than the training data shows (limbs, lean, proportions, rotation, scale,
-    aspect, truncation), re-rendered peaks, occlusion, blobs and a second person, with a
-    fifth of the frames left clean so the model still learns the pose as it usually comes."""
+    aspect, truncation), re-rendered peaks, occlusion, blobs and a second person, with
+    30 % of the frames left clean so the model still learns the pose as it usually comes."""
 
     flip: float = 0.5             # probability of a mirror-aware flip (when allowed)
     affine: float = 0.9           # probability of a whole-pose shift/scale/rotation
     shift_px: float = 6.0         # max shift in grid pixels (x and y)
     scale: float = 0.25           # scale in [1-scale, 1+scale]
     rotate_deg: float = 15.0      # rotation in [-rotate_deg, rotate_deg]
-    limb_deg: float = 14.0        # std of a rotation of each arm/leg segment at its joint
+    limb_deg: float = 16.0        # std of a rotation of each arm/leg segment at its joint
     lean_deg: float = 5.0         # std of a rotation of the upper body about the mid-hip
-    limb_scale: float = 0.1       # log-sd of each arm/leg segment's length (proportions)
+    limb_scale: float = 0.12      # log-sd of each arm/leg segment's length (proportions)
     joint_jitter_px: float = 0.5  # std of an independent shift of each joint
     peak_low: float = 0.5         # per-joint peak height factor in [peak_low, peak_high]
     peak_high: float = 1.15
@@ -63,14 +63,14 @@ class AugmentConfig:
     noise: float = 0.04           # max std of smooth additive background noise
     aspect: float = 0.15          # x/y stretch: x scaled by e^u, y by e^-u, u in [-aspect, aspect]
     truncate: float = 0.1         # probability of a crop edge cutting the body (zoom + push off)
-    rerender: float = 0.4         # probability of redrawing every peak (sigma, height, occlusion)
+    rerender: float = 0.5         # probability of redrawing every peak (sigma, height, occlusion)
     sigma_low: float = 1.3        # re-rendered peak sigma range (grid pixels), per sample...
     sigma_high: float = 3.5
     sigma_joint: float = 0.15     # ... times a per-joint log-normal spread
-    occlusion: float = 0.15       # per-joint probability (re-rendered samples): low, wide, moved
+    occlusion: float = 0.2        # per-joint probability (re-rendered samples): low, wide, moved
     blob: float = 0.2             # probability of a spurious blob in a random channel
     second_person: float = 0.1    # probability of a second person's weaker peaks beside
-    clean: float = 0.2            # probability that a sample is left as it is (but flipped)
+    clean: float = 0.3            # probability that a sample is left as it is (but flipped)
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
