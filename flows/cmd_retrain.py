@@ -78,6 +78,10 @@ def _human(r: dict[str, Any]) -> str:
     for name, m in r["metrics"].items():
         lines.append(f"  {name:<14} {_num(m['accuracy'])}  {_num(m['macro_f1'])}  "
                      f"{_num(m['ece'])}")
+    lines.append("shifted test:     accuracy  macro-F1  ECE")
+    for name, m in r.get("shift_metrics", {}).items():
+        lines.append(f"  {name:<14} {_num(m['accuracy'])}  {_num(m['macro_f1'])}  "
+                     f"{_num(m['ece'])}")
     lines.append(f"report: {Path(r['path']) / 'report.md'}  ({r['seconds']} s)")
     return "\n".join(lines)
 
@@ -100,7 +104,8 @@ def register(app: typer.Typer) -> None:
         tune_trials: Annotated[int, typer.Option(help="Maximum trials of --tune.")] = 8,
         promote: Annotated[str, typer.Option(
             help="if-better: only if test macro-F1 >= production's on the same split + "
-                 "margin; always; never.")] = "if-better",
+                 "margin, and macro-F1 on the shifted split >= production's - |margin|; "
+                 "always; never.")] = "if-better",
         margin: Annotated[float | None, typer.Option(
             help="Promotion margin in macro-F1 (default $POSEBATCH_PROMOTION_MARGIN).")] = None,
         group_by: Annotated[str, typer.Option(
