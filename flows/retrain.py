@@ -33,7 +33,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.settings import get_settings
 from models.network import INPUT_LAYOUT
-from models.registry import Registry, load_model
+from models.registry import ANY, ProductionChanged, Registry, load_model
 from tasks.augment import AugmentConfig, augment_dataset
 from tasks.dataset import (
     GROUP_RULES,
@@ -295,8 +295,10 @@ def _fairness_note(champion: dict[str, Any], n_test: int) -> str:
 
 @task(name="register-model", cache_policy=NO_CACHE)
 def register_task(registry_dir: str, model: Any, summary: dict[str, Any], promote: bool,
-                  reason: str) -> dict[str, Any]:
-    """Save the version (model, metadata, report, confusion PNG); promote if decided."""
+                  reason: str, expected_production: Any = ANY) -> dict[str, Any]:
+    """Save the version (model, metadata, report, confusion PNG); promote if decided, and
+    only if production is still ``expected_production``, the version the gate compared
+    against: a rollback or another promotion made during training is never overwritten."""
     registry = Registry(registry_dir)
     with tempfile.TemporaryDirectory(prefix="posebatch-confusion-") as tmp:
         png = confusion_png(summary["methods"]["cnn"]["confusion"], summary["class_names"],
@@ -332,12 +334,18 @@ def register_task(registry_dir: str, model: Any, summary: dict[str, Any], promot
     # The report names the version it will get; register() allocates it, so render after.
     entry = registry.register(model, metadata, report=None,
                               extra_files={"confusion.png": png_bytes})
+    if promote:
+        try:
+            registry.set_production(entry.version, reason, action="promote",
+                                    expected_production=expected_production)
+        except ProductionChanged as exc:
+            promote, reason = False, f"not promoted: {exc} (during training)"
     summary["version"] = entry.version
     summary["promoted"] = promote
+    summary["promotion_reason"] = reason
     (entry.path / "report.md").write_text(render_report(summary), encoding="utf-8")
-    if promote:
-        registry.set_production(entry.version, reason, action="promote")
-    return {"version": entry.version, "path": str(entry.path), "promoted": promote}
+    return {"version": entry.version, "path": str(entry.path), "promoted": promote,
+            "reason": reason}
 
 
 def _slim(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -433,7 +441,10 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
         "promotion_policy": promote, "margin": margin,
         "promoted": ok, "promotion_reason": reason,
     }
-    reg = register_task(registry, result.model, summary, ok, reason)
+    # The gate's verdict holds against the production it compared with (if-better only).
+    expected = (champion["version"] if champion else None) if promote == "if-better" else ANY
+    reg = register_task(registry, result.model, summary, ok, reason, expected)
+    ok, reason = reg["promoted"], reg["reason"]
     logger.info("registered %s (%s): %s", reg["version"],
                 "promoted" if ok else "not promoted", reason)
     _artifacts(summary, reg["version"])

@@ -9,14 +9,26 @@ Layout under the registry root::
     history.jsonl                   append-only log of promotions and rollbacks
 
 Plain files, no database: the registry can be copied, inspected and backed up with ``cp``.
+
+Concurrency: every change of the alias (promote, rollback) takes one exclusive file lock
+(``.registry.lock``, ``flock``) around reading the current production version, switching
+the alias and appending the history record, so the history stays one chain (each record's
+``from`` is the previous record's ``to``) whatever runs at once. A caller that decided
+against a production version it read earlier (the retrain gate) passes
+``expected_production``: the change is refused with ``ProductionChanged`` when production
+moved in between (compare-and-swap). The lock is local: the registry lives on a local or
+shared POSIX file system, not on object storage.
 """
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,10 +38,16 @@ MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 ALIAS_FILE = "production.json"
 HISTORY_FILE = "history.jsonl"
+LOCK_FILE = ".registry.lock"
+ANY = object()  # expected_production not given: no compare-and-swap
 
 
 class RegistryError(Exception):
     """A registry problem the user can act on (no model, unknown version)."""
+
+
+class ProductionChanged(RegistryError):
+    """Production is no longer the version the caller decided against."""
 
 
 @dataclass(frozen=True)
@@ -126,10 +144,31 @@ class Registry:
         _atomic_write(path / METADATA_FILE, json.dumps(meta, indent=2, sort_keys=True))
         return ModelEntry(version, path, meta)
 
-    def set_production(self, version: str, reason: str, action: str = "promote") -> None:
-        """Switch the alias atomically and append the change to the history."""
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The registry's one exclusive lock (blocks until free; released on exit or death)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / LOCK_FILE, "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def set_production(self, version: str, reason: str, action: str = "promote",
+                       expected_production: Any = ANY) -> None:
+        """Switch the alias atomically and append the change to the history, under the lock.
+        With ``expected_production`` (a version or None), refuse when production is not it."""
+        with self._locked():
+            self._switch(version, reason, action, expected_production)
+
+    def _switch(self, version: str, reason: str, action: str, expected: Any) -> None:
+        """The alias switch and its history record; the caller holds the lock."""
         self.get(version)  # must exist
         previous = self.production_version()
+        if expected is not ANY and previous != expected:
+            raise ProductionChanged(f"production changed from {expected or 'none'} to "
+                                    f"{previous or 'none'} since the decision")
         _atomic_write(self.root / ALIAS_FILE, json.dumps({"version": version}))
         record = {"at": datetime.now(UTC).isoformat(), "who": _who(), "action": action,
                   "from": previous, "to": version, "why": reason}
@@ -142,11 +181,13 @@ class Registry:
             fh.flush()
             os.fsync(fh.fileno())
 
-    def promote(self, version: str, reason: str) -> None:
-        """Make ``version`` the production model (recorded as a promotion)."""
-        if version == self.production_version():  # a no-op record would break rollback
-            raise RegistryError(f"{version} is already the production model")
-        self.set_production(version, reason, action="promote")
+    def promote(self, version: str, reason: str, expected_production: Any = ANY) -> None:
+        """Make ``version`` the production model (recorded as a promotion); with
+        ``expected_production``, only if production is still that version."""
+        with self._locked():
+            if version == self.production_version():  # a no-op record would break rollback
+                raise RegistryError(f"{version} is already the production model")
+            self._switch(version, reason, "promote", expected_production)
 
     def rollback_target(self) -> str | None:
         """The version that was production before the current one was promoted.
@@ -165,15 +206,18 @@ class Registry:
         """Switch production back to ``to`` (default: the previous production version).
 
         Returns ``(from, to)``. Raises ``RegistryError`` when there is nothing to roll back to.
-        """
-        current = self.production_version()
-        target = to or self.rollback_target()
-        if target is None:
-            raise RegistryError(f"nothing to roll back to in {self.root}: the history has no "
-                                "earlier production version (name one: rollback --to vNNNN)")
-        if target == current:
-            raise RegistryError(f"{target} is already the production model")
-        self.set_production(target, reason or f"rollback from {current}", action="rollback")
+        The target is chosen and switched to under one lock, so a concurrent promotion is
+        either wholly before or wholly after it."""
+        with self._locked():
+            current = self.production_version()
+            target = to or self.rollback_target()
+            if target is None:
+                raise RegistryError(f"nothing to roll back to in {self.root}: the history has "
+                                    "no earlier production version (name one: rollback --to "
+                                    "vNNNN)")
+            if target == current:
+                raise RegistryError(f"{target} is already the production model")
+            self._switch(target, reason or f"rollback from {current}", "rollback", current)
         return current, target
 
     def entries(self) -> list[ModelEntry]:

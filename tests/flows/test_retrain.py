@@ -184,3 +184,34 @@ def test_gate_leaves_out_test_groups_production_trained_on(root: Path, tmp_path:
         assert out["challenger_metrics"]["n"] == 1
     else:  # the whole test split: the flow's own test score is already on the same files
         assert "challenger_metrics" not in out
+
+
+def test_gate_never_overwrites_a_production_change_made_during_training(
+        prefect_server, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gate decides against the production it re-evaluated; an operator's promotion (or
+    rollback) after that decision wins, and the run says it did not promote."""
+    import flows.retrain as rt
+
+    reg = Registry(root / "registry")
+    if reg.production_version() is None:  # run alone: make a champion first
+        retrain_flow(data_root=str(root), epochs=1, seed=1)
+    before = reg.production_version()
+    others = [v for v in reg.versions() if v != before]
+    other = others[0] if others else retrain_flow(data_root=str(root), epochs=1, seed=4,
+                                                  promote="never")["version"]
+    original = rt.champion_task
+
+    def champion_then_operator(*args, **kwargs):
+        out = original(*args, **kwargs)
+        reg.promote(other, "operator, while the challenger was being judged")
+        return out
+
+    monkeypatch.setattr(rt, "champion_task", champion_then_operator)
+    out = retrain_flow(data_root=str(root), epochs=1, seed=5, margin=-1.0)  # gate: promote
+    assert not out["promoted"]
+    assert out["reason"].startswith(f"not promoted: production changed from {before} to "
+                                    f"{other}")
+    assert reg.production_version() == other == out["production"]
+    assert reg.history()[-1]["to"] == other  # the operator's change is the last record
+    report = (Path(out["path"]) / "report.md").read_text()
+    assert "production changed from" in report

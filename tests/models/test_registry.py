@@ -107,3 +107,55 @@ def test_a_torn_history_line_is_skipped_and_never_rewritten(tmp_path: Path, mode
     assert path.read_text().startswith(torn)  # appended after, nothing rewritten
     assert [h["to"] for h in reg.history()] == [v1, v2]
     assert reg.rollback() == (v2, v1)
+
+
+_CHURN = """
+import random, sys
+from models.registry import Registry, RegistryError
+reg, seed = Registry(sys.argv[1]), int(sys.argv[2])
+rnd = random.Random(seed)
+for _ in range(40):
+    try:
+        if rnd.random() < 0.6:
+            reg.promote(rnd.choice(reg.versions()), f"proc {seed}")
+        else:
+            reg.rollback(reason=f"proc {seed}")
+    except RegistryError:
+        pass  # already production / nothing to roll back to: fine under churn
+"""
+
+
+def test_concurrent_promotions_and_rollbacks_keep_one_chain(tmp_path: Path, model) -> None:
+    """Six real processes promote and roll back at random, 40 operations each: every
+    history record's ``from`` is the previous record's ``to``, and the alias is the last."""
+    import subprocess
+    import sys
+
+    reg = Registry(tmp_path)
+    for f1 in (0.5, 0.6, 0.7, 0.8):
+        reg.register(model, _meta(f1))
+    reg.promote("v0001", "start")
+    procs = [subprocess.Popen([sys.executable, "-c", _CHURN, str(tmp_path), str(i)])
+             for i in range(6)]
+    assert [p.wait(timeout=300) for p in procs] == [0] * 6
+    history = reg.history()
+    assert len(history) > 40  # they really interleaved: many changes went through
+    for before, after in zip(history, history[1:], strict=False):
+        assert after["from"] == before["to"], (before, after)
+    assert reg.production_version() == history[-1]["to"]
+
+
+def test_promotion_with_an_expected_production_is_a_compare_and_swap(tmp_path: Path,
+                                                                      model) -> None:
+    from models.registry import ProductionChanged
+
+    reg = Registry(tmp_path)
+    for f1 in (0.5, 0.6, 0.7):
+        reg.register(model, _meta(f1))
+    reg.promote("v0001", "first", expected_production=None)
+    reg.promote("v0002", "gate said v0002 beats v0001", expected_production="v0001")
+    reg.rollback(reason="operator")  # back to v0001 while v0003 was training
+    with pytest.raises(ProductionChanged, match="from v0002 to v0001"):
+        reg.promote("v0003", "gate said v0003 beats v0002", expected_production="v0002")
+    assert reg.production_version() == "v0001"
+    assert [h["to"] for h in reg.history()] == ["v0001", "v0002", "v0001"]
