@@ -174,6 +174,19 @@ def commit_chunk_task(ledger: Ledger, result: ChunkResult, sizes: dict[str, tupl
                 if s == "rejected"]}
 
 
+def free_name(dst: Path) -> Path:
+    """``dst`` if no file has that name, else ``<stem>.<ns time>[.<n>]<suffix>`` that none has:
+    an archive never overwrites, however many copies of a name arrive within one second."""
+    if not dst.exists():
+        return dst
+    stamp = time.time_ns()
+    for n in range(1_000_000):
+        candidate = dst.with_name(f"{dst.stem}.{stamp}{f'.{n}' if n else ''}{dst.suffix}")
+        if not candidate.exists():
+            return candidate
+    raise FileExistsError(f"no free archive name for {dst}")
+
+
 @task(name="move-processed", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def move_processed_files(input_dir: str, dest_dir: str, good: list[str], bad: list[str]) -> int:
     """Move processed files out of the input (rejected ones under ``_rejected/``)."""
@@ -187,8 +200,7 @@ def move_processed_files(input_dir: str, dest_dir: str, good: list[str], bad: li
             if not src.exists():
                 continue
             dst.parent.mkdir(parents=True, exist_ok=True)
-            if dst.exists():  # keep the older archived copy too
-                dst = dst.with_name(f"{dst.stem}.{int(time.time())}{dst.suffix}")
+            dst = free_name(dst)  # an older archived copy of the same name is kept too
             try:
                 os.replace(src, dst)
             except OSError:  # another file system: copy then delete
