@@ -174,6 +174,10 @@ def commit_chunk_task(ledger: Ledger, result: ChunkResult, sizes: dict[str, tupl
                 if s == "rejected"]}
 
 
+def _absolute(path: str) -> str:
+    return path if Location(path).is_remote else os.path.abspath(path)
+
+
 def free_name(dst: Path) -> Path:
     """``dst`` if no file has that name, else ``<stem>.<ns time>[.<n>]<suffix>`` that none has:
     an archive never overwrites, however many copies of a name arrive within one second."""
@@ -306,9 +310,12 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
     """
     t0 = time.perf_counter()
     settings = get_settings(data_root)
-    input_dir = str(input_dir or settings.incoming_dir)
-    output_dir = str(output_dir or settings.output_dir)
-    registry_dir = str(registry_dir or settings.registry_dir)
+    # Local paths absolute before they travel: a Dask worker would resolve a relative path in
+    # its own working folder, find nothing, and the run would classify nothing.
+    input_dir = _absolute(str(input_dir or settings.incoming_dir))
+    output_dir = _absolute(str(output_dir or settings.output_dir))
+    registry_dir = _absolute(str(registry_dir or settings.registry_dir))
+    move_processed = _absolute(move_processed) if move_processed else move_processed
     batch_size = int(batch_size or settings.batch_size)
     quiet = settings.quiet_seconds if quiet_seconds is None else float(quiet_seconds)
     max_frames = int(max_frames_per_file or settings.max_frames_per_file)

@@ -108,3 +108,51 @@ def test_existing_scheduler_loads_the_model_once_per_worker(site: dict[str, Path
     assert sum(c["lookups"] for c in counts.values()) == chunks + 2, counts
     assert_same_rows(table_rows(site["threads"]), table_rows(out))
     assert table_rows(site["threads"], "rejections") == table_rows(out, "rejections")
+
+
+@pytest.mark.slow
+def test_relative_paths_reach_workers_started_in_another_folder(
+        site: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A scheduler and a worker started as their own processes in another working folder, as
+    on other machines; the run is given relative paths. The workers must read the files the
+    flow saw (before: every file 'vanished', nothing classified, and the run said ok)."""
+    import shutil
+    import time
+
+    from flows.classify import classify_flow
+    from flows.runners import runner_spec, with_task_runner
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    dask = shutil.which("dask", path=str(Path(sys.executable).parent))
+    env = {**os.environ, "POSEBATCH_XLA": "0"}
+    sched_file = tmp_path / "scheduler.json"
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                               "--no-dashboard", "--scheduler-file", str(sched_file)],
+                              cwd=elsewhere, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        procs.append(subprocess.Popen([dask, "worker", address, "--nworkers", "1",
+                                       "--nthreads", "1", "--no-dashboard"], cwd=elsewhere,
+                                      env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=120)
+        monkeypatch.chdir(site["root"])
+        monkeypatch.setenv("POSEBATCH_XLA", "0")
+        flow = with_task_runner(classify_flow, runner_spec(dask_address=address))
+        summary = flow(input_dir=site["input"].name, output_dir="out_relative",
+                       registry_dir="registry", batch_size=8, chunk_files=CHUNK,
+                       quiet_seconds=0)
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+            p.wait(timeout=30)
+    assert summary["classified"] == 18 and summary["vanished"] == 0
+    assert_same_rows(table_rows(site["threads"]), table_rows(site["root"] / "out_relative"))
