@@ -165,6 +165,7 @@ def commit_chunk_task(ledger: Ledger, result: ChunkResult, sizes: dict[str, tupl
     bad = ledger.rejected(again)  # known content: rejected before, rejected now
     return {"seq": record.seq, "parts": len(record.parts), "labels": labels, "table": preds,
             "reasons": reasons, "status": status, "warnings": warnings,
+            "skipped": [(f.path, f.skipped, f.detail) for f in result.files if f.skipped],
             "frames": int(preds.num_rows) if preds is not None else 0,
             "moved_ok": [p for p in again if p not in bad] + [
                 f.path for f, s in zip(result.files, judged.status, strict=True)
@@ -352,6 +353,7 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
             _preload(registry_dir, entry.version, batch_size)
         tally: dict[str, Counter[Any]] = {"labels": Counter(), "reasons": Counter(),
                                            "status": Counter(), "warnings": Counter()}
+        skipped: list[tuple[str, str, str | None]] = []
         frames = parts = 0
         kept = RunFrames()
         t_work = time.perf_counter()
@@ -379,6 +381,7 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
             for key in tally:
                 tally[key].update(stats[key])
             frames += stats["frames"]
+            skipped += stats["skipped"]
             kept.add(stats["table"])
             parts += stats["parts"]
             logger.info("chunk %d/%d: %d files, %d frames in %.1f s (model %.1f s); %s; "
@@ -394,10 +397,11 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
         upkeep = maintain_output(ledger, run_id)
 
     status = tally["status"]
+    failed = unread_files(input_dir, skipped)
     done_files = sum(status[k] for k in ("classified", "rejected", "duplicate", "unchanged"))
     seconds = time.perf_counter() - t0
     summary: dict[str, Any] = {
-        "ok": True, "flow_run_id": str(run_id) if run_id else None,
+        "ok": not failed["message"], "flow_run_id": str(run_id) if run_id else None,
         "input_dir": input_dir, "output_dir": output_dir, "model_version": entry.version,
         "files_seen": scan.seen, "not_ready": len(scan.waiting),
         "batches_waiting": scan.waiting_batches, "already_processed": len(known),
@@ -405,7 +409,8 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
         "classified": status["classified"], "frames": frames,
         "rejected": status["rejected"], "rejected_by_reason": dict(tally["reasons"]),
         "duplicates": status["duplicate"], "unchanged": status["unchanged"],
-        "vanished": status["vanished"], "unreadable": status["unreadable"],
+        "vanished": status["vanished"] - len(failed["unreachable"]),
+        "unreadable": status["unreadable"], "unreachable": len(failed["unreachable"]),
         "labels": dict(tally["labels"]),
         # frames flagged out of distribution (tasks/ood.py), and every warning code's count
         "out_of_distribution": tally["warnings"].pop("out_of_distribution", 0),
@@ -417,7 +422,34 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
         "frames_per_second": frames / work_seconds if work_seconds > 0 else 0.0,
     }
     _publish(summary, run_markdown(summary, kept, entry.metadata, settings.low_confidence))
+    if failed["message"]:  # the flow run ends Failed: automations and exit codes see it
+        raise IncompleteRun(failed["message"])
     return summary
+
+
+class IncompleteRun(RuntimeError):
+    """Files that were due could not be read: the run did not do all it was due to do."""
+
+
+def unread_files(input_dir: str, skipped: list[tuple[str, str, str | None]]
+                 ) -> dict[str, Any]:
+    """Which skipped files make the run incomplete, and the one-line cause.
+
+    Unreadable files were due and could not be read. A file a worker reported gone while it
+    is still here is a cluster set-up error (another mount, another folder), not a file that
+    vanished: counting it as vanished would let a run that did nothing say "ok". Both stay
+    unprocessed (no ledger entry), so the next run takes them again."""
+    loc = Location(input_dir)
+    unreachable = [p for p, kind, _ in skipped if kind == "vanished" and loc.exists(p)]
+    unreadable = [f"{p} ({d})" for p, kind, d in skipped if kind == "unreadable"]
+    bad = unreadable + [f"{p} (here, but missing where it was read)" for p in unreachable]
+    message = ""
+    if bad:
+        message = (f"{len(bad)} file(s) due in {input_dir} could not be read "
+                   f"({len(unreadable)} unreadable, {len(unreachable)} missing on the workers "
+                   f"though present here), e.g. {bad[0]}; they stay unprocessed for the next "
+                   "run")
+    return {"unreachable": unreachable, "unreadable": unreadable, "message": message}
 
 
 __all__ = ["classify_flow", "add_progress_listener", "format_summary", "summary_table"]

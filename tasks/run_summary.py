@@ -99,6 +99,7 @@ def summary_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         ("files unchanged (only time stamp changed)", summary["unchanged"]),
         ("files vanished before reading", summary["vanished"]),
         ("files unreadable (retried next run)", summary["unreadable"]),
+        ("files missing on the workers, present here", summary.get("unreachable", 0)),
     ]
     rows += [(f"  label: {k}", v) for k, v in sorted(summary["labels"].items())]
     rows.append(("frames flagged out of distribution", summary.get("out_of_distribution", 0)))

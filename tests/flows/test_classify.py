@@ -252,3 +252,36 @@ def test_archive_never_overwrites_copies_of_one_name(tmp_path: Path) -> None:
         assert move_processed_files.fn(str(inp), str(dest), ["b/x.npy"], []) == 1
     kept = sorted(p.read_bytes()[0] for p in (dest / "b").iterdir())
     assert kept == [0, 1, 2]
+
+
+def test_a_run_that_could_not_read_due_files_fails_and_leaves_them(
+        prefect_server, registry_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """One file unreadable, one reported missing by the reader though it is there (a worker
+    with another mount): the run commits the rest, then fails in one line; the next run
+    takes exactly those two."""
+    import tasks.infer as infer
+    from flows.classify import IncompleteRun
+
+    inp = make_input(tmp_path / "data", batches=1, per_batch=6)
+    out = tmp_path / "out"
+    files = sorted(p.relative_to(inp).as_posix() for p in inp.rglob("*.npy"))
+    real = infer.read_input
+
+    def flaky(loc, rel, max_frames):
+        if rel == files[0]:
+            return infer.FileOutcome(rel, skipped="unreadable", detail="Input/output error"), None
+        if rel == files[1]:
+            return infer.FileOutcome(rel, skipped="vanished", detail="no such file"), None
+        return real(loc, rel, max_frames)
+
+    monkeypatch.setattr(infer, "read_input", flaky)
+    with pytest.raises(IncompleteRun) as err:
+        run(inp, out, registry_dir)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("2 file(s) due in ")
+    assert "1 unreadable, 1 missing on the workers" in msg and files[0] in msg
+    assert sorted(predictions(out).column("source_path").to_pylist()) == files[2:]
+    monkeypatch.undo()
+    summary = run(inp, out, registry_dir)
+    assert summary["ok"] and summary["classified"] == 2 and summary["unreachable"] == 0
+    assert sorted(predictions(out).column("source_path").to_pylist()) == files
