@@ -24,7 +24,6 @@ three sides, the split falls back to a stratified file split and says so.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from tasks.keypoints import keypoint_features
-from tasks.validate import Rejected, read_heatmap_file, read_heatmaps
+from tasks.validate import Rejected, read_heatmap_file, read_untrusted
 
 GROUP_RULES = ("subject", "prefix", "none")
 SPLITS = ("train", "val", "test")
@@ -149,15 +148,13 @@ def scan_files(files: Sequence[LabeledFile], max_frames: int = 4096,
     step = max(200, len(files) // 10)  # about ten progress calls, none for tiny sets
     for i, lf in enumerate(files):
         try:
-            data = lf.path.read_bytes()
+            with open(lf.path, "rb") as fh:
+                sha, hm = read_untrusted(fh, max_frames)  # bounded, whatever the file's size
         except OSError as exc:
             rejected.append({"path": lf.rel, "reason": "read_error", "detail": str(exc)[:200]})
             continue
-        sha = hashlib.sha256(data).hexdigest()
-        try:
-            hm = read_heatmaps(io.BytesIO(data), len(data), max_frames)
-        except Rejected as exc:
-            rejected.append({"path": lf.rel, "reason": exc.reason, "detail": exc.detail})
+        if isinstance(hm, Rejected):
+            rejected.append({"path": lf.rel, "reason": hm.reason, "detail": hm.detail})
             continue
         accepted.append(ScannedFile(lf, sha, len(hm.frames), keypoint_features(hm.frames),
                                     sum(1 for w in hm.warnings if w)))

@@ -27,8 +27,6 @@ Why it is fast and bounded:
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import threading
 import time
@@ -44,10 +42,9 @@ from tasks.ledger import crash_point
 from tasks.ood import ood_codes
 from tasks.spec import HEATMAP_SHAPE
 from tasks.storage import Location
-from tasks.validate import Rejected, read_heatmaps
+from tasks.validate import Rejected, read_untrusted
 
 FRAME_VALUES = int(np.prod(HEATMAP_SHAPE))
-HEADER_MAX = 65536 + 16  # the largest header a valid .npy may carry (v2/v3: 4-byte length)
 
 
 @dataclass
@@ -186,47 +183,21 @@ def _dlpack_importer() -> Any:
     return fn
 
 
-def max_file_bytes(max_frames: int) -> int:
-    """The largest size a valid file can have (float64, ``max_frames`` frames, big header)."""
-    return HEADER_MAX + max_frames * FRAME_VALUES * 8
-
-
 def read_input(loc: Location, rel: str, max_frames: int) -> tuple[FileOutcome, np.ndarray | None]:
-    """Read one file once: hash its bytes and validate them. Never raises for bad input."""
+    """Read one file once, bounded (``tasks.validate.read_untrusted``): hash its bytes and
+    validate them. Never raises for bad input."""
     out = FileOutcome(rel)
-    limit = max_file_bytes(max_frames)
     try:
-        if loc.is_remote:
-            fh: Any = loc.open_input(rel)
-            size = fh.size()
-        else:
-            fh = open(loc.path(rel), "rb")  # noqa: SIM115 - closed below
-            size = os.fstat(fh.fileno()).st_size
-        with fh:
-            if size <= limit:
-                data = fh.read()
-                out.sha256 = hashlib.sha256(data).hexdigest()
-                stream: Any = io.BytesIO(data)
-                size = len(data)
-            else:  # far too big to be valid: hash it in pieces, let the header reject it
-                digest = hashlib.sha256()
-                while block := fh.read(1 << 22):
-                    digest.update(block)
-                out.sha256 = digest.hexdigest()
-                fh.seek(0)
-                stream = fh
-            heat = read_heatmaps(stream, size, max_frames)
+        with (loc.open_input(rel) if loc.is_remote else open(loc.path(rel), "rb")) as fh:
+            out.sha256, heat = read_untrusted(fh, max_frames)
     except FileNotFoundError:
         out.skipped = "vanished"
         return out, None
-    except Rejected as rej:
-        out.reason, out.detail = rej.reason, rej.detail
+    except OSError as exc:  # unreadable before hashing: nothing to identify it by
+        out.skipped, out.detail = "unreadable", f"{type(exc).__name__}: {exc}"[:200]
         return out, None
-    except OSError as exc:
-        if out.sha256 is None:  # unreadable before hashing: nothing to identify it by
-            out.skipped, out.detail = "unreadable", f"{type(exc).__name__}: {exc}"[:200]
-            return out, None
-        out.reason, out.detail = "read_error", f"{type(exc).__name__}: {exc}"[:200]
+    if isinstance(heat, Rejected):
+        out.reason, out.detail = heat.reason, heat.detail
         return out, None
     out.frames = int(heat.frames.shape[0])
     out.warnings = heat.warnings

@@ -10,6 +10,8 @@ values are normal. Only the absurd is rejected; the merely odd is returned as a 
 
 from __future__ import annotations
 
+import hashlib
+import io
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -22,6 +24,7 @@ VALUE_MIN = -1.0
 VALUE_MAX = 4.0
 # A frame whose highest value is below this has no usable peak.
 NO_PEAK_BELOW = 0.05
+HEADER_MAX = 65536 + 16  # the largest header a valid .npy may carry (v2/v3: 4-byte length)
 ACCEPTED_DTYPES = (np.dtype("<f4"), np.dtype("<f2"), np.dtype("<f8"),
                    np.dtype(">f4"), np.dtype(">f2"), np.dtype(">f8"))
 
@@ -145,3 +148,37 @@ def read_heatmap_file(path, max_frames: int = 4096) -> Heatmaps:
             return read_heatmaps(fh, size, max_frames)
     except OSError as exc:
         raise Rejected("read_error", f"{type(exc).__name__}: {exc}"[:200]) from None
+
+
+def max_file_bytes(max_frames: int) -> int:
+    """The largest size a valid file can have (float64, ``max_frames`` frames, big header)."""
+    return HEADER_MAX + max_frames * int(np.prod(HEATMAP_SHAPE)) * 8
+
+
+def read_untrusted(fh: BinaryIO, max_frames: int = 4096) -> tuple[str, Heatmaps | Rejected]:
+    """The one bounded reader of an untrusted ``.npy`` stream: ``(sha256, heatmaps)``, or
+    ``(sha256, Rejected)`` for bad content. Classification, the retraining scan and ``show``
+    all read through it.
+
+    Why bounded: a file's size on disk says nothing once it can grow between ``stat`` and
+    ``read``, and a labeled folder is as untrusted as an input one. At most
+    ``max_file_bytes(max_frames) + 1`` bytes are ever held; a longer stream is hashed in
+    4 MB pieces (its identity still covers every byte) and then rejected by its header.
+    ``OSError`` before the first byte propagates (the caller decides what unreadable means);
+    after it, it is a ``read_error`` rejection."""
+    limit = max_file_bytes(max_frames)
+    data = fh.read(limit + 1)
+    digest = hashlib.sha256(data)
+    try:
+        if len(data) <= limit:
+            return digest.hexdigest(), read_heatmaps(io.BytesIO(data), len(data), max_frames)
+        del data  # bigger than any valid file
+        while block := fh.read(1 << 22):
+            digest.update(block)
+        size = fh.tell()
+        fh.seek(0)
+        return digest.hexdigest(), read_heatmaps(fh, size, max_frames)
+    except Rejected as rej:
+        return digest.hexdigest(), rej
+    except OSError as exc:
+        return digest.hexdigest(), Rejected("read_error", f"{type(exc).__name__}: {exc}"[:200])

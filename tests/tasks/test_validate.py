@@ -280,3 +280,51 @@ def test_warnings_all_zero_and_no_peak(tmp_path, frames):
     got = read_heatmap_file(_save(tmp_path, "w.npy", arr))
     assert got.frames.shape == (4, *HEATMAP_SHAPE)
     assert got.warnings == [[], ["all_zero"], ["no_peak"], ["no_peak"]]
+
+
+def _peak_bytes(fn) -> tuple[object, int]:
+    tracemalloc.start()
+    try:
+        out = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return out, peak
+
+
+def _oversized(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A one-frame header followed by 64 MB: far past any valid size for max_frames=1."""
+    path = tmp_path / "big.npy"
+    with open(path, "wb") as fh:
+        fh.write(_raw_npy((1, *HEATMAP_SHAPE), data=b""))
+        for _ in range(16):
+            fh.write(b"\x00" * (4 << 20))
+    return path
+
+
+def test_classify_path_reads_a_growing_or_oversized_file_bounded(tmp_path, monkeypatch):
+    """Classification's reader holds at most the limit, even when the file's stat size
+    (taken before the read) says it is small: a file that grows in between."""
+    import hashlib
+    import os
+
+    from tasks.infer import read_input
+    from tasks.storage import Location
+
+    path = _oversized(tmp_path)
+    small = os.stat_result((0o100644, 0, 0, 1, 0, 0, 1000, 0, 0, 0))
+    monkeypatch.setattr(os, "fstat", lambda fd: small)  # the size before it grew
+    (out, frames), peak = _peak_bytes(lambda: read_input(Location(str(tmp_path)), "big.npy", 1))
+    assert frames is None and out.reason == "truncated"
+    assert out.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()  # every byte hashed
+    assert peak < 12_000_000  # the file is 64 MB
+
+
+def test_retrain_scan_reads_an_oversized_file_bounded(tmp_path):
+    from tasks.dataset import LabeledFile, scan_files
+
+    path = _oversized(tmp_path)
+    lf = LabeledFile(path=path, rel="a/big.npy", label=0, group="a")
+    (accepted, rejected), peak = _peak_bytes(lambda: scan_files([lf], max_frames=1))
+    assert not accepted and rejected[0]["reason"] == "truncated"
+    assert peak < 12_000_000
