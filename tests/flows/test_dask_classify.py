@@ -156,3 +156,67 @@ def test_relative_paths_reach_workers_started_in_another_folder(
             p.wait(timeout=30)
     assert summary["classified"] == 18 and summary["vanished"] == 0
     assert_same_rows(table_rows(site["threads"]), table_rows(site["root"] / "out_relative"))
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(tmp_path: Path):
+    """Two `dask worker` processes; one is SIGKILLed once the run has committed its first
+    chunk. Dask reschedules the lost worker's chunks on the other: the run completes, and
+    every frame is in the output exactly once (what the README promises)."""
+    import shutil
+    import signal
+    import time
+
+    inp = make_batches(tmp_path, batches=6, per_batch=20, seed=41)
+    register_tiny_model(tmp_path / "registry")
+    out = tmp_path / "out"
+    dask = shutil.which("dask", path=str(Path(sys.executable).parent))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(POSEBATCH_XLA="0")
+    sched_file = tmp_path / "scheduler.json"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                               "--no-dashboard", "--scheduler-file", str(sched_file)],
+                              env=env, **quiet)]
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        workers = [subprocess.Popen([dask, "worker", address, "--nworkers", "1", "--nthreads",
+                                     "1", "--no-dashboard"], env=env, **quiet)
+                   for _ in range(2)]
+        procs += workers
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        run = subprocess.Popen([sys.executable, "-m", "flows.cli", "classify", "--input",
+                                str(inp), "--output", str(out), "--registry",
+                                str(tmp_path / "registry"), "--batch-size", "8",
+                                "--chunk-files", "4", "--quiet-seconds", "0", "--data",
+                                str(tmp_path), "--dask-address", address, "--json"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while not list((out / "predictions").rglob("*.parquet")):
+            assert run.poll() is None, run.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "no chunk was ever committed"
+            time.sleep(0.05)
+        workers[0].send_signal(signal.SIGKILL)
+        committed_at_kill = len(list((out / "predictions").rglob("*.parquet")))
+        stdout, stderr = run.communicate(timeout=600)
+    finally:
+        for p in procs[::-1]:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(timeout=30)
+    assert workers[0].returncode == -signal.SIGKILL
+    assert committed_at_kill < 30  # mid-run: most of the 30 chunks were still to do
+    assert run.returncode == 0, stderr[-3000:]
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["classified"] == 120 and summary["vanished"] == 0
+    rows = table_rows(out)
+    keys = [(r["source_path"], r["frame_index"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 120  # every frame once
+    assert sorted({k[0] for k in keys}) == npy_files(inp)
