@@ -73,9 +73,9 @@ def keypoint_branch(inputs: Any, width: int) -> Any:
 
 def build_cnn(num_classes: int, filters: Sequence[int] = (32, 64, 96), dense: int = 128,
               dropout: float = 0.3, learning_rate: float = 2e-3, stem_pool: bool = True,
-              keypoints: int = 0, label_smoothing: float = 0.0, compile: bool = True) -> Any:
+              keypoints: int = 64, label_smoothing: float = 0.0, compile: bool = True) -> Any:
     """A (compiled) Keras CNN: ``(None,17,64,48)`` float32 in, ``num_classes`` logits out.
-    ``keypoints`` > 0 adds the keypoint branch (``keypoint_branch``) of that width."""
+    ``keypoints``: width of the keypoint branch (``keypoint_branch``); 0 leaves it out."""
     import keras
     from keras import layers
 
