@@ -3,15 +3,15 @@
 Orchestration only; the work lives in ``tasks/``. One run:
 
 1. takes the output's lock (one writer per output) and reconciles what a killed run left;
-2. discovers complete batches and the files not processed yet (``tasks/discover.py``);
+2. discovers complete batches and the files not processed yet (``tasks/classify/discover.py``);
 3. classifies them in chunks of many files (``classify-chunk`` tasks on the task runner:
    threads by default, Dask when asked); the next chunk computes while the previous one
    commits (one chunk at a time on threads, one per worker and one queued on Dask);
 4. commits each chunk in order, in this process (``commit-chunk``: Parquet parts and ledger
-   entries through one commit record; ``tasks/ledger.py``);
+   entries through one commit record; ``tasks/classify/ledger.py``);
 5. folds the ledger, compacts crowded partitions, publishes the run's summary as a table
    artifact (counts, reasons, throughput) and a markdown artifact (predictions by label and
-   confidence, drift against the model's training mix; ``tasks/run_summary.py``).
+   confidence, drift against the model's training mix; ``tasks/classify/run_summary.py``).
 
 Tasks are coarse (thousands of frames each): Prefect's per-task cost stays negligible.
 Their large arguments (file lists, chunk results) are wrapped so that Prefect does not walk
@@ -35,15 +35,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
 from flows.settings import get_settings
+from models.ood import CODES as OOD_CODES
 from models.registry import Registry
-from tasks.discover import Candidate, scan_input, unseen
-from tasks.infer import ChunkResult, classify_files, load_predictor
-from tasks.ledger import Ledger, OutputLock, new_commit_id
-from tasks.ood import CODES as OOD_CODES
-from tasks.outputs import commit_chunk, compact, crowded_partitions, judge_chunk
-from tasks.run_summary import RunFrames, format_summary, run_markdown, summary_table
-from tasks.schema import PREDICTIONS
-from tasks.storage import Location
+from tasks.classify.discover import Candidate, scan_input, unseen
+from tasks.classify.infer import ChunkResult, classify_files, load_predictor
+from tasks.classify.ledger import Ledger, OutputLock, new_commit_id
+from tasks.classify.outputs import commit_chunk, compact, crowded_partitions, judge_chunk
+from tasks.classify.run_summary import RunFrames, format_summary, run_markdown, summary_table
+from tasks.io.schema import PREDICTIONS
+from tasks.io.storage import Location
 
 CHUNK_FILES = 2048          # files per classify-chunk task: a few thousand frames
 CHUNK_BYTES = 512 << 20     # and at most this much input per chunk
@@ -273,7 +273,7 @@ def _preload(registry_dir: str, version: str, batch_size: int) -> None:
     if not type(runner).__module__.startswith("prefect_dask"):
         return
     try:
-        from flows.runners import preload_on_workers
+        from flows.runtime.runners import preload_on_workers
     except ImportError:
         return
     preload_on_workers(load_predictor, registry_dir, version, batch_size)
@@ -388,7 +388,7 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
         "duplicates": status["duplicate"], "unchanged": status["unchanged"],
         "vanished": status["vanished"], "unreadable": status["unreadable"],
         "labels": dict(tally["labels"]),
-        # frames flagged out of distribution (tasks/ood.py), and every warning code's count
+        # frames flagged out of distribution (models/ood.py), and every warning code's count
         "out_of_distribution": tally["warnings"].pop("out_of_distribution", 0),
         "warnings": {k: v for k, v in tally["warnings"].items() if v},
         "parts_written": parts, "moved": moved, "reconciled": rec,

@@ -4,15 +4,15 @@ Orchestration only; the work lives in ``tasks/`` and ``models/``. One run:
 
 1. ``scan-labeled``: list ``<class>/**/*.npy``, validate every file with the shared validator
    (rejections reported, not fatal), hash contents (data fingerprint), decode keypoint
-   features, split train/val/test by group (``tasks/dataset.py``);
+   features, split train/val/test by group (``tasks/train/dataset.py``);
 2. ``train-cnn``: fit the CNN on a ``tf.data`` stream with augmentation and early stopping,
-   or ``--tune`` a bounded KerasTuner search first (``tasks/train.py``);
+   or ``--tune`` a bounded KerasTuner search first (``tasks/train/fit.py``);
 3. ``fit-classical``: logistic regression, gradient boosting and the majority baseline on
    the same split (``models/features.py``);
 4. ``evaluate-cnn``: temperature on the validation split, test metrics, ECE before/after;
 5. ``challenge-production``: the current production model re-evaluated on the NEW test split;
 6. ``register-model``: save model + metadata + report + confusion PNG, then promote if the
-   gate says so (``tasks/evaluate.py: decide_promotion``); artifacts for the UI.
+   gate says so (``tasks/train/evaluate.py: decide_promotion``); artifacts for the UI.
 
 Tasks are coarse (one per stage) and take ``cache_policy=NO_CACHE``: their inputs are models
 and arrays, which Prefect should neither hash nor persist.
@@ -34,8 +34,8 @@ from prefect.cache_policies import NO_CACHE
 from flows.settings import get_settings
 from models.network import INPUT_LAYOUT
 from models.registry import Registry, load_model
-from tasks.augment import AugmentConfig, augment_dataset
-from tasks.dataset import (
+from tasks.train.augment import AugmentConfig, augment_dataset
+from tasks.train.dataset import (
     GROUP_RULES,
     Scan,
     Split,
@@ -45,7 +45,7 @@ from tasks.dataset import (
     scan_labeled,
     split_scan,
 )
-from tasks.evaluate import (
+from tasks.train.evaluate import (
     PROMOTE_POLICIES,
     classification_metrics,
     confusion_png,
@@ -53,7 +53,7 @@ from tasks.evaluate import (
     decide_promotion,
     remap_probabilities,
 )
-from tasks.train_report import render_report
+from tasks.train.report import render_report
 
 CACHE_LIMIT_BYTES = 2 << 30  # cache decoded frames in memory below this size (train + val)
 FRAME_BYTES = 17 * 64 * 48 * 4
@@ -114,8 +114,8 @@ def train_task(scan: Scan, split: Split, epochs: int, seed: int, batch_size: int
                tune: bool, tune_budget: float, tune_trials: int, max_frames: int,
                augment: AugmentConfig) -> Any:
     """Fit the CNN (optionally after a bounded search) on the streamed train split."""
-    from tasks.dataset import make_tf_dataset
-    from tasks.train import train_cnn, tune_cnn
+    from tasks.train.dataset import make_tf_dataset
+    from tasks.train.fit import train_cnn, tune_cnn
 
     frames = sum(scan.files[i].n_frames for i in split.train + split.val)
     cache = frames * FRAME_BYTES <= CACHE_LIMIT_BYTES
@@ -166,13 +166,13 @@ def evaluate_task(model: Any, scan: Scan, split: Split, max_frames: int,
                   augment: AugmentConfig | None = None, seed: int = 0) -> dict[str, Any]:
     """Fit the temperature on validation, clean and shifted (a model calibrated only on its
     own renderer is over-confident on any other); score the calibrated CNN on the test
-    groups, clean and shifted; fit the out-of-distribution reference (``tasks/ood.py``)."""
+    groups, clean and shifted; fit the out-of-distribution reference (``models/ood.py``)."""
     import numpy as np
 
     from models.calibration import expected_calibration_error, fit_temperature, softmax
     from models.network import predict_logits
-    from tasks.ood import fit_reference
-    from tasks.train import predict_scan, shifted_split
+    from models.ood import fit_reference
+    from tasks.train.fit import predict_scan, shifted_split
 
     _emit({"stage": "evaluate", "message": "calibrating and evaluating on the test split"})
     t0 = time.monotonic()
@@ -224,7 +224,7 @@ def champion_task(registry_dir: str, scan: Scan, split: Split, max_frames: int,
     Both are also scored on one shifted copy of those files (``shift_metrics``)."""
     from models.calibration import softmax
     from models.network import predict_logits
-    from tasks.train import predict_scan, shifted_split
+    from tasks.train.fit import predict_scan, shifted_split
 
     registry = Registry(registry_dir)
     version = registry.production_version()
