@@ -12,7 +12,7 @@ Orchestration only; the work lives in ``tasks/`` and ``models/``. One run:
 4. ``evaluate-cnn``: temperature on the validation split, test metrics, ECE before/after;
 5. ``challenge-production``: the current production model re-evaluated on the NEW test split;
 6. ``register-model``: save model + metadata + report + confusion PNG, then promote if the
-   gate says so (``tasks/train/evaluate.py: decide_promotion``); artifacts for the UI.
+   gate says so (``tasks/train/gate.py``); artifacts for the UI.
 
 Tasks are coarse (one per stage) and take ``cache_policy=NO_CACHE``: their inputs are models
 and arrays, which Prefect should neither hash nor persist.
@@ -46,12 +46,17 @@ from tasks.train.dataset import (
     split_scan,
 )
 from tasks.train.evaluate import (
-    PROMOTE_POLICIES,
     classification_metrics,
     confusion_png,
     confusion_table,
-    decide_promotion,
     remap_probabilities,
+)
+from tasks.train.gate import (
+    PROMOTE_POLICIES,
+    decide_promotion,
+    f1_of,
+    fair_test_files,
+    fairness_note,
 )
 from tasks.train.report import render_report
 
@@ -233,15 +238,8 @@ def champion_task(registry_dir: str, scan: Scan, split: Split, max_frames: int,
     _emit({"stage": "challenge", "message": f"re-evaluating production model {version}"})
     try:
         entry = registry.get(version)
-        seen = {g for side in ("train", "val")
-                for g in entry.metadata.get("split", {}).get("groups", {}).get(side, [])}
-        fair = [i for i in split.test if scan.files[i].file.group not in seen]
-        left_out = len(split.test) - len(fair)
-        note = ""
-        if not fair:
-            fair = list(split.test)
-            note = ("every test group was in the production model's training data: the "
-                    "comparison flatters production")
+        fair, left_out, note = fair_test_files(split.test, [f.file.group for f in scan.files],
+                                               entry.metadata)
         model = load_model(entry)
         logits, y = predict_scan(model, scan, fair, max_frames=max_frames)
         s_frames, s_y = shifted_split(scan, fair, seed, augment, max_frames=max_frames)
@@ -276,21 +274,6 @@ def _shift_scores(evaluation: dict[str, Any], champion: dict[str, Any] | None
         out["production"] = _slim(champion["shift_metrics"])
         out["cnn (gate files)"] = _slim(champion["challenger_shift_metrics"])
     return out
-
-
-def _f1(champion: dict[str, Any] | None, key: str) -> float | None:
-    return (champion.get(key) or {}).get("macro_f1") if champion else None
-
-
-def _fairness_note(champion: dict[str, Any], n_test: int) -> str:
-    """What the gate's comparison left out, for the promotion reason (and so the report)."""
-    if champion.get("note"):
-        return f"; {champion['note']}"
-    left = champion.get("excluded_files", 0)
-    if not left:
-        return ""
-    return (f" (both scored on the {n_test - left} test file(s) of groups production never "
-            f"trained on; {left} left out)")
 
 
 @task(name="register-model", cache_policy=NO_CACHE)
@@ -404,10 +387,10 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
         champion["metrics"].get("macro_f1") if champion and "metrics" in champion else None,
         margin, has_production=champion is not None,
         champion_error=champion.get("error") if champion else None,
-        challenger_shift_f1=_f1(champion, "challenger_shift_metrics"),
-        champion_shift_f1=_f1(champion, "shift_metrics"))
+        challenger_shift_f1=f1_of(champion, "challenger_shift_metrics"),
+        champion_shift_f1=f1_of(champion, "shift_metrics"))
     if promote == "if-better" and champion and "metrics" in champion:
-        reason += _fairness_note(champion, len(split.test))
+        reason += fairness_note(champion, len(split.test))
     summary: dict[str, Any] = {
         "created_at": datetime.now(UTC).isoformat(),
         "class_names": scan.class_names,

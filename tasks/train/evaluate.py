@@ -123,51 +123,6 @@ def confusion_markdown(confusion: list[list[int]], class_names: list[str]) -> st
     return "\n".join(rows)
 
 
-PROMOTE_POLICIES = ("if-better", "always", "never")
-
-
-def decide_promotion(policy: str, challenger_f1: float | None, champion_f1: float | None,
-                     margin: float, has_production: bool,
-                     champion_error: str | None = None,
-                     challenger_shift_f1: float | None = None,
-                     champion_shift_f1: float | None = None) -> tuple[bool, str]:
-    """The champion/challenger gate: (promote?, why). Both scores are on the SAME new test
-    split; the champion's is re-evaluated there, never copied from its metadata.
-
-    With shifted scores (the same test files moved by the training augmentations), a
-    challenger that is better in distribution but worse on shift by more than ``margin`` is
-    refused: it learned the renderer, not the pose, and real input is never our renderer.
-    The shift tolerance is ``|margin|``: a negative margin (promote even when a little worse)
-    loosens both rules alike."""
-    if policy not in PROMOTE_POLICIES:
-        raise ValueError(f"unknown promotion policy {policy!r}; use one of "
-                         f"{', '.join(PROMOTE_POLICIES)}")
-    if policy == "never":
-        return False, "registered only (--promote never)"
-    if policy == "always":
-        return True, "promoted unconditionally (--promote always)"
-    if not has_production:
-        return True, "first model: no production model to compare against"
-    if champion_error:
-        return False, f"not promoted: the production model could not be re-evaluated " \
-                      f"({champion_error}); use --promote always to replace it"
-    if challenger_f1 is None or champion_f1 is None:
-        return False, "not promoted: no test frames to compare on"
-    need = champion_f1 + margin
-    verdict = (f"challenger macro-F1 {challenger_f1:.4f} vs production {champion_f1:.4f} "
-               f"+ margin {margin:.4f} = {need:.4f} on the new test split")
-    if challenger_f1 < need:
-        return False, f"not promoted: {verdict}"
-    if challenger_shift_f1 is not None and champion_shift_f1 is not None:
-        floor = champion_shift_f1 - abs(margin)
-        shift = (f"on the shifted test split {challenger_shift_f1:.4f} vs production "
-                 f"{champion_shift_f1:.4f} - |margin| {abs(margin):.4f} = {floor:.4f}")
-        if challenger_shift_f1 < floor:
-            return False, f"not promoted: worse on shift ({shift}), though {verdict}"
-        verdict += f"; {shift}"
-    return True, f"promoted: {verdict}"
-
-
 def remap_probabilities(probs: np.ndarray, from_classes: list[str],
                         to_classes: list[str]) -> np.ndarray:
     """Re-order a model's probability columns into another class list (missing: 0)."""

@@ -1,4 +1,6 @@
-"""Evaluation (tasks/train/evaluate.py): metrics, the confusion figure, and the promotion gate."""
+"""Evaluation (tasks/train/evaluate.py): metrics, the confusion figure, the method table.
+
+The promotion gate's tests are in test_gate.py."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from tasks.train.evaluate import (
     classification_metrics,
     comparison_table,
     confusion_png,
-    decide_promotion,
     remap_probabilities,
 )
 
@@ -59,46 +60,6 @@ def test_comparison_table_lists_every_method() -> None:
     lines = table.splitlines()
     assert len(lines) == 4 and "| cnn | 0.900 | 0.880 |" in lines[2]
     assert lines[3].startswith("| majority | 0.060 | 0.010 |")
-
-
-def test_gate_promotes_a_better_challenger_and_refuses_a_worse_one() -> None:
-    ok, why = decide_promotion("if-better", 0.95, 0.90, 0.02, has_production=True)
-    assert ok and why.startswith("promoted") and "0.9500" in why
-    ok, why = decide_promotion("if-better", 0.91, 0.90, 0.02, has_production=True)
-    assert not ok and why.startswith("not promoted") and "0.9200" in why
-    ok, _ = decide_promotion("if-better", 0.90, 0.90, 0.0, has_production=True)
-    assert ok  # "at least": ties go to the challenger when the margin is zero
-
-
-def test_gate_refuses_a_challenger_worse_on_shift() -> None:
-    # Better in distribution, worse on the shifted test split by more than the margin.
-    ok, why = decide_promotion("if-better", 0.99, 0.95, 0.01, True,
-                               challenger_shift_f1=0.80, champion_shift_f1=0.90)
-    assert not ok and why.startswith("not promoted: worse on shift")
-    assert "0.8000" in why and "0.8900" in why  # the floor: production's 0.90 - margin
-    # Worse on shift, but within the margin: promoted, and the reason gives both numbers.
-    ok, why = decide_promotion("if-better", 0.99, 0.95, 0.01, True,
-                               challenger_shift_f1=0.895, champion_shift_f1=0.90)
-    assert ok and "shifted test split 0.8950" in why
-    # Better on shift but not in distribution: the in-distribution rule still holds.
-    assert not decide_promotion("if-better", 0.90, 0.95, 0.0, True,
-                                challenger_shift_f1=0.99, champion_shift_f1=0.5)[0]
-    # "always" does not look at shift; no shifted scores: the old rule alone.
-    assert decide_promotion("always", 0.5, 0.9, 0.0, True, challenger_shift_f1=0.1,
-                            champion_shift_f1=0.9)[0]
-    assert decide_promotion("if-better", 0.96, 0.95, 0.0, True)[0]
-
-
-def test_gate_policies_and_edge_cases() -> None:
-    assert decide_promotion("if-better", 0.1, None, 0.5, has_production=False)[0]
-    assert "first model" in decide_promotion("if-better", 0.1, None, 0.5, False)[1]
-    assert decide_promotion("always", 0.1, 0.99, 0.5, has_production=True)[0]
-    assert not decide_promotion("never", 0.99, 0.1, 0.0, has_production=False)[0]
-    ok, why = decide_promotion("if-better", 0.99, None, 0.0, True, champion_error="boom")
-    assert not ok and "boom" in why
-    assert not decide_promotion("if-better", None, 0.5, 0.0, True)[0]
-    with pytest.raises(ValueError):
-        decide_promotion("sometimes", 0.9, 0.9, 0.0, True)
 
 
 def test_remap_probabilities_by_name() -> None:
