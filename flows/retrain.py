@@ -346,24 +346,12 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     registry = str(registry_dir or settings.registry_dir)
     margin = settings.promotion_margin if margin is None else float(margin)
     max_frames = max_frames_per_file or settings.max_frames_per_file
-    if promote not in PROMOTE_POLICIES:
-        raise ValueError(f"--promote must be one of {', '.join(PROMOTE_POLICIES)}")
-    if group_by not in GROUP_RULES:
-        raise ValueError(f"--group-by must be one of {', '.join(GROUP_RULES)}")
-    if epochs < 1:
-        raise ValueError("--epochs must be at least 1")
+    _check_options(promote, group_by, epochs)
     logger = get_run_logger()
     augment = AugmentConfig()
 
     scan, split = scan_task(labeled, group_by, max_frames, seed)
-    frames = {side: sum(scan.files[i].n_frames for i in split.side(side))
-              for side in ("train", "val", "test")}
-    logger.info("%d classes, %d files (%d frames) accepted, %d rejected; %s split %s",
-                len(scan.class_names), len(scan.files), scan.n_frames, len(scan.rejected),
-                split.method, frames)
-    if split.note:
-        logger.warning("split: %s", split.note)
-
+    frames = _log_split(scan, split)
     result = train_task(scan, split, epochs, seed, batch_size, tune, tune_budget_seconds,
                         tune_max_trials, max_frames, augment)
     classical = classical_task(scan, split, seed)
@@ -371,26 +359,11 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     evaluation["metrics"]["seconds"] = result.seconds
     champion = champion_task(registry, scan, split, max_frames, result.model,
                              evaluation["calibration"]["temperature"], augment, seed)
-    challenger_f1 = evaluation["metrics"].get("macro_f1")
-    if champion and "challenger_metrics" in champion:  # the same files for both models
-        challenger_f1 = champion["challenger_metrics"].get("macro_f1")
-        if champion["excluded_files"]:
-            logger.info("gate: %d test file(s) of groups the production model trained on "
-                        "left out of the comparison", champion["excluded_files"])
-
     methods = {"cnn": evaluation["metrics"], **classical}
     if champion and "metrics" in champion:
         methods["production"] = champion["metrics"]
         methods["production"]["label"] = champion["version"]
-    ok, reason = decide_promotion(
-        promote, challenger_f1,
-        champion["metrics"].get("macro_f1") if champion and "metrics" in champion else None,
-        margin, has_production=champion is not None,
-        champion_error=champion.get("error") if champion else None,
-        challenger_shift_f1=f1_of(champion, "challenger_shift_metrics"),
-        champion_shift_f1=f1_of(champion, "shift_metrics"))
-    if promote == "if-better" and champion and "metrics" in champion:
-        reason += fairness_note(champion, len(split.test))
+    ok, reason = _gate(promote, margin, evaluation, champion, len(split.test))
     summary: dict[str, Any] = {
         "created_at": datetime.now(UTC).isoformat(),
         "class_names": scan.class_names,
@@ -409,10 +382,7 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
         "calibration": evaluation["calibration"],
         "shift": _shift_scores(evaluation, champion),
         "ood": evaluation["ood"],
-        "champion": {"version": champion["version"], "error": champion.get("error"),
-                     "excluded_files": champion.get("excluded_files", 0),
-                     "note": champion.get("note", "")}
-        if champion else None,
+        "champion": _champion_summary(champion),
         "promotion_policy": promote, "margin": margin,
         "promoted": ok, "promotion_reason": reason,
     }
@@ -420,26 +390,92 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     logger.info("registered %s (%s): %s", reg["version"],
                 "promoted" if ok else "not promoted", reason)
     _artifacts(summary, reg["version"])
+    return _result(summary, reg, registry, scan, split, result.epochs_run,
+                   seconds=round(time.monotonic() - t_start, 1))
+
+
+# -- the flow's steps -----------------------------------------------------------------------
+def _check_options(promote: str, group_by: str, epochs: int) -> None:
+    """Refuse bad options before any work: a deployment run gets them unchecked."""
+    if promote not in PROMOTE_POLICIES:
+        raise ValueError(f"--promote must be one of {', '.join(PROMOTE_POLICIES)}")
+    if group_by not in GROUP_RULES:
+        raise ValueError(f"--group-by must be one of {', '.join(GROUP_RULES)}")
+    if epochs < 1:
+        raise ValueError("--epochs must be at least 1")
+
+
+def _log_split(scan: Scan, split: Split) -> dict[str, int]:
+    """Log what was scanned and how it was split; returns the frames per side."""
+    logger = get_run_logger()
+    frames = {side: sum(scan.files[i].n_frames for i in split.side(side))
+              for side in ("train", "val", "test")}
+    logger.info("%d classes, %d files (%d frames) accepted, %d rejected; %s split %s",
+                len(scan.class_names), len(scan.files), scan.n_frames, len(scan.rejected),
+                split.method, frames)
+    if split.note:
+        logger.warning("split: %s", split.note)
+    return frames
+
+
+def _gate(promote: str, margin: float, evaluation: dict[str, Any],
+          champion: dict[str, Any] | None, n_test: int) -> tuple[bool, str]:
+    """Apply the promotion gate (``tasks/train/gate.py``) to this run's scores.
+
+    When production was re-evaluated on a subset of the test split (groups it never trained
+    on), the challenger's score on that same subset is the one compared."""
+    challenger_f1 = evaluation["metrics"].get("macro_f1")
+    if champion and "challenger_metrics" in champion:  # the same files for both models
+        challenger_f1 = champion["challenger_metrics"].get("macro_f1")
+        if champion["excluded_files"]:
+            get_run_logger().info("gate: %d test file(s) of groups the production model "
+                                  "trained on left out of the comparison",
+                                  champion["excluded_files"])
+    ok, reason = decide_promotion(
+        promote, challenger_f1,
+        champion["metrics"].get("macro_f1") if champion and "metrics" in champion else None,
+        margin, has_production=champion is not None,
+        champion_error=champion.get("error") if champion else None,
+        challenger_shift_f1=f1_of(champion, "challenger_shift_metrics"),
+        champion_shift_f1=f1_of(champion, "shift_metrics"))
+    if promote == "if-better" and champion and "metrics" in champion:
+        reason += fairness_note(champion, n_test)
+    return ok, reason
+
+
+def _champion_summary(champion: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The production model's part in the summary: which version, and what it left out."""
+    if not champion:
+        return None
+    return {"version": champion["version"], "error": champion.get("error"),
+            "excluded_files": champion.get("excluded_files", 0),
+            "note": champion.get("note", "")}
+
+
+def _result(summary: dict[str, Any], reg: dict[str, Any], registry: str, scan: Scan,
+            split: Split, epochs_run: int, seconds: float) -> dict[str, Any]:
+    """The flow's return value (the CLI prints it): the version, the verdict, the scores."""
     return {
         "ok": True,
         "version": reg["version"],
         "path": reg["path"],
-        "promoted": ok,
-        "reason": reason,
+        "promoted": summary["promoted"],
+        "reason": summary["promotion_reason"],
         "production": Registry(registry).production_version(),
         "class_names": scan.class_names,
         "files": len(scan.files),
         "frames": scan.n_frames,
         "rejected": len(scan.rejected),
-        "split": {"method": split.method, "note": split.note, "frames": frames},
+        "split": {"method": split.method, "note": split.note,
+                  "frames": summary["split"]["frames"]},
         "metrics": {name: {k: m.get(k) for k in ("accuracy", "macro_f1", "ece")}
-                    for name, m in methods.items()},
+                    for name, m in summary["methods"].items()},
         "shift_metrics": {name: {k: m.get(k) for k in ("accuracy", "macro_f1", "ece")}
                           for name, m in summary["shift"].items()},
-        "temperature": evaluation["calibration"]["temperature"],
-        "epochs_run": result.epochs_run,
+        "temperature": summary["calibration"]["temperature"],
+        "epochs_run": epochs_run,
         "data_fingerprint": summary["data"]["fingerprint"],
-        "seconds": round(time.monotonic() - t_start, 1),
+        "seconds": seconds,
     }
 
 
