@@ -21,7 +21,7 @@ every run's), the lowest CPU time and the highest peak RSS.
 - ``posebatch, nothing new``: the fixed cost of a run (start-up, discovery, ledger).
 
 The model is the deployed design (``models.network.build_cnn(17)``) registered untrained:
-throughput does not depend on the weights. Data from ``tasks/generate.py``.
+throughput does not depend on the weights. Data from ``tasks/synth/generate.py``.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float, str
 def prepare(work: Path, files: int, small: int) -> tuple[Path, Path, Path, Path]:
     from models.network import build_cnn
     from models.registry import Registry
-    from tasks.generate import generate_dataset
-    from tasks.spec import class_names
+    from models.spec import class_names
+    from tasks.synth.generate import generate_dataset
 
     data = work / "data"
     big = data / "incoming"

@@ -13,7 +13,7 @@ the machine's load between rows hits every row alike; the spread is printed.
 All rows use the same chunking (``--chunk-files``, default files/16), so every worker gets
 several chunks and the commit path is identical. The model is the deployed design
 (``models.network.build_cnn(17)``) registered untrained; throughput does not depend on the
-weights. XLA as the CLI defaults it (``POSEBATCH_XLA``). Input from ``tasks/generate.py``
+weights. XLA as the CLI defaults it (``POSEBATCH_XLA``). Input from ``tasks/synth/generate.py``
 (one frame per file).
 
 Why Dask is not expected to win on a small machine: a worker is a separate process that
@@ -46,8 +46,8 @@ def prepare(work: Path, files: int) -> tuple[Path, Path]:
     """A data root with ``files`` generated input files (reused when present) and a model."""
     from models.network import build_cnn
     from models.registry import Registry
-    from tasks.generate import generate_dataset
-    from tasks.spec import class_names
+    from models.spec import class_names
+    from tasks.synth.generate import generate_dataset
 
     data = work / "data"
     inp = data / "incoming"

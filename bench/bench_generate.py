@@ -3,7 +3,7 @@
 Times ``generate_dataset`` writing a real data root (labeled + incoming files, markers, CSV)
 into a temporary folder, and ``synth_frames`` rendering in memory; each timing is the best and
 the median of ``--repeat`` runs. Then measures how hard the data is: a logistic regression on
-decoded keypoints (``tasks.keypoints.keypoint_features``), trained on some people and tested
+decoded keypoints (``models.keypoints.keypoint_features``), trained on some people and tested
 on three it never saw (macro-F1; the data contract asks for 0.80-0.99 on normal data).
 
     .venv/bin/python bench/bench_generate.py [--per-class 200] [--repeat 3] [--no-difficulty]
@@ -35,8 +35,8 @@ def _difficulty(per_class: int, seeds: range) -> list[tuple[str, list[float]]]:
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
-    from tasks.generate import synth_dataset
-    from tasks.keypoints import keypoint_features
+    from models.keypoints import keypoint_features
+    from tasks.synth.generate import synth_dataset
 
     rows = []
     for hard in (False, True):
@@ -61,8 +61,8 @@ def main() -> int:
     ap.add_argument("--no-difficulty", action="store_true", help="skip the LR measurement")
     args = ap.parse_args()
 
-    from tasks.generate import generate_dataset, synth_frames
-    from tasks.spec import class_names
+    from models.spec import class_names
+    from tasks.synth.generate import generate_dataset, synth_frames
 
     files = args.per_class * 17 + args.incoming
     print(f"{'case':44s} {'files':>7s} {'best s':>8s} {'median s':>9s} {'files/s':>9s}")

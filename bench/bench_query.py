@@ -1,7 +1,7 @@
 """Query latency on 1,000,000 prediction rows (target: a filtered query under one second).
 
 Builds a hive-partitioned predictions dataset in the real schema (7 days, several part files
-per day) with ``tasks.sample_outputs``, then times the read paths the CLI uses. Each timing is
+per day) with ``tasks.synth.sample_outputs``, then times the read paths the CLI uses. Each timing is
 the median of ``--repeat`` runs in this process (warm OS cache, as on the morning after).
 
     .venv/bin/python bench/bench_query.py [--rows 1000000] [--days 7] [--repeat 5]
@@ -41,11 +41,11 @@ def main() -> int:
     ap.add_argument("--dir", type=Path, default=None, help="keep the dataset here")
     args = ap.parse_args()
 
-    from tasks.query import read_predictions
-    from tasks.sample_outputs import synth_predictions, write_partitioned
-    from tasks.schema import PREDICTIONS
-    from tasks.sql import run_sql
-    from tasks.summary import summarize
+    from tasks.io.schema import PREDICTIONS
+    from tasks.read.query import read_predictions
+    from tasks.read.sql import run_sql
+    from tasks.read.summary import summarize
+    from tasks.synth.sample_outputs import synth_predictions, write_partitioned
 
     tmp = None
     if args.dir is None:

@@ -4,7 +4,7 @@
         [--eval-per-class 40] [--out bench/results] [--variant NAME=JSON ...] [--json]
 
 Why: a model judged on its own generator's held-out people learns how the generator draws,
-not the pose. Every nuisance factor of the generator (``tasks/nuisance.py``) is moved away
+not the pose. Every nuisance factor of the generator (``tasks/synth/nuisance.py``) is moved away
 from its default, one at a time at 1.5x, 2x and 3x, and all together at 1.5x and 2x; the
 unshifted evaluation set (1x) is people nobody trained on.
 
@@ -54,9 +54,9 @@ def _log(msg: str) -> None:
 def eval_sets(per_class: int) -> dict[str, tuple[float, str, np.ndarray, np.ndarray]]:
     """``key -> (shift, factor, frames, labels)``: fresh people at 1x, each factor alone at
     ``LEVELS``, all factors at ``ALL_LEVELS``. ``per_class`` frames a class in all."""
-    from tasks.generate import synth_dataset
-    from tasks.nuisance import FACTORS, shifted
-    from tasks.spec import class_names
+    from models.spec import class_names
+    from tasks.synth.generate import synth_dataset
+    from tasks.synth.nuisance import FACTORS, shifted
 
     names = class_names()
     each = max(1, per_class // len(EVAL_SEEDS))
@@ -79,7 +79,7 @@ def train_variants(train_root: Path, epochs: int, seed: int,
     the split and ``name -> {model, temperature, seconds, ood}``."""
     import flows.retrain as rt
     from models.network import DEFAULT_PARAMS
-    from tasks.augment import AugmentConfig
+    from tasks.train.augment import AugmentConfig
 
     def progress(ev: dict[str, Any]) -> None:
         if "epoch" in ev and ev["epoch"] % 5 == 0:
@@ -118,10 +118,10 @@ def score_all(scan: Any, split: Any, trained: dict[str, Any], sets: dict[str, An
     """``method -> set key -> metrics`` for every CNN variant and the keypoint baselines."""
     from models.calibration import softmax
     from models.features import fit_predict
+    from models.keypoints import keypoint_features
     from models.network import predict_logits
-    from tasks.dataset import features_of
-    from tasks.evaluate import classification_metrics
-    from tasks.keypoints import keypoint_features
+    from tasks.train.dataset import features_of
+    from tasks.train.evaluate import classification_metrics
 
     names = scan.class_names
     x_tr, y_tr = features_of(scan, split.train)
@@ -144,7 +144,7 @@ def score_all(scan: Any, split: Any, trained: dict[str, Any], sets: dict[str, An
             m["sure_error"] = float((probs.argmax(1)[sure] != y[sure]).mean()) if sure.any() \
                 else 0.0
             if t.get("ood") is not None:
-                from tasks.ood import flag_frames
+                from models.ood import flag_frames
 
                 flagged = flag_frames(frames, t["ood"])
                 wrong = probs.argmax(1) != y
@@ -162,7 +162,7 @@ def _f(v: Any) -> str:
 def markdown(table: dict[str, Any], sets: dict[str, Any], trained: dict[str, Any]) -> str:
     """The factor x shift table of macro-F1 (one column per method), then the CNN's
     calibration figures on the combined shifts."""
-    from tasks.nuisance import FACTORS
+    from tasks.synth.nuisance import FACTORS
 
     methods = list(table)
     lines = ["| set | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
@@ -186,7 +186,7 @@ def markdown(table: dict[str, Any], sets: dict[str, Any], trained: dict[str, Any
 
 def targets(table: dict[str, Any], method: str) -> list[str]:
     """The issue's targets for one method, each with its measured value and verdict."""
-    from tasks.nuisance import FACTORS
+    from tasks.synth.nuisance import FACTORS
 
     t = table[method]
     worst = min(FACTORS, key=lambda f: t[f"{f}@2"]["macro_f1"])
@@ -205,7 +205,7 @@ def plot(table: dict[str, Any], path: Path) -> None:
     """Macro-F1 against shift: a panel per factor (and one for all together)."""
     from matplotlib.figure import Figure
 
-    from tasks.nuisance import FACTORS
+    from tasks.synth.nuisance import FACTORS
 
     panels = ["all", *FACTORS]
     fig = Figure(figsize=(13, 9), dpi=100, layout="constrained")
@@ -248,7 +248,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from tasks.generate import generate_dataset
+    from tasks.synth.generate import generate_dataset
 
     variants: dict[str, dict[str, Any]] = {} if args.only_variants else {"cnn": {}}
     for v in args.variant:
@@ -256,7 +256,7 @@ def main() -> None:
         variants[name] = json.loads(spec)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="posebatch-robust-") as tmp:
-        from tasks.nuisance import shifted
+        from tasks.synth.nuisance import shifted
 
         generate_dataset(Path(tmp), per_class=args.per_class, seed=args.seed,
                          nuisance=shifted(args.train_shift))

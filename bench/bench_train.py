@@ -45,7 +45,7 @@ def _log(msg: str) -> None:
 
 
 def generate(work: Path, per_class: int, eval_per_class: int, seed: int) -> dict[str, Path]:
-    from tasks.generate import generate_dataset
+    from tasks.synth.generate import generate_dataset
 
     roots = {"train": work / "train", "fresh": work / "fresh", "hard": work / "hard"}
     generate_dataset(roots["train"], per_class=per_class, seed=seed)
@@ -60,10 +60,10 @@ def train_and_score(roots: dict[str, Path], epochs: int, seed: int, batch_size: 
     import flows.retrain as rt
     from models.calibration import expected_calibration_error, softmax
     from models.features import fit_predict
-    from tasks.augment import AugmentConfig
-    from tasks.dataset import features_of, scan_labeled
-    from tasks.evaluate import classification_metrics
-    from tasks.train import predict_scan
+    from tasks.train.augment import AugmentConfig
+    from tasks.train.dataset import features_of, scan_labeled
+    from tasks.train.evaluate import classification_metrics
+    from tasks.train.fit import predict_scan
 
     def progress(ev: dict[str, Any]) -> None:
         if "epoch" in ev:
@@ -198,7 +198,7 @@ def main() -> None:
     ap.add_argument("--demo", default=None, help="P:E, also time the demo's retraining")
     ap.add_argument("--skip-methods", action="store_true", help="only the --demo timing")
     ap.add_argument("--augment", default=None,
-                    help='JSON overrides of tasks.augment.AugmentConfig, e.g. {"swap": 0.05}')
+                    help='JSON overrides of tasks.train.augment.AugmentConfig, e.g. {"swap": 0.05}')
     ap.add_argument("--params", default=None,
                     help='JSON overrides of the CNN parameters (models.network.DEFAULT_PARAMS), '
                          'e.g. {"filters": [32, 64, 128], "dense": 256}')

@@ -3,15 +3,15 @@
 Orchestration only; the work lives in ``tasks/``. One run:
 
 1. takes the output's lock (one writer per output) and reconciles what a killed run left;
-2. discovers complete batches and the files not processed yet (``tasks/discover.py``);
+2. discovers complete batches and the files not processed yet (``tasks/classify/discover.py``);
 3. classifies them in chunks of many files (``classify-chunk`` tasks on the task runner:
    threads by default, Dask when asked); the next chunk computes while the previous one
    commits (one chunk at a time on threads, one per worker and one queued on Dask);
 4. commits each chunk in order, in this process (``commit-chunk``: Parquet parts and ledger
-   entries through one commit record; ``tasks/ledger.py``);
+   entries through one commit record; ``tasks/classify/ledger.py``);
 5. folds the ledger, compacts crowded partitions, publishes the run's summary as a table
    artifact (counts, reasons, throughput) and a markdown artifact (predictions by label and
-   confidence, drift against the model's training mix; ``tasks/run_summary.py``).
+   confidence, drift against the model's training mix; ``tasks/classify/run_summary.py``).
 
 Tasks are coarse (thousands of frames each): Prefect's per-task cost stays negligible.
 Their large arguments (file lists, chunk results) are wrapped so that Prefect does not walk
@@ -35,15 +35,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
 from flows.settings import get_settings
+from models.ood import CODES as OOD_CODES
 from models.registry import Registry
-from tasks.discover import Candidate, scan_input, unseen
-from tasks.infer import ChunkResult, classify_files, load_predictor
-from tasks.ledger import Ledger, OutputLock, new_commit_id
-from tasks.ood import CODES as OOD_CODES
-from tasks.outputs import commit_chunk, compact, crowded_partitions, judge_chunk
-from tasks.run_summary import RunFrames, format_summary, run_markdown, summary_table
-from tasks.schema import PREDICTIONS
-from tasks.storage import Location
+from tasks.classify.discover import Candidate, scan_input, unseen
+from tasks.classify.infer import ChunkResult, classify_files, load_predictor
+from tasks.classify.ledger import Ledger, OutputLock, new_commit_id
+from tasks.classify.outputs import commit_chunk, compact, crowded_partitions, judge_chunk
+from tasks.classify.run_summary import RunFrames, format_summary, run_markdown, summary_table
+from tasks.io.schema import PREDICTIONS
+from tasks.io.storage import Location
 
 CHUNK_FILES = 2048          # files per classify-chunk task: a few thousand frames
 CHUNK_BYTES = 512 << 20     # and at most this much input per chunk
@@ -290,7 +290,7 @@ def _preload(registry_dir: str, version: str, batch_size: int) -> None:
     if not type(runner).__module__.startswith("prefect_dask"):
         return
     try:
-        from flows.runners import preload_on_workers
+        from flows.runtime.runners import preload_on_workers
     except ImportError:
         return
     preload_on_workers(load_predictor, registry_dir, version, batch_size)
@@ -320,7 +320,6 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
     batch_size = int(batch_size or settings.batch_size)
     quiet = settings.quiet_seconds if quiet_seconds is None else float(quiet_seconds)
     max_frames = int(max_frames_per_file or settings.max_frames_per_file)
-    logger = get_run_logger()
     from prefect.runtime import flow_run
 
     run_id = flow_run.get_id()
@@ -329,80 +328,134 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
                                 _inside(move_processed, input_dir)) if x)
 
     with OutputLock(output_dir):
-        ledger, rec = reconcile_output(output_dir)
-        if rec["rolled_forward"] or rec["discarded_staging"]:
-            logger.info("reconciled an interrupted run: %d part(s) rolled forward, %d "
-                        "uncommitted staging folder(s) discarded", rec["rolled_forward"],
-                        rec["discarded_staging"])
-        found = discover_inputs(input_dir, quiet, ledger, exclude)
-        scan, fresh, known = found["scan"], found["fresh"], found["known"]
-        todo = fresh[:max_files] if max_files is not None else fresh
-        logger.info("%d file(s) seen, %d in incomplete batches %s, %d already processed, "
-                    "%d new; model %s", scan.seen, len(scan.waiting), scan.waiting_batches,
-                    len(known), len(fresh), entry.version)
-        moved = 0
-        if move_processed and known:
-            bad = ledger.rejected([c.path for c in known])
-            moved += move_processed_files(input_dir, move_processed,
-                                          quote([c.path for c in known if c.path not in bad]),
-                                          quote(sorted(bad)))
-
-        chunks = _chunks(todo, max(1, chunk_files), CHUNK_BYTES)
-        _start_progress(len(todo))
+        ledger, rec = _reconcile(output_dir)
+        found = _discover(input_dir, quiet, ledger, exclude, max_files, entry.version)
+        moved = _move_known(ledger, found, input_dir, move_processed)
+        chunks = _chunks(found["todo"], max(1, chunk_files), CHUNK_BYTES)
+        _start_progress(len(found["todo"]))
         if chunks:
             _preload(registry_dir, entry.version, batch_size)
-        tally: dict[str, Counter[Any]] = {"labels": Counter(), "reasons": Counter(),
-                                           "status": Counter(), "warnings": Counter()}
-        skipped: list[tuple[str, str, str | None]] = []
-        frames = parts = 0
-        kept = RunFrames()
         t_work = time.perf_counter()
-        window = _parallel_chunks()
-        pending: deque[tuple[int, Any]] = deque()
-        nxt = 0
-        def fill_window() -> None:
-            nonlocal nxt
-            while nxt < len(chunks) and len(pending) < window:
-                files = [(c.path, c.size) for c in chunks[nxt]]
-                pending.append((nxt, classify_chunk.submit(
-                    input_dir, Bulk(files), registry_dir, entry.version, batch_size,
-                    max_frames, nxt, len(chunks))))
-                nxt += 1
-
-        fill_window()
-        while pending:
-            i, fut = pending.popleft()
-            result = fut.result()
-            fill_window()  # the next chunk computes while this one commits
-            sizes = {c.path: (c.size, c.mtime_ns) for c in chunks[i]}
-            stats = commit_chunk_task(ledger, quote(result), quote(sizes), new_commit_id(),
-                                      run_id)
-            _report_progress(i, len(chunks[i]))
-            for key in tally:
-                tally[key].update(stats[key])
-            frames += stats["frames"]
-            skipped += stats["skipped"]
-            kept.add(stats["table"])
-            parts += stats["parts"]
-            logger.info("chunk %d/%d: %d files, %d frames in %.1f s (model %.1f s); %s; "
-                        "committed as #%d", i + 1, len(chunks), len(chunks[i]),
-                        stats["frames"], result.seconds.get("total", 0.0),
-                        result.seconds.get("compute", 0.0), _counts(stats["status"]),
-                        stats["seq"])
-            if move_processed:
-                moved += move_processed_files(input_dir, move_processed,
-                                              quote(stats["moved_ok"]),
-                                              quote(stats["moved_bad"]))
+        done = _classify_and_commit(chunks, ledger, input_dir, registry_dir, entry.version,
+                                    batch_size, max_frames, move_processed, run_id)
         work_seconds = time.perf_counter() - t_work
         upkeep = maintain_output(ledger, run_id)
 
+    summary = _run_summary(found, done, moved=moved + done["moved"], rec=rec, upkeep=upkeep,
+                           run_id=run_id, input_dir=input_dir, output_dir=output_dir,
+                           model_version=entry.version, seconds=time.perf_counter() - t0,
+                           work_seconds=work_seconds)
+    _publish(summary, run_markdown(summary, done["kept"], entry.metadata,
+                                   settings.low_confidence))
+    if summary["problem"]:  # the flow run ends Failed: automations and exit codes see it
+        raise IncompleteRun(summary["problem"])
+    return summary
+
+
+# -- the flow's steps -----------------------------------------------------------------------
+def _reconcile(output_dir: str) -> tuple[Ledger, dict[str, int]]:
+    """Step 1 (under the lock): the ledger, with what a killed run left finished or undone."""
+    ledger, rec = reconcile_output(output_dir)
+    if rec["rolled_forward"] or rec["discarded_staging"]:
+        get_run_logger().info("reconciled an interrupted run: %d part(s) rolled forward, %d "
+                              "uncommitted staging folder(s) discarded", rec["rolled_forward"],
+                              rec["discarded_staging"])
+    return ledger, rec
+
+
+def _discover(input_dir: str, quiet: float, ledger: Ledger, exclude: tuple[str, ...],
+              max_files: int | None, version: str) -> dict[str, Any]:
+    """Step 2: complete batches' files, new and known; ``todo`` is this run's share of new."""
+    found = discover_inputs(input_dir, quiet, ledger, exclude)
+    scan, fresh, known = found["scan"], found["fresh"], found["known"]
+    found = {**found, "todo": fresh[:max_files] if max_files is not None else fresh}
+    get_run_logger().info("%d file(s) seen, %d in incomplete batches %s, %d already "
+                          "processed, %d new; model %s", scan.seen, len(scan.waiting),
+                          scan.waiting_batches, len(known), len(fresh), version)
+    return found
+
+
+def _move_known(ledger: Ledger, found: dict[str, Any], input_dir: str,
+                move_processed: str | None) -> int:
+    """Files processed by earlier runs but still in the input: moved out when asked."""
+    known = found["known"]
+    if not (move_processed and known):
+        return 0
+    bad = ledger.rejected([c.path for c in known])
+    return move_processed_files(input_dir, move_processed,
+                                quote([c.path for c in known if c.path not in bad]),
+                                quote(sorted(bad)))
+
+
+def _classify_and_commit(chunks: list[list[Candidate]], ledger: Ledger, input_dir: str,
+                         registry_dir: str, version: str, batch_size: int, max_frames: int,
+                         move_processed: str | None, run_id: Any) -> dict[str, Any]:
+    """Steps 3 and 4: classify chunks on the task runner and commit them in order here.
+
+    A window of chunks is in flight (``_parallel_chunks``); each commit refills it first, so
+    the next chunk computes while this one commits. Returns the tallies of what was
+    committed: counters, frames, parts, files moved, and the kept prediction columns."""
+    logger = get_run_logger()
+    tally: dict[str, Counter[Any]] = {"labels": Counter(), "reasons": Counter(),
+                                       "status": Counter(), "warnings": Counter()}
+    frames = parts = moved = 0
+    skipped: list[tuple[str, str, str | None]] = []
+    kept = RunFrames()
+    window = _parallel_chunks()
+    pending: deque[tuple[int, Any]] = deque()
+    nxt = 0
+
+    def fill_window() -> None:
+        nonlocal nxt
+        while nxt < len(chunks) and len(pending) < window:
+            files = [(c.path, c.size) for c in chunks[nxt]]
+            pending.append((nxt, classify_chunk.submit(
+                input_dir, Bulk(files), registry_dir, version, batch_size,
+                max_frames, nxt, len(chunks))))
+            nxt += 1
+
+    fill_window()
+    while pending:
+        i, fut = pending.popleft()
+        result = fut.result()
+        fill_window()  # the next chunk computes while this one commits
+        sizes = {c.path: (c.size, c.mtime_ns) for c in chunks[i]}
+        stats = commit_chunk_task(ledger, quote(result), quote(sizes), new_commit_id(),
+                                  run_id)
+        _report_progress(i, len(chunks[i]))
+        for key in tally:
+            tally[key].update(stats[key])
+        frames += stats["frames"]
+        skipped += stats["skipped"]
+        kept.add(stats["table"])
+        parts += stats["parts"]
+        logger.info("chunk %d/%d: %d files, %d frames in %.1f s (model %.1f s); %s; "
+                    "committed as #%d", i + 1, len(chunks), len(chunks[i]),
+                    stats["frames"], result.seconds.get("total", 0.0),
+                    result.seconds.get("compute", 0.0), _counts(stats["status"]),
+                    stats["seq"])
+        if move_processed:
+            moved += move_processed_files(input_dir, move_processed,
+                                          quote(stats["moved_ok"]),
+                                          quote(stats["moved_bad"]))
+    return {"tally": tally, "frames": frames, "parts": parts, "moved": moved, "kept": kept,
+            "skipped": skipped}
+
+
+def _run_summary(found: dict[str, Any], done: dict[str, Any], *, moved: int,
+                 rec: dict[str, int], upkeep: dict[str, int], run_id: Any, input_dir: str,
+                 output_dir: str, model_version: str, seconds: float,
+                 work_seconds: float) -> dict[str, Any]:
+    """Step 5: the run's summary (the flow's return value, the CLI's output, the artifacts)."""
+    scan, fresh, known, todo = found["scan"], found["fresh"], found["known"], found["todo"]
+    tally, frames = done["tally"], done["frames"]
     status = tally["status"]
-    failed = unread_files(input_dir, skipped)
+    failed = unread_files(input_dir, done["skipped"])
     done_files = sum(status[k] for k in ("classified", "rejected", "duplicate", "unchanged"))
-    seconds = time.perf_counter() - t0
-    summary: dict[str, Any] = {
-        "ok": not failed["message"], "flow_run_id": str(run_id) if run_id else None,
-        "input_dir": input_dir, "output_dir": output_dir, "model_version": entry.version,
+    return {
+        "ok": not failed["message"], "problem": failed["message"],
+        "flow_run_id": str(run_id) if run_id else None,
+        "input_dir": input_dir, "output_dir": output_dir, "model_version": model_version,
         "files_seen": scan.seen, "not_ready": len(scan.waiting),
         "batches_waiting": scan.waiting_batches, "already_processed": len(known),
         "new": len(fresh), "deferred": len(fresh) - len(todo),
@@ -412,19 +465,15 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
         "vanished": status["vanished"] - len(failed["unreachable"]),
         "unreadable": status["unreadable"], "unreachable": len(failed["unreachable"]),
         "labels": dict(tally["labels"]),
-        # frames flagged out of distribution (tasks/ood.py), and every warning code's count
+        # frames flagged out of distribution (models/ood.py), and every warning code's count
         "out_of_distribution": tally["warnings"].pop("out_of_distribution", 0),
         "warnings": {k: v for k, v in tally["warnings"].items() if v},
-        "parts_written": parts, "moved": moved, "reconciled": rec,
+        "parts_written": done["parts"], "moved": moved, "reconciled": rec,
         "compacted_partitions": upkeep["compacted_partitions"],
         "seconds": seconds, "work_seconds": work_seconds,
         "files_per_second": done_files / work_seconds if work_seconds > 0 else 0.0,
         "frames_per_second": frames / work_seconds if work_seconds > 0 else 0.0,
     }
-    _publish(summary, run_markdown(summary, kept, entry.metadata, settings.low_confidence))
-    if failed["message"]:  # the flow run ends Failed: automations and exit codes see it
-        raise IncompleteRun(failed["message"])
-    return summary
 
 
 class IncompleteRun(RuntimeError):

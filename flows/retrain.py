@@ -4,15 +4,15 @@ Orchestration only; the work lives in ``tasks/`` and ``models/``. One run:
 
 1. ``scan-labeled``: list ``<class>/**/*.npy``, validate every file with the shared validator
    (rejections reported, not fatal), hash contents (data fingerprint), decode keypoint
-   features, split train/val/test by group (``tasks/dataset.py``);
+   features, split train/val/test by group (``tasks/train/dataset.py``);
 2. ``train-cnn``: fit the CNN on a ``tf.data`` stream with augmentation and early stopping,
-   or ``--tune`` a bounded KerasTuner search first (``tasks/train.py``);
+   or ``--tune`` a bounded KerasTuner search first (``tasks/train/fit.py``);
 3. ``fit-classical``: logistic regression, gradient boosting and the majority baseline on
    the same split (``models/features.py``);
 4. ``evaluate-cnn``: temperature on the validation split, test metrics, ECE before/after;
 5. ``challenge-production``: the current production model re-evaluated on the NEW test split;
 6. ``register-model``: save model + metadata + report + confusion PNG, then promote if the
-   gate says so (``tasks/evaluate.py: decide_promotion``); artifacts for the UI.
+   gate says so (``tasks/train/gate.py``); artifacts for the UI.
 
 Tasks are coarse (one per stage) and take ``cache_policy=NO_CACHE``: their inputs are models
 and arrays, which Prefect should neither hash nor persist.
@@ -34,8 +34,8 @@ from prefect.cache_policies import NO_CACHE
 from flows.settings import get_settings
 from models.network import INPUT_LAYOUT
 from models.registry import ANY, ProductionChanged, Registry, load_model
-from tasks.augment import AugmentConfig, augment_dataset
-from tasks.dataset import (
+from tasks.train.augment import AugmentConfig, augment_dataset
+from tasks.train.dataset import (
     GROUP_RULES,
     Scan,
     Split,
@@ -45,15 +45,20 @@ from tasks.dataset import (
     scan_labeled,
     split_scan,
 )
-from tasks.evaluate import (
-    PROMOTE_POLICIES,
+from tasks.train.evaluate import (
     classification_metrics,
     confusion_png,
     confusion_table,
-    decide_promotion,
     remap_probabilities,
 )
-from tasks.train_report import render_report
+from tasks.train.gate import (
+    PROMOTE_POLICIES,
+    decide_promotion,
+    f1_of,
+    fair_test_files,
+    fairness_note,
+)
+from tasks.train.report import render_report
 
 CACHE_LIMIT_BYTES = 2 << 30  # cache decoded frames in memory below this size (train + val)
 FRAME_BYTES = 17 * 64 * 48 * 4
@@ -114,8 +119,8 @@ def train_task(scan: Scan, split: Split, epochs: int, seed: int, batch_size: int
                tune: bool, tune_budget: float, tune_trials: int, max_frames: int,
                augment: AugmentConfig) -> Any:
     """Fit the CNN (optionally after a bounded search) on the streamed train split."""
-    from tasks.dataset import make_tf_dataset
-    from tasks.train import train_cnn, tune_cnn
+    from tasks.train.dataset import make_tf_dataset
+    from tasks.train.fit import train_cnn, tune_cnn
 
     frames = sum(scan.files[i].n_frames for i in split.train + split.val)
     cache = frames * FRAME_BYTES <= CACHE_LIMIT_BYTES
@@ -166,13 +171,13 @@ def evaluate_task(model: Any, scan: Scan, split: Split, max_frames: int,
                   augment: AugmentConfig | None = None, seed: int = 0) -> dict[str, Any]:
     """Fit the temperature on validation, clean and shifted (a model calibrated only on its
     own renderer is over-confident on any other); score the calibrated CNN on the test
-    groups, clean and shifted; fit the out-of-distribution reference (``tasks/ood.py``)."""
+    groups, clean and shifted; fit the out-of-distribution reference (``models/ood.py``)."""
     import numpy as np
 
     from models.calibration import expected_calibration_error, fit_temperature, softmax
     from models.network import predict_logits
-    from tasks.ood import fit_reference
-    from tasks.train import predict_scan, shifted_split
+    from models.ood import fit_reference
+    from tasks.train.fit import predict_scan, shifted_split
 
     _emit({"stage": "evaluate", "message": "calibrating and evaluating on the test split"})
     t0 = time.monotonic()
@@ -224,7 +229,7 @@ def champion_task(registry_dir: str, scan: Scan, split: Split, max_frames: int,
     Both are also scored on one shifted copy of those files (``shift_metrics``)."""
     from models.calibration import softmax
     from models.network import predict_logits
-    from tasks.train import predict_scan, shifted_split
+    from tasks.train.fit import predict_scan, shifted_split
 
     registry = Registry(registry_dir)
     version = registry.production_version()
@@ -233,15 +238,8 @@ def champion_task(registry_dir: str, scan: Scan, split: Split, max_frames: int,
     _emit({"stage": "challenge", "message": f"re-evaluating production model {version}"})
     try:
         entry = registry.get(version)
-        seen = {g for side in ("train", "val")
-                for g in entry.metadata.get("split", {}).get("groups", {}).get(side, [])}
-        fair = [i for i in split.test if scan.files[i].file.group not in seen]
-        left_out = len(split.test) - len(fair)
-        note = ""
-        if not fair:
-            fair = list(split.test)
-            note = ("every test group was in the production model's training data: the "
-                    "comparison flatters production")
+        fair, left_out, note = fair_test_files(split.test, [f.file.group for f in scan.files],
+                                               entry.metadata)
         model = load_model(entry)
         logits, y = predict_scan(model, scan, fair, max_frames=max_frames)
         s_frames, s_y = shifted_split(scan, fair, seed, augment, max_frames=max_frames)
@@ -276,21 +274,6 @@ def _shift_scores(evaluation: dict[str, Any], champion: dict[str, Any] | None
         out["production"] = _slim(champion["shift_metrics"])
         out["cnn (gate files)"] = _slim(champion["challenger_shift_metrics"])
     return out
-
-
-def _f1(champion: dict[str, Any] | None, key: str) -> float | None:
-    return (champion.get(key) or {}).get("macro_f1") if champion else None
-
-
-def _fairness_note(champion: dict[str, Any], n_test: int) -> str:
-    """What the gate's comparison left out, for the promotion reason (and so the report)."""
-    if champion.get("note"):
-        return f"; {champion['note']}"
-    left = champion.get("excluded_files", 0)
-    if not left:
-        return ""
-    return (f" (both scored on the {n_test - left} test file(s) of groups production never "
-            f"trained on; {left} left out)")
 
 
 @task(name="register-model", cache_policy=NO_CACHE)
@@ -371,24 +354,12 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     registry = str(registry_dir or settings.registry_dir)
     margin = settings.promotion_margin if margin is None else float(margin)
     max_frames = max_frames_per_file or settings.max_frames_per_file
-    if promote not in PROMOTE_POLICIES:
-        raise ValueError(f"--promote must be one of {', '.join(PROMOTE_POLICIES)}")
-    if group_by not in GROUP_RULES:
-        raise ValueError(f"--group-by must be one of {', '.join(GROUP_RULES)}")
-    if epochs < 1:
-        raise ValueError("--epochs must be at least 1")
+    _check_options(promote, group_by, epochs)
     logger = get_run_logger()
     augment = AugmentConfig()
 
     scan, split = scan_task(labeled, group_by, max_frames, seed)
-    frames = {side: sum(scan.files[i].n_frames for i in split.side(side))
-              for side in ("train", "val", "test")}
-    logger.info("%d classes, %d files (%d frames) accepted, %d rejected; %s split %s",
-                len(scan.class_names), len(scan.files), scan.n_frames, len(scan.rejected),
-                split.method, frames)
-    if split.note:
-        logger.warning("split: %s", split.note)
-
+    frames = _log_split(scan, split)
     result = train_task(scan, split, epochs, seed, batch_size, tune, tune_budget_seconds,
                         tune_max_trials, max_frames, augment)
     classical = classical_task(scan, split, seed)
@@ -396,26 +367,11 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     evaluation["metrics"]["seconds"] = result.seconds
     champion = champion_task(registry, scan, split, max_frames, result.model,
                              evaluation["calibration"]["temperature"], augment, seed)
-    challenger_f1 = evaluation["metrics"].get("macro_f1")
-    if champion and "challenger_metrics" in champion:  # the same files for both models
-        challenger_f1 = champion["challenger_metrics"].get("macro_f1")
-        if champion["excluded_files"]:
-            logger.info("gate: %d test file(s) of groups the production model trained on "
-                        "left out of the comparison", champion["excluded_files"])
-
     methods = {"cnn": evaluation["metrics"], **classical}
     if champion and "metrics" in champion:
         methods["production"] = champion["metrics"]
         methods["production"]["label"] = champion["version"]
-    ok, reason = decide_promotion(
-        promote, challenger_f1,
-        champion["metrics"].get("macro_f1") if champion and "metrics" in champion else None,
-        margin, has_production=champion is not None,
-        champion_error=champion.get("error") if champion else None,
-        challenger_shift_f1=_f1(champion, "challenger_shift_metrics"),
-        champion_shift_f1=_f1(champion, "shift_metrics"))
-    if promote == "if-better" and champion and "metrics" in champion:
-        reason += _fairness_note(champion, len(split.test))
+    ok, reason = _gate(promote, margin, evaluation, champion, len(split.test))
     summary: dict[str, Any] = {
         "created_at": datetime.now(UTC).isoformat(),
         "class_names": scan.class_names,
@@ -434,10 +390,7 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
         "calibration": evaluation["calibration"],
         "shift": _shift_scores(evaluation, champion),
         "ood": evaluation["ood"],
-        "champion": {"version": champion["version"], "error": champion.get("error"),
-                     "excluded_files": champion.get("excluded_files", 0),
-                     "note": champion.get("note", "")}
-        if champion else None,
+        "champion": _champion_summary(champion),
         "promotion_policy": promote, "margin": margin,
         "promoted": ok, "promotion_reason": reason,
     }
@@ -448,26 +401,92 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     logger.info("registered %s (%s): %s", reg["version"],
                 "promoted" if ok else "not promoted", reason)
     _artifacts(summary, reg["version"])
+    return _result(summary, reg, registry, scan, split, result.epochs_run,
+                   seconds=round(time.monotonic() - t_start, 1))
+
+
+# -- the flow's steps -----------------------------------------------------------------------
+def _check_options(promote: str, group_by: str, epochs: int) -> None:
+    """Refuse bad options before any work: a deployment run gets them unchecked."""
+    if promote not in PROMOTE_POLICIES:
+        raise ValueError(f"--promote must be one of {', '.join(PROMOTE_POLICIES)}")
+    if group_by not in GROUP_RULES:
+        raise ValueError(f"--group-by must be one of {', '.join(GROUP_RULES)}")
+    if epochs < 1:
+        raise ValueError("--epochs must be at least 1")
+
+
+def _log_split(scan: Scan, split: Split) -> dict[str, int]:
+    """Log what was scanned and how it was split; returns the frames per side."""
+    logger = get_run_logger()
+    frames = {side: sum(scan.files[i].n_frames for i in split.side(side))
+              for side in ("train", "val", "test")}
+    logger.info("%d classes, %d files (%d frames) accepted, %d rejected; %s split %s",
+                len(scan.class_names), len(scan.files), scan.n_frames, len(scan.rejected),
+                split.method, frames)
+    if split.note:
+        logger.warning("split: %s", split.note)
+    return frames
+
+
+def _gate(promote: str, margin: float, evaluation: dict[str, Any],
+          champion: dict[str, Any] | None, n_test: int) -> tuple[bool, str]:
+    """Apply the promotion gate (``tasks/train/gate.py``) to this run's scores.
+
+    When production was re-evaluated on a subset of the test split (groups it never trained
+    on), the challenger's score on that same subset is the one compared."""
+    challenger_f1 = evaluation["metrics"].get("macro_f1")
+    if champion and "challenger_metrics" in champion:  # the same files for both models
+        challenger_f1 = champion["challenger_metrics"].get("macro_f1")
+        if champion["excluded_files"]:
+            get_run_logger().info("gate: %d test file(s) of groups the production model "
+                                  "trained on left out of the comparison",
+                                  champion["excluded_files"])
+    ok, reason = decide_promotion(
+        promote, challenger_f1,
+        champion["metrics"].get("macro_f1") if champion and "metrics" in champion else None,
+        margin, has_production=champion is not None,
+        champion_error=champion.get("error") if champion else None,
+        challenger_shift_f1=f1_of(champion, "challenger_shift_metrics"),
+        champion_shift_f1=f1_of(champion, "shift_metrics"))
+    if promote == "if-better" and champion and "metrics" in champion:
+        reason += fairness_note(champion, n_test)
+    return ok, reason
+
+
+def _champion_summary(champion: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The production model's part in the summary: which version, and what it left out."""
+    if not champion:
+        return None
+    return {"version": champion["version"], "error": champion.get("error"),
+            "excluded_files": champion.get("excluded_files", 0),
+            "note": champion.get("note", "")}
+
+
+def _result(summary: dict[str, Any], reg: dict[str, Any], registry: str, scan: Scan,
+            split: Split, epochs_run: int, seconds: float) -> dict[str, Any]:
+    """The flow's return value (the CLI prints it): the version, the verdict, the scores."""
     return {
         "ok": True,
         "version": reg["version"],
         "path": reg["path"],
-        "promoted": ok,
-        "reason": reason,
+        "promoted": summary["promoted"],
+        "reason": summary["promotion_reason"],
         "production": Registry(registry).production_version(),
         "class_names": scan.class_names,
         "files": len(scan.files),
         "frames": scan.n_frames,
         "rejected": len(scan.rejected),
-        "split": {"method": split.method, "note": split.note, "frames": frames},
+        "split": {"method": split.method, "note": split.note,
+                  "frames": summary["split"]["frames"]},
         "metrics": {name: {k: m.get(k) for k in ("accuracy", "macro_f1", "ece")}
-                    for name, m in methods.items()},
+                    for name, m in summary["methods"].items()},
         "shift_metrics": {name: {k: m.get(k) for k in ("accuracy", "macro_f1", "ece")}
                           for name, m in summary["shift"].items()},
-        "temperature": evaluation["calibration"]["temperature"],
-        "epochs_run": result.epochs_run,
+        "temperature": summary["calibration"]["temperature"],
+        "epochs_run": epochs_run,
         "data_fingerprint": summary["data"]["fingerprint"],
-        "seconds": round(time.monotonic() - t_start, 1),
+        "seconds": seconds,
     }
 
 

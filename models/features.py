@@ -1,6 +1,6 @@
 """The classical methods: scikit-learn models on decoded keypoint features, and the floor.
 
-Features come from ``tasks.keypoints`` (coordinates relative to the mid-hip, divided by the
+Features come from ``models.keypoints`` (coordinates relative to the mid-hip, divided by the
 torso length, plus peak heights); the scan computes them once per frame. Every retrain fits
 these on the same split as the CNN so the report can compare methods side by side; the
 majority-class baseline is the floor any method must clear.

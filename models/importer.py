@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.spec import HEATMAP_SHAPE
+from models.spec import HEATMAP_SHAPE
 
 SUPPORTED_SUFFIXES = (".keras", ".h5", ".hdf5")
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tasks.spec import HEATMAP_SHAPE
+from models.spec import HEATMAP_SHAPE
 
 INPUT_LAYOUT: dict[str, Any] = {"shape": [None, *HEATMAP_SHAPE],
                                 "axes": ["batch", "keypoint", "y", "x"]}

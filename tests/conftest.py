@@ -37,7 +37,7 @@ def prefect_server():
 @pytest.fixture(scope="session")
 def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated data root: labeled/ (all classes), incoming/ (3 batches) and labels."""
-    from tasks.generate import generate_dataset
+    from tasks.synth.generate import generate_dataset
 
     out = tmp_path_factory.mktemp("small_data")
     generate_dataset(out, per_class=12, seed=7, incoming_batches=3, incoming_per_batch=20)
@@ -47,6 +47,6 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def registry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry whose production model is a tiny untrained CNN (classification tests)."""
-    from tests.tasks.classify_support import shared_registry
+    from tests.support.classify_support import shared_registry
 
     return shared_registry(tmp_path_factory)

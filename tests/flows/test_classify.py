@@ -11,11 +11,11 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from tasks.ledger import Ledger, LockHeld, OutputLock
-from tasks.schema import PREDICTIONS_SCHEMA
-from tasks.spec import class_names
-from tasks.validate import REASONS
-from tests.tasks.classify_support import (
+from models.spec import class_names
+from tasks.classify.ledger import Ledger, LockHeld, OutputLock
+from tasks.io.schema import PREDICTIONS_SCHEMA
+from tasks.io.validate import REASONS
+from tests.support.classify_support import (
     bad_files,
     good_frames,
     make_input,
@@ -236,7 +236,7 @@ def test_out_of_distribution_frames_get_a_warning_and_are_counted(
     assert len(rows) == 4 and flagged == {"b/odd.npy"}
     assert summary["out_of_distribution"] == 1
     assert summary["warnings"]["ood_skeleton"] == 1
-    from tasks.run_summary import summary_table
+    from tasks.classify.run_summary import summary_table
 
     table = {r["metric"]: r["value"] for r in summary_table(summary)}
     assert table["frames flagged out of distribution"] == "1"
@@ -259,7 +259,7 @@ def test_a_run_that_could_not_read_due_files_fails_and_leaves_them(
     """One file unreadable, one reported missing by the reader though it is there (a worker
     with another mount): the run commits the rest, then fails in one line; the next run
     takes exactly those two."""
-    import tasks.infer as infer
+    import tasks.classify.infer as infer
     from flows.classify import IncompleteRun
 
     inp = make_input(tmp_path / "data", batches=1, per_batch=6)

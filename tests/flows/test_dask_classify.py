@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.flows.ops_support import (
+from tests.support.ops import (
     assert_same_rows,
     count_model_loads,
     make_batches,
@@ -88,7 +88,7 @@ def test_existing_scheduler_loads_the_model_once_per_worker(site: dict[str, Path
     from distributed import Client, LocalCluster
 
     from flows.classify import classify_flow
-    from flows.runners import local_cluster_kwargs, runner_spec, with_task_runner
+    from flows.runtime.runners import local_cluster_kwargs, runner_spec, with_task_runner
 
     monkeypatch.setenv("POSEBATCH_XLA", "0")   # inherited by the worker processes
     out = site["root"] / "out_address"
@@ -120,7 +120,7 @@ def test_relative_paths_reach_workers_started_in_another_folder(
     import time
 
     from flows.classify import classify_flow
-    from flows.runners import runner_spec, with_task_runner
+    from flows.runtime.runners import runner_spec, with_task_runner
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

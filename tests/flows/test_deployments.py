@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from flows.serve import PROJECT_DIR, load_project, start_server, stop_process
-from tests.flows.ops_support import make_batches, npy_files, predictions, register_tiny_model
+from flows.runtime.serve import PROJECT_DIR, load_project, start_server, stop_process
+from tests.support.ops import make_batches, npy_files, predictions, register_tiny_model
 
 PREFECT = [sys.executable, "-m", "prefect"]
 POSEBATCH = [sys.executable, "-m", "flows.cli"]
@@ -79,7 +79,7 @@ def site(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("e2e")
     data = tmp / "data"
     make_batches(data, batches=2, per_batch=5, seed=21)
-    from tasks.generate import generate_dataset
+    from tasks.synth.generate import generate_dataset
 
     generate_dataset(data, per_class=1, seed=21)          # a labeled/ folder for the event
     register_tiny_model(data / "registry")

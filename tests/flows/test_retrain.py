@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.retrain import retrain_flow
 from models.registry import Registry
-from tasks.generate import generate_dataset
-from tasks.spec import class_names
+from models.spec import class_names
+from tasks.synth.generate import generate_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def test_retrain_registers_promotes_and_classify_uses_it(prefect_server, root: P
     dist = meta["class_distribution"]
     assert list(dist) == class_names() and all(v > 0 for v in dist.values())
     assert sum(dist.values()) == meta["split"]["frames"]["train"] == out["split"]["frames"]["train"]
-    from tasks.report import training_distribution
+    from tasks.read.report import training_distribution
 
     shares, where = training_distribution(root / "registry")
     assert shares == {k: float(v) for k, v in dist.items()} and "v0001" in where
@@ -149,8 +149,8 @@ def test_gate_leaves_out_test_groups_production_trained_on(root: Path, tmp_path:
                                                           trained_on: str,
                                                           excluded: int) -> None:
     from flows.retrain import champion_task
-    from tasks.dataset import Split, scan_labeled
-    from tests.models.support import tiny_cnn
+    from tasks.train.dataset import Split, scan_labeled
+    from tests.support.models import tiny_cnn
 
     scan = scan_labeled(root / "labeled", "subject", 4096)
     by_group: dict[str, list[int]] = {}

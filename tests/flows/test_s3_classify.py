@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.flows.ops_support import (
+from tests.support.ops import (
     assert_same_rows,
     make_batches,
     moto_s3,
@@ -33,7 +33,7 @@ def s3_site(tmp_path_factory: pytest.TempPathFactory, prefect_server):
 
 def _classify(site, input_dir: str, output_dir: str, spec=None) -> dict:
     from flows.classify import classify_flow
-    from flows.runners import with_task_runner
+    from flows.runtime.runners import with_task_runner
 
     return with_task_runner(classify_flow, spec)(
         input_dir=input_dir, output_dir=output_dir, registry_dir=str(site["registry"]),
@@ -41,8 +41,8 @@ def _classify(site, input_dir: str, output_dir: str, spec=None) -> dict:
 
 
 def test_classify_from_s3_to_s3_exactly_once(s3_site):
-    from tasks.ledger import Ledger
-    from tasks.storage import Location
+    from tasks.classify.ledger import Ledger
+    from tasks.io.storage import Location
 
     npy = sorted(p for p in s3_site["uploaded"] if p.endswith(".npy"))
     assert len(npy) == 12 and "batch_000/_SUCCESS" in s3_site["uploaded"]
@@ -70,7 +70,7 @@ def test_classify_from_s3_to_s3_exactly_once(s3_site):
 def test_dask_worker_reads_and_classifies_s3_input(s3_site):
     """A worker process sees the bucket through the same environment (endpoint, credentials)
     as it would on another machine; results go through the same ledger commit."""
-    from flows.runners import runner_spec
+    from flows.runtime.runners import runner_spec
 
     summary = _classify(s3_site, "s3://poses/incoming", "s3://poses/out_dask",
                         runner_spec(workers=1))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from models.features import METHODS, fit_predict
-from tasks.generate import synth_frames
-from tasks.keypoints import keypoint_features
+from models.keypoints import keypoint_features
+from tasks.synth.generate import synth_frames
 
 CLASSES = ["action_up", "category_events", "dummy", "action_outside"]
 

@@ -11,9 +11,9 @@ import pytest
 from models.calibration import softmax
 from models.importer import ImportError_, import_into_registry, load_external, wrap_model
 from models.registry import Registry, load_model
-from tasks.generate import synth_frames
-from tasks.spec import HEATMAP_SHAPE, class_names
-from tests.models.support import reference_h5
+from models.spec import HEATMAP_SHAPE, class_names
+from tasks.synth.generate import synth_frames
+from tests.support.models import reference_h5
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.network import INPUT_LAYOUT, build_cnn, predict_logits
-from tasks.spec import HEATMAP_SHAPE
+from models.spec import HEATMAP_SHAPE
 
 
 def test_contract_input_layout_and_logits_out() -> None:

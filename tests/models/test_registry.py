@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from models.registry import Registry, RegistryError, load_model
-from tasks.spec import HEATMAP_SHAPE, class_names
-from tests.models.support import tiny_cnn
+from models.spec import HEATMAP_SHAPE, class_names
+from tests.support.models import tiny_cnn
 
 
 def _meta(f1: float) -> dict:

@@ -1,0 +1,30 @@
+"""The ``posebatch`` command: a Typer app whose commands live one module per group.
+
+Command modules import nothing heavy at module level (no TensorFlow, no Prefect), so
+``posebatch --help`` is instant; each command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from flows.cli import classify, demo, generate, models, ops, query, retrain
+
+app = typer.Typer(
+    name="posebatch",
+    help="Classify body poses from ViTPose heatmaps in batches, with Prefect flows.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for module in (generate, classify, retrain, models, ops, query, demo):
+    module.register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

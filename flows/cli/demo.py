@@ -1,0 +1,180 @@
+"""Command: ``posebatch demo``, the README's first command: the main job end to end.
+
+It chains what a user would run by hand (``generate``, ``retrain``, ``classify``) on one data
+root, skipping what is already there, so a second ``make demo`` only classifies what is new.
+Each step is the same code the real command runs; nothing here is demo-only except the final
+check of the predictions against the generator's ``incoming_labels.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup
+
+# Sized so that generating and retraining fit in a few minutes on 2 CPU cores while the CNN
+# still reaches the accuracy the retraining issue asks for (see bench/bench_train.py).
+DEMO_PER_CLASS = 300
+DEMO_EPOCHS = 15
+DEMO_BATCHES = 3
+DEMO_PER_BATCH = 200
+
+
+def _say(message: str, as_json: bool) -> None:
+    """Step announcements go to stderr: stdout stays clean for ``--json``."""
+    if not as_json:
+        print(f"demo: {message}", file=sys.stderr, flush=True)
+
+
+def labels_accuracy(predictions: Any, labels_csv: Path) -> dict[str, Any] | None:
+    """Share of predicted frames whose label matches ``incoming_labels.csv`` (the generator's
+    ground truth, keyed by path relative to ``incoming/``); None when nothing overlaps."""
+    if not labels_csv.is_file():
+        return None
+    with open(labels_csv, newline="", encoding="utf-8") as fh:
+        truth = {row["source_path"]: row["label"] for row in csv.DictReader(fh)}
+    pairs = [(truth[p], lab) for p, lab in zip(predictions.column("source_path").to_pylist(),
+                                               predictions.column("label").to_pylist(),
+                                               strict=True) if p in truth]
+    if not pairs:
+        return None
+    right = sum(t == p for t, p in pairs)
+    return {"frames": len(pairs), "correct": right, "accuracy": round(right / len(pairs), 4)}
+
+
+def _human(result: dict[str, Any]) -> str:
+    gen, model, cls = result["generate"], result["model"], result["classify"]
+    lines = [f"posebatch demo finished in {result['seconds']:.0f} s; data root "
+             f"{result['data_root']}"]
+    lines.append("  data:     " + (f"generated {gen['labeled']} labeled and {gen['incoming']} "
+                                   f"incoming files ({gen['incoming_batches']} batches)"
+                                   if gen.get("generated") else "already present (kept)"))
+    if model.get("trained"):
+        m = model["metrics"]
+        cmp = ", ".join(f"{k} {v['macro_f1']:.3f}" for k, v in m.items()
+                        if k != "cnn" and v.get("macro_f1") is not None)
+        state = "promoted" if model["promoted"] else "not promoted"
+        lines.append(f"  model:    trained {model['version']} ({state}); test macro-F1 on "
+                     f"held-out people: cnn {m['cnn']['macro_f1']:.3f} ({cmp})")
+    else:
+        lines.append(f"  model:    production model {model['version']} (kept)")
+    lines.append(f"  classify: {cls['classified']} new file(s), {cls['frames']} frame(s), "
+                 f"{cls['rejected']} rejected, {cls['already_processed']} already processed; "
+                 f"{cls['files_per_second']:.0f} files/s")
+    labels = ", ".join(f"{k} {v}" for k, v in sorted(cls["labels"].items()))
+    if labels:
+        lines.append(f"  labels:   {labels}")
+    acc = result["check"]
+    if acc:
+        lines.append(f"  check:    {acc['correct']}/{acc['frames']} frames match "
+                     f"incoming_labels.csv (accuracy {acc['accuracy']:.3f})")
+    lines.append(f"  outputs:  {result['output_dir']}/predictions (Parquet, by day)")
+    lines.append("next: posebatch query --summary | posebatch report --to report.html | "
+                 "posebatch models list | posebatch show FILE.npy")
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``demo``."""
+
+    @app.command("demo")
+    def demo(
+        per_class: Annotated[int, typer.Option(
+            "--per-class", min=2, help="Labeled frames per class to generate.")] = DEMO_PER_CLASS,
+        epochs: Annotated[int, typer.Option(
+            "--epochs", min=1, help="Maximum training epochs.")] = DEMO_EPOCHS,
+        incoming_batches: Annotated[int, typer.Option(
+            "--incoming-batches", min=1, help="Incoming batches to generate.")] = DEMO_BATCHES,
+        incoming_per_batch: Annotated[int, typer.Option(
+            "--incoming-per-batch", min=1, help="Files per incoming batch.")] = DEMO_PER_BATCH,
+        seed: Annotated[int, typer.Option("--seed", min=0, help="Seed for data and model.")] = 0,
+        data: DataOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Run the main job end to end: generate demo data (if none), train and register a
+        model (if none is in production), classify the incoming batches, print a summary."""
+        t0 = time.monotonic()
+        settings = setup(data, prefect=True)
+        root = settings.data_root
+        # The demo narrates its steps itself; Prefect's per-task lines still reach the API
+        # (and its UI) but not the terminal, unless the user asked for them.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+        from flows.runtime.ephemeral import start_early_server
+
+        server = start_early_server()  # before any thread: overlaps with the steps below
+
+        from models.registry import Registry
+        from tasks.synth.generate import generate_dataset
+
+        gen: dict[str, Any] = {"generated": False}
+        has_labeled = settings.labeled_dir.is_dir() and any(settings.labeled_dir.rglob("*.npy"))
+        if not has_labeled:
+            _say(f"generating demo data into {root} ({per_class} frames per class, "
+                 f"{incoming_batches} incoming batches of {incoming_per_batch})", as_json)
+            try:
+                gen = {"generated": True, **generate_dataset(
+                    root, per_class, seed, incoming_batches, incoming_per_batch)}
+            except OSError as exc:
+                fail(f"cannot write demo data into {root}: {exc}", as_json)
+        else:
+            _say(f"{settings.labeled_dir} already holds data: not generating", as_json)
+        if server is not None:
+            server.wait()
+
+        registry = Registry(settings.registry_dir)
+        model: dict[str, Any] = {"trained": False, "version": registry.production_version()}
+        if model["version"] is None:
+            from flows.cli.retrain import progress_printer
+            from flows.retrain import add_progress_listener, retrain_flow
+
+            _say(f"no production model: training one (up to {epochs} epochs)", as_json)
+            listener, close = progress_printer(as_json)
+            remove = add_progress_listener(listener)
+            try:
+                out = retrain_flow(data_root=str(root), epochs=epochs, seed=seed)
+            except (ValueError, FileNotFoundError) as exc:
+                fail(f"retraining failed: {str(exc).splitlines()[0]}", as_json)
+            finally:
+                remove()
+                close()
+            model = {"trained": True, "version": out["version"], "promoted": out["promoted"],
+                     "metrics": out["metrics"], "seconds": out["seconds"]}
+        else:
+            _say(f"production model {model['version']} found: not retraining", as_json)
+
+        if not settings.incoming_dir.is_dir():
+            fail(f"{settings.incoming_dir} does not exist: nothing to classify (run "
+                 "`posebatch generate --incoming-batches 3` or add batches)", as_json)
+        from flows.cli.classify import run_classify
+
+        _say(f"classifying new batches in {settings.incoming_dir}", as_json)
+        version = Registry(settings.registry_dir).resolve().version
+        params = {"data_root": str(root), "model_version": version,
+                  "batch_size": settings.batch_size}
+        cls = run_classify(params, str(settings.registry_dir), version, settings.batch_size,
+                            as_json)
+
+        from tasks.read.query import QueryError, read_predictions
+
+        try:
+            preds = read_predictions(settings.output_dir, model_versions=[version],
+                                     columns=["source_path", "label"])
+            check = labels_accuracy(preds, root / "incoming_labels.csv")
+        except QueryError:  # nothing classified yet (e.g. every file rejected)
+            check = None
+        result = {"ok": True, "data_root": str(root), "output_dir": str(settings.output_dir),
+                  "generate": gen, "model": model,
+                  "classify": {k: cls[k] for k in (
+                      "flow_run_id", "model_version", "files_seen", "new", "classified",
+                      "frames", "rejected", "already_processed", "labels",
+                      "files_per_second")},
+                  "check": check,
+                  "seconds": round(time.monotonic() - t0, 1)}
+        emit(result, as_json, _human(result))

@@ -1,0 +1,241 @@
+"""Commands: serve, watch, notify-labeled, doctor: running posebatch unattended.
+
+Thin wrappers: the logic lives in ``flows/runtime/serve.py``, ``flows/runtime/watch.py`` and
+``flows/runtime/doctor.py``. Nothing heavy (Prefect, TensorFlow) is imported at module level.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup
+
+PortOpt = Annotated[int, typer.Option(
+    "--port", help="Port of the local Prefect server `serve` starts on 127.0.0.1 when "
+    "PREFECT_API_URL is not set.")]
+
+
+def serve(
+    data: DataOpt = None,
+    cron: Annotated[str | None, typer.Option(
+        "--cron", help="Nightly classification schedule (default: settings.nightly_cron, "
+        "'0 2 * * *').")] = None,
+    timezone: Annotated[str | None, typer.Option(
+        "--timezone", help="IANA timezone of the schedule (default: settings.timezone, UTC).")
+    ] = None,
+    port: PortOpt = 4200,
+) -> None:
+    """Run the nightly classification and the retraining trigger in this process (Ctrl-C stops).
+
+    The deployments come from prefect.yaml; paths point under --data. Uses PREFECT_API_URL
+    if set, else starts a Prefect server on 127.0.0.1:PORT with its state under the data root.
+    """
+    settings = setup(data, prefect=True)
+    update = {k: v for k, v in (("nightly_cron", cron), ("timezone", timezone)) if v}
+    settings = settings.model_copy(update=update)
+    from flows.runtime.serve import check_schedule, serve_forever
+
+    try:
+        check_schedule(settings.nightly_cron, settings.timezone)
+    except ValueError as exc:
+        fail(str(exc))
+
+    try:
+        serve_forever(settings, port=port)
+    except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
+        fail(str(exc).splitlines()[0])
+
+
+def notify_labeled(
+    labeled: Annotated[Path | None, typer.Option(
+        "--labeled", help="Labeled folder that changed (default: DATA/labeled).",
+        show_default=False)] = None,
+    registry: Annotated[Path | None, typer.Option(
+        "--registry", help="Registry the retraining writes to (default: DATA/registry).",
+        show_default=False)] = None,
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Emit the `posebatch.labeled.updated` event: the retrain deployment's trigger runs it.
+
+    Needs a Prefect server with the deployments (prefect deploy --all, or posebatch serve):
+    PREFECT_API_URL, or the server `posebatch serve` started for this data root.
+    """
+    settings = setup(data, prefect=True)
+    from flows.runtime.serve import known_api_url
+
+    labeled = (labeled or settings.labeled_dir).resolve()
+    registry = (registry or settings.registry_dir).resolve()
+    if not labeled.is_dir():
+        fail(f"labeled folder {labeled} does not exist", as_json)
+    api = os.environ.get("PREFECT_API_URL") or known_api_url(settings)
+    if not api:
+        fail("no Prefect server to notify: set PREFECT_API_URL or run `posebatch serve` "
+             "for this data root", as_json)
+    os.environ["PREFECT_API_URL"] = api
+    from flows.runtime.watch import emit_labeled_updated
+
+    try:
+        result = emit_labeled_updated(labeled, registry)
+    except Exception as exc:  # network, server down: one line, not a traceback
+        fail(f"could not emit the event to {api}: {exc}".splitlines()[0], as_json)
+    result["api_url"] = api
+    emit({"ok": True, **result}, as_json,
+         f"emitted {result['event']} for {labeled} ({result['files']} labeled files) to {api}")
+
+
+def watch(
+    input_dir: Annotated[str | None, typer.Option(
+        "--input", help="Folder (or s3:// URL) to watch (default: DATA/incoming).",
+        show_default=False)] = None,
+    output_dir: Annotated[str | None, typer.Option(
+        "--output", help="Output folder (default: DATA/output).", show_default=False)] = None,
+    registry_dir: Annotated[str | None, typer.Option(
+        "--registry", help="Model registry (default: DATA/registry).", show_default=False)
+    ] = None,
+    model_version: Annotated[str | None, typer.Option(
+        "--model-version", help="Registry version (default: production, resolved per run).",
+        show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", min=1, help="Frames per model call (default: 256).",
+        show_default=False)] = None,
+    quiet_seconds: Annotated[float | None, typer.Option(
+        "--quiet-seconds", min=0, help="A batch without _SUCCESS is complete when nothing in "
+        "it changed for this long (default: 5).", show_default=False)] = None,
+    poll_seconds: Annotated[float, typer.Option(
+        "--poll-seconds", min=0.1, help="Look at least this often (the fallback when "
+        "notifications are unavailable, and always for s3://).")] = 30.0,
+    polling: Annotated[bool, typer.Option(
+        "--polling", help="Do not use filesystem notifications; poll only.")] = False,
+    move_processed: Annotated[Path | None, typer.Option(
+        "--move-processed", help="Move processed files here (see `posebatch classify`).",
+        show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="Classify on a local Dask cluster of N worker processes.",
+        show_default=False)] = None,
+    dask_address: Annotated[str | None, typer.Option(
+        "--dask-address", help="Classify on an existing Dask scheduler (tcp://host:8786).",
+        show_default=False)] = None,
+    labeled: Annotated[Path | None, typer.Option(
+        "--labeled", help="Also watch this labeled folder and emit posebatch.labeled.updated "
+        "when it changed and went quiet (needs a Prefect server).", show_default=False)] = None,
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Classify batches as they become complete (_SUCCESS or quiet), one run at a time.
+
+    Ctrl-C or SIGTERM stops after the current run; nothing is lost (the next run reconciles).
+    """
+    import logging
+    import signal
+
+    from flows.runtime.runners import runner_spec
+    from tasks.io.storage import Location
+
+    settings = setup(data, prefect=True)
+    inp = input_dir or str(settings.incoming_dir)
+    out = output_dir or str(settings.output_dir)
+    reg = registry_dir or str(settings.registry_dir)
+    if not Location(inp).is_remote and not Path(inp).is_dir():
+        fail(f"input folder {inp} does not exist", as_json)
+    try:
+        spec = runner_spec(workers, dask_address)
+    except ValueError as exc:
+        fail(str(exc), as_json)
+    from models.registry import Registry, RegistryError
+
+    try:
+        Registry(reg).resolve(model_version)
+    except RegistryError as exc:
+        fail(str(exc), as_json)
+    quiet = settings.quiet_seconds if quiet_seconds is None else quiet_seconds
+    params = {"input_dir": inp, "output_dir": out, "registry_dir": reg,
+              "model_version": model_version, "batch_size": batch_size or settings.batch_size,
+              "quiet_seconds": quiet, "data_root": str(settings.data_root),
+              "move_processed": str(move_processed) if move_processed else None}
+    from flows.runtime.ephemeral import start_early_server
+
+    # Before any thread exists. Not stopped here: it stops at exit, after Prefect has flushed
+    # the last run's logs and events to it (stopping it first made Prefect retry against a
+    # dead server for over a minute before the process could exit).
+    server = start_early_server()
+    wlog = logging.getLogger("posebatch.watch")  # its own handler: Prefect reconfigures root
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    wlog.addHandler(handler)
+    wlog.setLevel(logging.INFO)
+    wlog.propagate = False
+    from flows.runtime.watch import Watcher, classify_runner, emit_labeled_updated, ledger_entries
+
+    on_labeled = None
+    if labeled is not None:
+        lab, regp = labeled.resolve(), Path(reg).resolve()
+
+        def on_labeled() -> object:
+            return emit_labeled_updated(lab, regp)
+
+    watcher = Watcher(inp, classify_runner(params, spec), quiet_seconds=quiet,
+                      poll_seconds=poll_seconds, known=lambda: ledger_entries(out),
+                      force_polling=polling, on_labeled=on_labeled, labeled_dir=labeled)
+    seen = {"signals": 0}
+
+    def _stop(signum: int, frame: object) -> None:
+        seen["signals"] += 1
+        if seen["signals"] > 1:
+            raise KeyboardInterrupt  # second Ctrl-C: stop now (the next run reconciles)
+        typer.echo("stopping after the current run (again to stop now)", err=True)
+        watcher.stop()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        if server is not None:
+            server.wait()
+        typer.echo(f"watching {inp} (Ctrl-C stops)", err=True)
+        stats = watcher.watch()
+    except FileNotFoundError as exc:
+        fail(str(exc), as_json)
+    except KeyboardInterrupt:
+        stats = watcher.stats
+    result = {"ok": True, "input_dir": inp, "output_dir": out, "mode": stats.mode,
+              "runs": len(stats.runs), "failed_runs": stats.failed_runs,
+              "files": sum(r["files"] for r in stats.runs),
+              "labeled_events": stats.labeled_events}
+    emit(result, as_json, f"stopped: {result['runs']} run(s), {result['files']} file(s), "
+         f"{result['failed_runs']} failed run(s)")
+
+
+def doctor(
+    input_dir: Annotated[str | None, typer.Option(
+        "--input", help="Input folder to check (default: DATA/incoming).", show_default=False)
+    ] = None,
+    output_dir: Annotated[str | None, typer.Option(
+        "--output", help="Output folder to check (default: DATA/output).", show_default=False)
+    ] = None,
+    registry_dir: Annotated[Path | None, typer.Option(
+        "--registry", help="Registry to check (default: DATA/registry).", show_default=False)
+    ] = None,
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Health check: versions, data root, production model and age, last classification run,
+    pending input, disk space, Prefect setup. Exit code 1 when a problem was found."""
+    settings = setup(data)  # not prefect=True: that creates the Prefect home; doctor only reads
+    from flows.runtime.doctor import diagnose, render
+
+    report = diagnose(settings, input_dir, output_dir, registry_dir)
+    emit(report, as_json, render(report))
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the app."""
+    app.command("serve")(serve)
+    app.command("watch")(watch)
+    app.command("notify-labeled")(notify_labeled)
+    app.command("doctor")(doctor)

@@ -1,0 +1,334 @@
+"""Commands: query, sql, report, show: reading the results the morning after.
+
+All filtering goes through ``tasks.read.query`` (``read_predictions``/``read_rejections``); this
+module only parses flags and prints. Heavy imports (pyarrow, DuckDB, matplotlib, Keras) happen
+inside the commands so ``posebatch --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup
+
+TABLE_ROWS = 200  # the aligned table shows at most this many rows (pipes should use --format)
+TABLE_COLUMNS = ["date", "source_path", "frame_index", "label", "confidence", "top2_label",
+                 "top2_confidence", "model_version", "classified_at"]
+REJECTION_TABLE_COLUMNS = ["date", "source_path", "reason", "detail", "rejected_at"]
+
+OutputOpt = Annotated[str | None, typer.Option(
+    "--output", help="Output folder of `posebatch classify`, or s3://bucket/prefix "
+    "(default: DATA/output).", show_default=False)]
+SinceOpt = Annotated[str | None, typer.Option(
+    "--since", help="From this UTC date/datetime, inclusive: 2024-05-01, 2024-05-01T08:00, "
+    "today, yesterday, 12h, 7d.")]
+UntilOpt = Annotated[str | None, typer.Option(
+    "--until", help="Up to this date (whole day) or datetime, inclusive.")]
+FormatOpt = Annotated[str | None, typer.Option(
+    "--format", help="table, csv, json (JSON Lines) or parquet; default: from the --to "
+    "suffix, else table.")]
+ToOpt = Annotated[Path | None, typer.Option("--to", help="Write to this file, not stdout.")]
+LowOpt = Annotated[float | None, typer.Option(
+    "--low-confidence", help="Low-confidence threshold (default: settings.low_confidence).")]
+
+
+def _write(table: Any, fmt: str | None, to: Path | None, as_json: bool,
+           extra: dict[str, Any]) -> None:
+    """Print or save a result; with ``--json`` the rows (or the path) go in the JSON object."""
+    from tasks.read.table_output import FORMATS, format_for, records, write_result
+
+    fmt = format_for(to, fmt)
+    if fmt not in FORMATS:
+        fail(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}", as_json)
+    result = {"ok": True, "rows": table.num_rows, **extra}
+    if to is not None:
+        to.parent.mkdir(parents=True, exist_ok=True)
+        with open(to, "wb") as fh:
+            write_result(table, fmt, fh)
+        result.update(path=str(to), format=fmt)
+        emit(result, as_json, f"wrote {table.num_rows} rows to {to} ({fmt})")
+        return
+    if as_json:
+        result.update(columns=table.column_names, records=records(table))
+        emit(result, True)
+        return
+    if fmt == "parquet" and sys.stdout.isatty():
+        fail("refusing to write binary Parquet to a terminal: add --to FILE or pipe it", False)
+    shown = table
+    if fmt == "table" and table.num_rows > TABLE_ROWS:
+        shown = table.slice(0, TABLE_ROWS)
+        typer.echo(f"showing the first {TABLE_ROWS} rows: narrow the filters, add --limit, "
+                   "or use --format csv / --to FILE for all of them", err=True)
+    sys.stdout.flush()
+    write_result(shown, fmt, sys.stdout.buffer)
+    sys.stdout.buffer.flush()
+
+
+def query(
+    data: DataOpt = None,
+    output: OutputOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    label: Annotated[list[str] | None, typer.Option(
+        "--label", help="Only this predicted label (repeatable).")] = None,
+    min_confidence: Annotated[float | None, typer.Option(
+        "--min-confidence", help="Confidence >= this.")] = None,
+    max_confidence: Annotated[float | None, typer.Option(
+        "--max-confidence", help="Confidence <= this.")] = None,
+    batch: Annotated[list[str] | None, typer.Option(
+        "--batch", help="Only this input batch folder (repeatable).")] = None,
+    model_version: Annotated[list[str] | None, typer.Option(
+        "--model-version", help="Only this model version (repeatable).")] = None,
+    path: Annotated[str | None, typer.Option(
+        "--path", help="Glob over source_path, e.g. 'batch_007/*' ('*' crosses '/').")] = None,
+    rejections: Annotated[bool, typer.Option(
+        "--rejections", help="Query the rejected files instead of the predictions.")] = False,
+    reason: Annotated[list[str] | None, typer.Option(
+        "--reason", help="With --rejections: only this reason code (repeatable).")] = None,
+    columns: Annotated[str | None, typer.Option(
+        "--columns", help="Comma-separated columns (the partition 'date' included).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="At most N rows.")] = None,
+    order_by: Annotated[str | None, typer.Option(
+        "--order-by", help="Sort: COLUMN, -COLUMN (descending), comma-separated.")] = None,
+    fmt: FormatOpt = None,
+    to: ToOpt = None,
+    summary: Annotated[bool, typer.Option(
+        "--summary", help="Frames, mean confidence and low-confidence share per day and "
+        "label.")] = False,
+    low_confidence: LowOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Filter the predictions (or rejections) and print them or save them to a file.
+
+    Filters run inside the Parquet scan: a --since query never opens older partitions.
+    The aligned table shows at most 200 rows; --format csv|json|parquet and --to give all.
+    With --json the rows go inside the JSON object (or its "path" with --to).
+    """
+    from tasks.read.query import QueryError, read_predictions, read_rejections
+    from tasks.read.summary import summarize
+
+    settings = setup(data)
+    output = output or str(settings.output_dir)
+    threshold = settings.low_confidence if low_confidence is None else low_confidence
+    table_fmt = (fmt or ("table" if to is None else None)) == "table"
+    try:
+        if rejections:
+            misplaced = [name for name, v in (("--label", label), ("--batch", batch),
+                                              ("--model-version", model_version),
+                                              ("--min-confidence", min_confidence),
+                                              ("--max-confidence", max_confidence),
+                                              ("--summary", summary or None)) if v]
+            if misplaced:
+                fail(f"{', '.join(misplaced)} do not apply to --rejections (they filter "
+                     "predictions); use --reason, --since/--until, --path", as_json)
+            cols = columns or (REJECTION_TABLE_COLUMNS if table_fmt and not as_json else None)
+            table = read_rejections(output, since=since, until=until, reasons=reason, path=path,
+                                    columns=cols, limit=_limit(limit, table_fmt, as_json, to),
+                                    order_by=order_by)
+            _write(table, fmt, to, as_json, {"dataset": "rejections"})
+            return
+        if reason:
+            fail("--reason filters rejections: add --rejections", as_json)
+        filters = dict(since=since, until=until, labels=label, min_confidence=min_confidence,
+                       max_confidence=max_confidence, batches=batch,
+                       model_versions=model_version, path=path)
+        if summary:
+            table = read_predictions(output, **filters, columns=["date", "label", "confidence"])
+            result = summarize(table, threshold)
+            if order_by or limit is not None:
+                from tasks.read.query import parse_order_by
+                keys = parse_order_by(order_by)
+                bad = [k for k, _ in keys if k not in result.column_names]
+                if bad:
+                    fail(f"unknown column {bad[0]!r} for --summary: columns are "
+                         f"{', '.join(result.column_names)}", as_json)
+                result = result.sort_by(keys) if keys else result
+                result = result.slice(0, limit) if limit is not None else result
+            _write(result, fmt, to, as_json, {"dataset": "predictions", "summary": True,
+                                              "low_confidence": threshold,
+                                              "frames": table.num_rows})
+            return
+        cols = columns or (TABLE_COLUMNS if table_fmt and not as_json else None)
+        table = read_predictions(output, **filters, columns=cols,
+                                 limit=_limit(limit, table_fmt, as_json, to), order_by=order_by)
+        _write(table, fmt, to, as_json, {"dataset": "predictions"})
+    except QueryError as exc:
+        fail(str(exc), as_json)
+
+
+def _limit(limit: int | None, table_fmt: bool, as_json: bool, to: Path | None) -> int | None:
+    """The aligned table needs one row more than it shows to know it is cut."""
+    if limit is None and table_fmt and not as_json and to is None:
+        return TABLE_ROWS + 1
+    return limit
+
+
+def sql(
+    statement: Annotated[str, typer.Argument(
+        help="SQL over the views `predictions` and `rejections`, e.g. "
+        "\"SELECT label, count(*) FROM predictions WHERE date >= '2024-05-01' GROUP BY 1\".")],
+    data: DataOpt = None,
+    output: OutputOpt = None,
+    fmt: FormatOpt = None,
+    to: ToOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run SQL (DuckDB) over the predictions and rejections, hive partitions included.
+
+    `date` is a DATE column, so filtering on it prunes partitions. A dataset that does not
+    exist yet is an empty view.
+    """
+    from tasks.read.query import QueryError
+    from tasks.read.sql import run_sql
+
+    settings = setup(data)
+    try:
+        table = run_sql(output or str(settings.output_dir), statement)
+    except QueryError as exc:
+        fail(str(exc), as_json)
+    _write(table, fmt, to, as_json, {"dataset": "sql"})
+
+
+def report(
+    data: DataOpt = None,
+    output: OutputOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    to: Annotated[Path | None, typer.Option(
+        "--to", help="HTML file to write (default: DATA/reports/report-YYYY-MM-DD.html).",
+        show_default=False)] = None,
+    registry: Annotated[Path | None, typer.Option(
+        "--registry", help="Model registry for the training class mix (default: "
+        "DATA/registry).", show_default=False)] = None,
+    low_confidence: LowOpt = None,
+    title: Annotated[str, typer.Option("--title", help="Report title.")] = "posebatch report",
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a self-contained HTML report: frames per day and label, confidence per label,
+    low-confidence share over time, rejections by reason, class-mix drift vs training."""
+    from tasks.io.schema import PREDICTIONS, REJECTIONS
+    from tasks.read.query import NoData, QueryError, empty_table, read_predictions, read_rejections
+    from tasks.read.report import REPORT_COLUMNS, build_report, training_distribution
+
+    settings = setup(data)
+    output = output or str(settings.output_dir)
+    threshold = settings.low_confidence if low_confidence is None else low_confidence
+    to = to or settings.data_root / "reports" / f"report-{datetime.now(UTC):%Y-%m-%d}.html"
+    typer.echo(f"reading {output} ...", err=True)
+    missing = []
+    try:
+        try:
+            pred = read_predictions(output, since=since, until=until, columns=REPORT_COLUMNS)
+        except NoData:
+            missing.append(PREDICTIONS)
+            pred = empty_table(PREDICTIONS, REPORT_COLUMNS)
+        try:
+            rej = read_rejections(output, since=since, until=until, columns=["reason"])
+        except NoData as exc:
+            if missing:
+                fail(str(exc) if "does not exist" in str(exc) else
+                     f"no predictions or rejections under {output}: run `posebatch classify` "
+                     "first, or pass the right --output DIR", as_json)
+            missing.append(REJECTIONS)
+            rej = empty_table(REJECTIONS, ["reason"])
+    except QueryError as exc:
+        fail(str(exc), as_json)
+    training, note = training_distribution(registry or settings.registry_dir)
+    scope = f"Output {output}; " + (f"from {since} " if since else "from the start ") + \
+        (f"until {until}." if until else "until now.")
+    typer.echo(f"plotting {pred.num_rows} predictions, {rej.num_rows} rejections ...",
+               err=True)
+    page = build_report(pred, rej, low_confidence=threshold, training=training,
+                        model_note=note, title=title, scope=scope)
+    to.parent.mkdir(parents=True, exist_ok=True)
+    to.write_text(page, encoding="utf-8")
+    emit({"ok": True, "path": str(to), "frames": pred.num_rows, "rejections": rej.num_rows,
+           "training_distribution": training is not None, "missing": missing,
+           "bytes": len(page.encode())}, as_json, f"wrote {to}")
+
+
+def show(
+    file: Annotated[Path, typer.Argument(help="A heatmap .npy file.")],
+    frame: Annotated[int, typer.Option("--frame", help="Frame index in the file.")] = 0,
+    to: Annotated[Path | None, typer.Option(
+        "--to", help="PNG to write (default: ./<file stem>_f<K>.png).",
+        show_default=False)] = None,
+    registry: Annotated[Path | None, typer.Option(
+        "--registry", help="Model registry (default: DATA/registry).",
+        show_default=False)] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Model version to predict with (default: production).")] = None,
+    no_model: Annotated[bool, typer.Option(
+        "--no-model", help="Draw the heatmap only, no prediction.")] = False,
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Render one heatmap frame as a PNG: channel max, decoded skeleton, and the registered
+    model's top-3 prediction."""
+    from tasks.io.validate import Rejected, read_heatmap_file
+    from tasks.read.viewer import render_frame
+
+    settings = setup(data)
+    if not file.is_file():
+        fail(f"{file} is not a file: give the path of a heatmap .npy", as_json)
+    try:
+        heat = read_heatmap_file(file, max_frames=settings.max_frames_per_file)
+    except Rejected as exc:
+        fail(f"{file} is not a valid heatmap file ({exc.reason}: {exc.detail})", as_json)
+    n = heat.frames.shape[0]
+    if not 0 <= frame < n:
+        fail(f"--frame {frame} is out of range: {file} holds {n} frame(s) (0..{n - 1})",
+             as_json)
+    prediction, note, version = None, "no model prediction (--no-model)", None
+    if not no_model:
+        prediction, note, version = _predict(heat.frames[frame], registry or
+                                             settings.registry_dir, model, as_json)
+    to = to or Path(f"{file.stem}_f{frame}.png")
+    title = f"{file.name}  frame {frame}/{n}"
+    warnings = heat.warnings[frame]
+    if warnings:
+        title += f"  [{', '.join(warnings)}]"
+    to.parent.mkdir(parents=True, exist_ok=True)
+    to.write_bytes(render_frame(heat.frames[frame], title=title, prediction=prediction,
+                                note=note))
+    human = f"wrote {to}"
+    if prediction:
+        human += "; " + ", ".join(f"{name} {p:.1%}" for name, p in prediction)
+    emit({"ok": True, "path": str(to), "frame": frame, "frames": n, "warnings": warnings,
+           "model_version": version,
+           "prediction": [{"label": name, "probability": p} for name, p in prediction or []]},
+          as_json, human)
+
+
+def _predict(frame: Any, registry_root: Path, version: str | None,
+             as_json: bool) -> tuple[list[tuple[str, float]] | None, str, str | None]:
+    """Top-3 of the registered model, or ``(None, why not, None)`` when there is no model."""
+    from models.registry import Registry, RegistryError, load_model
+    from tasks.read.viewer import softmax_top_k
+
+    try:
+        entry = Registry(registry_root).resolve(version)
+    except RegistryError as exc:
+        if version:  # asked for a version that is not there: that is an error
+            fail(str(exc), as_json)
+        return None, "no production model registered: no prediction", None
+    typer.echo(f"loading model {entry.version} ...", err=True)
+    model = load_model(entry)
+    logits = model(frame[None], training=False)
+    logits = logits.numpy() if hasattr(logits, "numpy") else logits
+    top = softmax_top_k(logits[0], entry.class_names, entry.temperature)
+    alias = " (production)" if version is None else ""
+    return top, f"model {entry.version}{alias}, T={entry.temperature:.2f}: top 3", entry.version
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the app."""
+    app.command("query")(query)
+    app.command("sql")(sql)
+    app.command("report")(report)
+    app.command("show")(show)

@@ -1,0 +1,154 @@
+"""Command: ``posebatch retrain``: train, compare, evaluate, register, maybe promote.
+
+Nothing heavy at import time: Prefect and TensorFlow load when the command runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from flows.cli.common import DataOpt, JsonOpt, emit, fail, progress_enabled, setup
+
+PROMOTE_CHOICES = ("if-better", "always", "never")
+GROUP_CHOICES = ("subject", "prefix", "none")
+
+
+def progress_printer(as_json: bool) -> tuple[Any, Any]:
+    """(listener, closer): a rich bar on a terminal, plain lines on stderr otherwise."""
+    if progress_enabled():
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                       TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                       console=Console(stderr=True), transient=False)
+        bar.start()
+        tasks: dict[str, Any] = {}
+
+        def listener(ev: dict[str, Any]) -> None:
+            if "epoch" in ev:
+                if "train" not in tasks:
+                    tasks["train"] = bar.add_task("training", total=ev["epochs"])
+                logs = ev["logs"]
+                desc = (f"epoch {ev['epoch']} loss {logs.get('loss', 0):.3f} "
+                        f"val_loss {logs.get('val_loss', 0):.3f} "
+                        f"val_acc {logs.get('val_accuracy', 0):.3f}")
+                bar.update(tasks["train"], completed=ev["epoch"], description=desc)
+            elif "message" in ev:
+                bar.console.print(f"[dim]{ev['stage']}:[/dim] {ev['message']}")
+            elif "trial" in ev:
+                bar.console.print(f"tune: trial {ev['trial']} val_loss {ev['val_loss']}")
+                tasks.pop("train", None)
+
+        return listener, bar.stop
+
+    def plain(ev: dict[str, Any]) -> None:
+        if "epoch" in ev:
+            logs = " ".join(f"{k}={v:.4f}" for k, v in sorted(ev["logs"].items()))
+            line = f"epoch {ev['epoch']}/{ev['epochs']} {logs}"
+        elif "message" in ev:
+            line = f"{ev['stage']}: {ev['message']}"
+        elif "trial" in ev:
+            line = f"tune: trial {ev['trial']} {ev['hyperparameters']} val_loss {ev['val_loss']}"
+        elif "done" in ev:
+            line = f"scan: {ev['done']}/{ev['total']} files"
+        else:
+            return
+        print(line, file=sys.stderr, flush=True)
+
+    return plain, lambda: None
+
+
+def _num(v: float | None) -> str:
+    return "    -   " if v is None else f"{v:8.4f}"
+
+
+def _human(r: dict[str, Any]) -> str:
+    lines = [f"model {r['version']}: {'PROMOTED' if r['promoted'] else 'not promoted'}"
+             f" ({r['reason']})",
+             f"data: {r['files']} files, {r['frames']} frames, {r['rejected']} rejected; "
+             f"{r['split']['method']} split {r['split']['frames']}"]
+    if r["split"]["note"]:
+        lines.append(f"note: {r['split']['note']}")
+    lines.append("test split:       accuracy  macro-F1  ECE")
+    for name, m in r["metrics"].items():
+        lines.append(f"  {name:<14} {_num(m['accuracy'])}  {_num(m['macro_f1'])}  "
+                     f"{_num(m['ece'])}")
+    lines.append("shifted test:     accuracy  macro-F1  ECE")
+    for name, m in r.get("shift_metrics", {}).items():
+        lines.append(f"  {name:<14} {_num(m['accuracy'])}  {_num(m['macro_f1'])}  "
+                     f"{_num(m['ece'])}")
+    lines.append(f"report: {Path(r['path']) / 'report.md'}  ({r['seconds']} s)")
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the app."""
+
+    @app.command("retrain")
+    def retrain(
+        labeled: Annotated[Path | None, typer.Option(
+            "--labeled", help="Labeled folder <class>/**/*.npy (default DATA/labeled).")] = None,
+        registry: Annotated[Path | None, typer.Option(
+            "--registry", help="Model registry (default DATA/registry).")] = None,
+        epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping).")] = 30,
+        seed: Annotated[int, typer.Option(help="Seed: same seed, data, code -> same model.")] = 0,
+        tune: Annotated[bool, typer.Option(
+            "--tune", help="Bounded KerasTuner search over the CNN's main knobs first.")] = False,
+        tune_budget: Annotated[float, typer.Option(
+            help="Time budget of --tune in seconds.")] = 600.0,
+        tune_trials: Annotated[int, typer.Option(help="Maximum trials of --tune.")] = 8,
+        promote: Annotated[str, typer.Option(
+            help="if-better: only if test macro-F1 >= production's on the same split + "
+                 "margin, and macro-F1 on the shifted split >= production's - |margin|; "
+                 "always; never.")] = "if-better",
+        margin: Annotated[float | None, typer.Option(
+            help="Promotion margin in macro-F1 (default $POSEBATCH_PROMOTION_MARGIN).")] = None,
+        group_by: Annotated[str, typer.Option(
+            help="Split groups: subject (first sub-folder, else file-name prefix), prefix "
+                 "(sub-folders + file-name prefix = take), none (file split).")] = "subject",
+        batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 64,
+        data: DataOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Train a model on labeled folders, compare methods, evaluate on held-out groups,
+        register it, and promote it only if it beats production on the new test split."""
+        if promote not in PROMOTE_CHOICES:
+            fail(f"--promote must be one of {', '.join(PROMOTE_CHOICES)}", as_json)
+        if group_by not in GROUP_CHOICES:
+            fail(f"--group-by must be one of {', '.join(GROUP_CHOICES)}", as_json)
+        if epochs < 1 or batch_size < 1:
+            fail("--epochs and --batch-size must be at least 1", as_json)
+        settings = setup(data, prefect=True)
+        labeled_dir = labeled or settings.labeled_dir
+        from tasks.train.dataset import list_labeled
+
+        try:
+            classes, files, _ = list_labeled(labeled_dir, group_by)
+        except FileNotFoundError as exc:
+            fail(str(exc), as_json)
+        if len(classes) < 2:
+            fail(f"{labeled_dir}: need at least 2 class folders holding .npy files, found "
+                 f"{len(classes)}", as_json)
+
+        from flows.retrain import add_progress_listener, retrain_flow
+
+        listener, close = progress_printer(as_json)
+        remove = add_progress_listener(listener)
+        try:
+            result = retrain_flow(
+                labeled_dir=str(labeled_dir),
+                registry_dir=str(registry or settings.registry_dir), epochs=epochs,
+                seed=seed, tune=tune, tune_budget_seconds=tune_budget,
+                tune_max_trials=tune_trials, promote=promote, margin=margin,
+                group_by=group_by, batch_size=batch_size, data_root=str(settings.data_root))
+        except (ValueError, FileNotFoundError) as exc:
+            fail(str(exc).splitlines()[0], as_json)
+        finally:
+            remove()
+            close()
+        emit(result, as_json, _human(result))

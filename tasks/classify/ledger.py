@@ -1,0 +1,423 @@
+"""The ledger: what has been processed, kept in the output location, committed exactly once.
+
+Layout (it travels with the data, so a copied output knows what it already holds)::
+
+    OUTPUT/_posebatch/lock                      flock'ed by the run writing to OUTPUT
+    OUTPUT/_posebatch/ledger/commits/c-<seq>-<id>.json   one record per commit
+    OUTPUT/_posebatch/ledger/segments/s-<first>-<last>.parquet   folded records (entries)
+    OUTPUT/_posebatch/staging/<id>/...          parts written but not yet committed
+
+A commit, in order:
+
+1. the Parquet part(s) are written under ``staging/<id>/`` (fsync'ed);
+2. the commit record (the files' identities and outcomes, and where each staged part goes)
+   is written atomically (temporary file + fsync + rename): **this is the commit point**;
+3. the staged parts are renamed into ``predictions/date=.../part-<seq>-<id>.parquet``.
+
+On start (``reconcile``), under the lock: records whose parts are still staged are rolled
+forward (step 3 again, idempotent); staging folders without a record are deleted (their
+files are processed again); leftovers of an interrupted fold are removed. So a SIGKILL at
+any instant leaves either no trace of a chunk or a commit that the next run completes: every
+frame lands exactly once. Compaction uses the same record, with parts to remove.
+
+Records are folded into Parquet segments (and segments merged) so that thousands of runs
+stay fast: a segment covers a range of commit numbers, a record whose number a segment
+covers is already folded, a segment inside another's range was merged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import socket
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from tasks.io.faults import crash_point
+from tasks.io.storage import Location
+
+STATE = "_posebatch"
+LOCK_FILE = f"{STATE}/lock"
+COMMITS = f"{STATE}/ledger/commits"
+SEGMENTS = f"{STATE}/ledger/segments"
+STAGING = f"{STATE}/staging"
+MAX_SEGMENTS = 8
+
+# Outcome of a file: classified (rows in predictions), rejected (a row in rejections),
+# duplicate (content already processed under another path: recognised, no new rows),
+# unchanged (same path and content, only its time stamp changed: no new rows).
+STATUSES = ("classified", "rejected", "duplicate", "unchanged")
+
+ENTRY_SCHEMA = pa.schema([
+    pa.field("path", pa.string()),
+    pa.field("sha256", pa.string()),
+    pa.field("size", pa.int64()),
+    pa.field("mtime_ns", pa.int64()),
+    pa.field("status", pa.string()),
+    pa.field("reason", pa.string()),
+    pa.field("detail", pa.string()),
+    pa.field("frames", pa.int32()),
+    pa.field("seq", pa.int64()),
+    pa.field("commit_id", pa.string()),
+])
+ENTRY_FIELDS = ("path", "sha256", "size", "mtime_ns", "status", "reason", "detail", "frames")
+
+
+class LockHeld(Exception):
+    """Another run is writing to the same output."""
+
+
+@dataclass
+class Part:
+    """A staged file and the final path it is renamed to once committed."""
+
+    staged: str
+    final: str
+
+
+@dataclass
+class CommitRecord:
+    seq: int
+    commit_id: str
+    kind: str = "classify"                      # or "compact"
+    created_at: str = ""
+    flow_run_id: str | None = None
+    model_version: str | None = None
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
+    removes: list[str] = field(default_factory=list)   # compaction: parts it replaces
+
+    @property
+    def name(self) -> str:
+        return f"c-{self.seq:010d}-{self.commit_id}.json"
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> CommitRecord:
+        raw = json.loads(data)
+        raw["parts"] = [Part(**p) for p in raw.get("parts", [])]
+        return cls(**raw)
+
+
+def new_commit_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def staging_dir(commit_id: str) -> str:
+    return f"{STAGING}/{commit_id}"
+
+
+# -- small file-system helpers on top of Location (local fsync, remote copy) ----------------
+def _fsync_dir(loc: Location, rel: str) -> None:
+    if loc.is_remote:
+        return
+    fd = os.open(loc.path(rel), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _listdir(loc: Location, rel: str) -> list[tuple[str, bool]]:
+    """(name, is_dir) directly inside ``rel``; empty if it does not exist."""
+    sel = pafs.FileSelector(loc.path(rel), recursive=False, allow_not_found=True)
+    out = []
+    for info in loc.fs.get_file_info(sel):
+        out.append((info.base_name, info.type == pafs.FileType.Directory))
+    return sorted(out)
+
+
+def move(loc: Location, src: str, dst: str) -> None:
+    """Put a finished file at ``dst``: rename locally (then fsync the folder), copy+delete on
+    object stores (the copy appears whole or not at all)."""
+    if loc.is_remote:
+        loc.fs.copy_file(loc.path(src), loc.path(dst))
+        loc.delete(src)
+        return
+    os.makedirs(os.path.dirname(loc.path(dst)), exist_ok=True)
+    os.replace(loc.path(src), loc.path(dst))
+    _fsync_dir(loc, os.path.dirname(dst))
+
+
+def remove_tree(loc: Location, rel: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        loc.fs.delete_dir(loc.path(rel))
+
+
+def write_durable(loc: Location, rel: str, data: bytes) -> None:
+    """Atomic write (``Location.write_bytes``) whose rename also survives a power loss."""
+    loc.write_bytes(rel, data)
+    _fsync_dir(loc, os.path.dirname(rel))
+
+
+def _table(entries: list[dict[str, Any]], seq: int, commit_id: str) -> pa.Table:
+    cols: dict[str, list[Any]] = {f: [e.get(f) for e in entries] for f in ENTRY_FIELDS}
+    cols["seq"] = [seq] * len(entries)
+    cols["commit_id"] = [commit_id] * len(entries)
+    return pa.table(cols, schema=ENTRY_SCHEMA)
+
+
+class Ledger:
+    """The processing state of one output location; see the module docstring."""
+
+    def __init__(self, output: str | Location):
+        self.loc = output if isinstance(output, Location) else Location(output)
+        self.records: list[CommitRecord] = []
+        self.segments: list[tuple[int, int, str]] = []     # live (first, last, name)
+        self.stale: list[str] = []                          # folded records, merged segments
+        self.entries: pa.Table = ENTRY_SCHEMA.empty_table()
+
+    # -- loading -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, output: str | Location) -> Ledger:
+        led = cls(output)
+        led._load()
+        return led
+
+    def _load(self) -> None:
+        segs = []
+        for name, is_dir in _listdir(self.loc, SEGMENTS):
+            if is_dir or not (name.startswith("s-") and name.endswith(".parquet")):
+                continue
+            first, last = (int(x) for x in name[2:-8].split("-"))
+            segs.append((first, last, name))
+        live = [s for s in segs
+                if not any(o is not s and o[0] <= s[0] and s[1] <= o[1] and
+                           (o[0], o[1]) != (s[0], s[1]) for o in segs)]
+        self.stale = [f"{SEGMENTS}/{s[2]}" for s in segs if s not in live]
+        self.segments = sorted(live)
+        folded_to = max((s[1] for s in self.segments), default=0)
+        tables = [pq.read_table(self.loc.path(f"{SEGMENTS}/{s[2]}"), filesystem=self.loc.fs,
+                                schema=ENTRY_SCHEMA) for s in self.segments]
+        self.records = []
+        for name, is_dir in _listdir(self.loc, COMMITS):
+            if is_dir or not (name.startswith("c-") and name.endswith(".json")):
+                continue
+            seq = int(name.split("-")[1])
+            if seq <= folded_to:
+                self.stale.append(f"{COMMITS}/{name}")
+                continue
+            rec = CommitRecord.from_json(self.loc.read_bytes(f"{COMMITS}/{name}"))
+            self.records.append(rec)
+            if rec.entries:
+                tables.append(_table(rec.entries, rec.seq, rec.commit_id))
+        self.records.sort(key=lambda r: r.seq)
+        self.entries = (pa.concat_tables(tables) if tables
+                        else ENTRY_SCHEMA.empty_table()).combine_chunks()
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def last_seq(self) -> int:
+        return max([s[1] for s in self.segments] + [r.seq for r in self.records], default=0)
+
+    def record_for(self, commit_id: str) -> CommitRecord | None:
+        return next((r for r in self.records if r.commit_id == commit_id), None)
+
+    def lookup(self, paths: list[str], shas: list[str]) -> tuple[set[tuple[str, str]],
+                                                                   dict[str, str]]:
+        """Processed identities among ``paths`` and the first path seen for each of ``shas``.
+
+        Two vectorised membership scans over the ledger, so it stays fast at millions of rows.
+        """
+        e = self.entries
+        if e.num_rows == 0 or not paths:
+            return set(), {}
+        by_path = e.filter(pc.is_in(e["path"], value_set=pa.array(paths, pa.string())))
+        pairs = set(zip(by_path["path"].to_pylist(), by_path["sha256"].to_pylist(), strict=True))
+        by_sha = e.filter(pc.is_in(e["sha256"], value_set=pa.array(shas, pa.string())))
+        first: dict[str, str] = {}
+        for p, s, st, d in zip(by_sha["path"].to_pylist(), by_sha["sha256"].to_pylist(),
+                               by_sha["status"].to_pylist(), by_sha["detail"].to_pylist(),
+                               strict=True):
+            first.setdefault(s, d if st == "duplicate" and d else p)
+        return pairs, first
+
+    def rejected(self, paths: list[str]) -> set[str]:
+        """Which of ``paths`` now hold content the ledger rejected (under any path): a copy
+        of a rejected file is as bad as the file, e.g. when moving processed files."""
+        e = self.entries
+        if e.num_rows == 0 or not paths:
+            return set()
+        bad = set(e.filter(pc.equal(e["status"], "rejected"))["sha256"].to_pylist())
+        if not bad:
+            return set()
+        mine = e.filter(pc.is_in(e["path"], value_set=pa.array(paths, pa.string())))
+        latest = dict(zip(mine["path"].to_pylist(), mine["sha256"].to_pylist(), strict=True))
+        return {p for p, sha in latest.items() if sha in bad}
+
+    def judge(self, files: list[tuple[str, str]]) -> list[tuple[str | None, str | None]]:
+        """For (path, sha256) pairs in processing order: ``(None, None)`` for new content,
+        ``("unchanged", None)`` for an identity already processed, ``("duplicate", original
+        path)`` for content already processed under another path (also earlier in ``files``).
+        """
+        pairs, first = self.lookup([p for p, _ in files], [s for _, s in files])
+        out: list[tuple[str | None, str | None]] = []
+        for path, sha in files:
+            if (path, sha) in pairs:
+                out.append(("unchanged", None))
+            elif sha in first:
+                out.append(("duplicate", first[sha]))
+            else:
+                out.append((None, None))
+                pairs.add((path, sha))
+                first[sha] = path
+        return out
+
+    # -- committing ------------------------------------------------------------------------
+    def commit(self, record: CommitRecord) -> CommitRecord:
+        """Write the record (the commit point), then move its staged parts into place.
+
+        Idempotent by ``commit_id``: committing an already recorded id only finishes it."""
+        done = self.record_for(record.commit_id)
+        if done is None:
+            record.seq = self.last_seq + 1
+            record.created_at = record.created_at or datetime.now(UTC).isoformat()
+            crash_point("staged")
+            write_durable(self.loc, f"{COMMITS}/{record.name}", record.to_json())
+            crash_point("recorded")
+            self.records.append(record)
+            if record.entries:
+                self.entries = pa.concat_tables(
+                    [self.entries, _table(record.entries, record.seq, record.commit_id)])
+            done = record
+        self.finalize(done)
+        return done
+
+    def finalize(self, record: CommitRecord) -> int:
+        """Step 3 of a commit (idempotent): staged parts into place, replaced parts removed."""
+        moved = 0
+        for part in record.parts:
+            if self.loc.exists(part.staged):
+                move(self.loc, part.staged, part.final)
+                moved += 1
+                crash_point("finalized")
+        for rel in record.removes:
+            self.loc.delete(rel)
+        remove_tree(self.loc, staging_dir(record.commit_id))
+        return moved
+
+    def reconcile(self) -> dict[str, int]:
+        """Finish what a killed run left: roll committed parts forward, drop uncommitted
+        staging, clear temporary files and folded leftovers. Call it holding the lock."""
+        rolled = sum(self.finalize(r) for r in self.records)
+        missing = sum(1 for r in self.records for part in r.parts
+                      if not self.loc.exists(part.final))
+        ids = {r.commit_id for r in self.records}
+        dropped = 0
+        for name, is_dir in _listdir(self.loc, STAGING):
+            if name not in ids:
+                remove_tree(self.loc, f"{STAGING}/{name}") if is_dir else \
+                    self.loc.delete(f"{STAGING}/{name}")
+                dropped += 1
+        for folder in (COMMITS, SEGMENTS):
+            for name, is_dir in _listdir(self.loc, folder):
+                if name.startswith(".") and not is_dir:     # an interrupted atomic write
+                    self.loc.delete(f"{folder}/{name}")
+        for rel in self.stale:
+            self.loc.delete(rel)
+        self.stale = []
+        return {"rolled_forward": rolled, "discarded_staging": dropped, "missing_parts": missing}
+
+    # -- folding ---------------------------------------------------------------------------
+    def fold(self, min_records: int = 1) -> int:
+        """Fold commit records into a Parquet segment; merge segments beyond MAX_SEGMENTS.
+
+        Records must be finalized (``reconcile``/``commit`` do it). Returns records folded."""
+        if len(self.records) < max(1, min_records):
+            return 0
+        first, last = self.records[0].seq, self.records[-1].seq
+        tables = [_table(r.entries, r.seq, r.commit_id) for r in self.records]
+        self._write_segment(first, last, pa.concat_tables(tables))
+        folded = len(self.records)
+        for r in self.records:
+            self.loc.delete(f"{COMMITS}/{r.name}")
+        self.records = []
+        self.segments.append((first, last, _segment_name(first, last)))
+        if len(self.segments) > MAX_SEGMENTS:
+            lo, hi = self.segments[0][0], self.segments[-1][1]
+            self._write_segment(lo, hi, self.entries)
+            old = [s for s in self.segments if (s[0], s[1]) != (lo, hi)]
+            for s in old:
+                self.loc.delete(f"{SEGMENTS}/{s[2]}")
+            self.segments = [(lo, hi, _segment_name(lo, hi))]
+        return folded
+
+    def _write_segment(self, first: int, last: int, table: pa.Table) -> None:
+        buf = io.BytesIO()
+        pq.write_table(table.cast(ENTRY_SCHEMA), buf, compression="zstd")
+        write_durable(self.loc, f"{SEGMENTS}/{_segment_name(first, last)}", buf.getvalue())
+
+
+def _segment_name(first: int, last: int) -> str:
+    return f"s-{first:010d}-{last:010d}.parquet"
+
+
+class OutputLock:
+    """One writer per output: ``fcntl.flock`` on ``OUTPUT/_posebatch/lock``.
+
+    The kernel drops the lock when the process dies, even by SIGKILL, so a crashed run never
+    leaves a stale lock. For an object-store output the lock file is local (one machine);
+    across machines, the deployment's concurrency limit of 1 keeps runs apart.
+    """
+
+    def __init__(self, output: str | Location):
+        self.loc = output if isinstance(output, Location) else Location(output)
+        if self.loc.is_remote:
+            digest = hashlib.sha256(self.loc.uri.encode()).hexdigest()[:16]
+            self.path = os.path.join(tempfile.gettempdir(), f"posebatch-{digest}.lock")
+        else:
+            self.path = self.loc.path(LOCK_FILE)
+        self._fh: Any = None
+
+    def acquire(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip()
+            fh.close()
+            raise LockHeld(f"another posebatch run is writing to {self.loc.uri_of()} "
+                           f"({holder or 'holder unknown'}); wait for it to finish") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                 f"{datetime.now(UTC).isoformat(timespec='seconds')}")
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.seek(0)
+                self._fh.truncate()
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> OutputLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def probe(self) -> None:
+        """Raise ``LockHeld`` now if another run holds the lock (take it and let go)."""
+        self.acquire()
+        self.release()

@@ -1,0 +1,3 @@
+"""Stage synth: synthetic heatmaps for demos, tests and robustness sweeps (skeletons, nuisance
+factors, generated datasets, sample outputs).
+"""

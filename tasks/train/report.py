@@ -1,0 +1,126 @@
+"""The training report (``report.md`` in the model's registry folder, and a Prefect artifact).
+
+Plain Markdown built from the run's facts, so a reader sees in one place what data went in,
+how it was split, how every method did on the same held-out groups, how well calibrated the
+CNN is, and why the model was or was not promoted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.train.evaluate import comparison_table, confusion_markdown, per_class_table
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def render_report(r: dict[str, Any]) -> str:
+    """Render the report from the retrain summary (see ``flows.retrain``)."""
+    data, split, train = r["data"], r["split"], r["training"]
+    cnn = r["methods"]["cnn"]
+    cal = r["calibration"]
+    lines = [
+        f"# Model {r.get('version') or '(unregistered)'}: retraining report",
+        "",
+        f"- created: {r['created_at']}",
+        f"- decision: **{'promoted to production' if r['promoted'] else 'not promoted'}**; "
+        f"{r['promotion_reason']}",
+        f"- test macro-F1 {_fmt(cnn.get('macro_f1'))}, accuracy {_fmt(cnn.get('accuracy'))}, "
+        f"ECE {_fmt(cal['test_ece_before'])} -> {_fmt(cal['test_ece_after'])} "
+        f"(temperature {cal['temperature']:.3f})",
+        "",
+        "## Data",
+        "",
+        f"- labeled folder: `{data['labeled_dir']}`",
+        f"- classes ({len(r['class_names'])}): {', '.join(r['class_names'])}",
+        f"- files accepted {data['files']}, frames {data['frames']}, rejected "
+        f"{len(data['rejected'])}, ignored {len(data['ignored'])}",
+        f"- data fingerprint: `{data['fingerprint']}`",
+    ]
+    if data.get("class_distribution"):
+        lines.append("- training frames per class: " + ", ".join(
+            f"{k} {v}" for k, v in data["class_distribution"].items()))
+    if data["rejected"]:
+        lines += ["", "Rejected files (not used; training went on without them):", "",
+                  "| file | reason | detail |", "|---|---|---|"]
+        lines += [f"| {x['path']} | {x['reason']} | {x['detail']} |"
+                  for x in data["rejected"][:50]]
+        if len(data["rejected"]) > 50:
+            lines.append(f"| ... {len(data['rejected']) - 50} more | | |")
+    lines += [
+        "",
+        "## Split",
+        "",
+        f"- rule: `--group-by {split['group_by']}`; method: **{split['method']} split**"
+        + (f" ({split['note']})" if split["note"] else ""),
+        f"- frames train/val/test: {split['frames']['train']} / {split['frames']['val']} / "
+        f"{split['frames']['test']}",
+    ]
+    if split["method"] == "group":
+        for side in ("train", "val", "test"):
+            names = split["groups"].get(side, [])
+            shown = ", ".join(names[:30]) + (" ..." if len(names) > 30 else "")
+            lines.append(f"- {side} groups ({len(names)}): {shown}")
+        lines.append("- no group is on two sides")
+    lines += [
+        "",
+        "## Methods on the held-out test split",
+        "",
+        comparison_table(r["methods"]),
+        "",
+        "cnn: the deployed Keras CNN (calibrated); logreg / hgb: scikit-learn on keypoint "
+        "features; majority: the floor. "
+        + ("production: the current production model re-evaluated on this split."
+           if "production" in r["methods"] else ""),
+        "",
+        "## Robustness: the same test files, shifted",
+        "",
+        "Each test file moved by the training augmentations (pose, crop, peak shape and "
+        "height, occlusion, swaps, blobs, noise; no flips), with one fixed seed. The gate "
+        "refuses a challenger that is worse here than production by more than the margin.",
+        "",
+        comparison_table(r["shift"]) if r.get("shift") else "(not measured)",
+        "",
+        "## Training",
+        "",
+        f"- epochs run {train['epochs_run']} of {train['epochs']} (best epoch "
+        f"{train['best_epoch']}, early stopping on validation loss, cosine learning-rate decay), "
+        f"seed {train['seed']}, "
+        f"batch {train['batch_size']}, {train['seconds']:.1f} s",
+        f"- parameters: `{train['params']}`",
+        f"- augmentation: `{train['augment']}`",
+    ]
+    if train.get("trials"):
+        lines += ["", f"Hyperparameter search ({len(train['trials'])} trials, budget "
+                  f"{train['tune_budget_seconds']:.0f} s):", "",
+                  "| trial | hyperparameters | val loss |", "|---|---|---|"]
+        lines += [f"| {t['trial']} | `{t['hyperparameters']}` | {_fmt(t['val_loss'])} |"
+                  for t in train["trials"]]
+    lines += [
+        "",
+        "## Calibration",
+        "",
+        f"Temperature fitted on the {cal.get('fitted_on', 'validation split')}: "
+        f"T = {cal['temperature']:.4f}.",
+        "",
+        "| split | ECE before | ECE after |",
+        "|---|---|---|",
+        f"| validation | {_fmt(cal['val_ece_before'])} | {_fmt(cal['val_ece_after'])} |",
+        f"| test | {_fmt(cal['test_ece_before'])} | {_fmt(cal['test_ece_after'])} |",
+        f"| validation, shifted | - | {_fmt(cal.get('val_shift_ece_after'))} |",
+        f"| test, shifted | - | {_fmt(cal.get('test_shift_ece_after'))} |",
+        "",
+        "## CNN per class (test)",
+        "",
+        per_class_table(cnn) if cnn.get("per_class") else "(no test frames)",
+        "",
+        "## Confusion matrix (test; rows true, columns predicted)",
+        "",
+        "![confusion](confusion.png)",
+        "",
+        confusion_markdown(cnn["confusion"], r["class_names"]),
+        "",
+    ]
+    return "\n".join(lines)

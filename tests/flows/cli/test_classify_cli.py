@@ -1,0 +1,153 @@
+"""``posebatch classify`` / ``compact`` as real subprocesses: SIGKILL at many points, then
+every valid frame is in the output exactly once; the lock's message; compaction."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from tasks.classify.ledger import COMMITS, STAGING, Ledger, OutputLock
+from tests.support.classify_support import (
+    bad_files,
+    good_frames,
+    make_input,
+    npy_bytes,
+    write,
+)
+
+
+@pytest.fixture()
+def cli_env(prefect_server, tmp_path: Path) -> dict[str, str]:
+    """Subprocesses use the session's Prefect API (no server start-up per run)."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+           "POSEBATCH_XLA": "0",  # compile time does not matter to what is tested here
+           "PREFECT_LOGGING_LEVEL": "WARNING"}
+    env.pop("POSEBATCH_CRASH_AT", None)
+    return env
+
+
+def classify_cmd(inp: Path, out: Path, registry: Path) -> list[str]:
+    return [sys.executable, "-m", "flows.cli", "classify", "--input", str(inp), "--output",
+            str(out), "--registry", str(registry), "--batch-size", "4", "--chunk-files", "5",
+            "--quiet-seconds", "0", "--json"]
+
+
+def expected_frames(inp: Path) -> list[tuple[str, int]]:
+    keys = []
+    for p in sorted(inp.rglob("*.npy")):
+        rel = p.relative_to(inp).as_posix()
+        if rel.startswith("bad/"):
+            continue
+        keys += [(rel, k) for k in range(3 if p.name == "multi.npy" else 1)]
+    return sorted(keys)
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_point_then_rerun_gives_every_frame_exactly_once(
+        cli_env: dict[str, str], registry_dir: Path, tmp_path: Path):
+    inp = make_input(tmp_path / "data", batches=2, per_batch=12)
+    write(inp / "batch_000" / "multi.npy", npy_bytes(good_frames(3)))
+    bad = bad_files()
+    for reason in ("truncated", "non_finite", "not_npy"):
+        write(inp / "bad" / f"{reason}.npy", bad[reason])
+    out = tmp_path / "out"
+    cmd = classify_cmd(inp, out, registry_dir)
+    # Kill points: inside a model batch, after staging, right after the commit record (the
+    # commit point), between the renames of one commit's parts.
+    for point in ("batch:3", "staged:2", "recorded:1", "finalized:1"):
+        proc = subprocess.run(cmd, env={**cli_env, "POSEBATCH_CRASH_AT": point},
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == -signal.SIGKILL, (point, proc.stderr[-2000:])
+        led = Ledger.load(str(out))
+        staged = {p.name for p in (out / STAGING).iterdir()} if (out / STAGING).exists() else set()
+        if point.startswith("staged"):      # parts written, no record: to be discarded
+            assert staged - {r.commit_id for r in led.records}
+        if point.startswith("recorded"):    # committed, part not in place: to roll forward
+            assert any((out / part.staged).exists() for r in led.records for part in r.parts)
+    # And once by the clock: killed as soon as this run writes a commit record of its own.
+    def records() -> set[str]:
+        return {p.name for p in (out / COMMITS).glob("c-*.json")} if (out / COMMITS).is_dir() \
+            else set()
+
+    before = records()
+    proc = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while proc.poll() is None and time.time() < deadline:
+            if records() - before:
+                break
+            time.sleep(0.02)
+        killed_mid_run = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert killed_mid_run and records() - before, "the run ended before its first commit"
+    final = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-2000:]
+    summary = json.loads(final.stdout.strip().splitlines()[-1])
+    assert summary["ok"] is True
+
+    preds = ds.dataset(out / "predictions", partitioning="hive").to_table()
+    got = sorted(zip(preds.column("source_path").to_pylist(),
+                     preds.column("frame_index").to_pylist(), strict=True))
+    assert got == expected_frames(inp)                      # no loss, no duplicate
+    rej = ds.dataset(out / "rejections", partitioning="hive").to_table()
+    assert sorted(rej.column("source_path").to_pylist()) == [
+        "bad/non_finite.npy", "bad/not_npy.npy", "bad/truncated.npy"]
+    paths = Ledger.load(str(out)).entries.column("path").to_pylist()
+    assert sorted(paths) == sorted(p.relative_to(inp).as_posix() for p in inp.rglob("*.npy"))
+    assert not any((out / STAGING).iterdir()) if (out / STAGING).exists() else True
+
+    again = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=300)
+    assert json.loads(again.stdout.strip().splitlines()[-1])["new"] == 0
+
+    # Compaction: one part per day and dataset afterwards, the same rows.
+    parts_before = len(list((out / "predictions").rglob("*.parquet")))
+    assert parts_before > 1
+    comp = subprocess.run([sys.executable, "-m", "flows.cli", "compact", "--output", str(out),
+                           "--json"], env=cli_env, capture_output=True, text=True, timeout=120)
+    assert comp.returncode == 0, comp.stderr
+    res = json.loads(comp.stdout.strip().splitlines()[-1])
+    assert res["parts_before"] >= parts_before and res["partitions"] >= 1
+    assert len(list((out / "predictions").rglob("*.parquet"))) == 1
+    after = ds.dataset(out / "predictions", partitioning="hive").to_table()
+    assert sorted(zip(after.column("source_path").to_pylist(),
+                      after.column("frame_index").to_pylist(), strict=True)) == got
+
+
+@pytest.mark.slow
+def test_cli_refuses_a_locked_output_with_one_line(cli_env: dict[str, str], registry_dir: Path,
+                                                   tmp_path: Path):
+    inp = make_input(tmp_path / "data", batches=1, per_batch=2)
+    out = tmp_path / "out"
+    with OutputLock(str(out)):
+        proc = subprocess.run(classify_cmd(inp, out, registry_dir), env=cli_env,
+                              capture_output=True, text=True, timeout=120)
+        comp = subprocess.run([sys.executable, "-m", "flows.cli", "compact", "--output",
+                               str(out)], env=cli_env, capture_output=True, text=True,
+                              timeout=120)
+    assert proc.returncode == 3
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: another posebatch run is writing")
+    assert f"pid {os.getpid()}" in lines[0]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["ok"] is False
+    assert comp.returncode == 3 and "another posebatch run" in comp.stderr
+    missing = subprocess.run(classify_cmd(tmp_path / "nope", out, registry_dir), env=cli_env,
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    remote = subprocess.run(classify_cmd(tmp_path / "nope", out, registry_dir)[:-1] + [
+        "--input", "s3://bucket/incoming", "--move-processed", str(tmp_path / "done")],
+        env=cli_env, capture_output=True, text=True, timeout=120)
+    assert remote.returncode == 2
+    assert remote.stderr.strip() == "error: --move-processed works on local input folders only"

@@ -1,0 +1,156 @@
+"""The ledger: commit records, crash recovery at each step, folding, identity, the lock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks.classify.ledger import (
+    COMMITS,
+    MAX_SEGMENTS,
+    SEGMENTS,
+    CommitRecord,
+    Ledger,
+    LockHeld,
+    OutputLock,
+    Part,
+    staging_dir,
+    write_durable,
+)
+
+
+def entry(path: str, sha: str, status: str = "classified") -> dict:
+    return {"path": path, "sha256": sha, "size": 10, "mtime_ns": 5, "status": status,
+            "reason": None, "detail": None, "frames": 1}
+
+
+def staged_record(led: Ledger, cid: str, paths: list[str], data: bytes = b"rows") -> CommitRecord:
+    """Stage one part (step 1 of a commit) and return the record that would commit it."""
+    staged = f"{staging_dir(cid)}/predictions.parquet"
+    write_durable(led.loc, staged, data)
+    return CommitRecord(seq=0, commit_id=cid, entries=[entry(p, "sha-" + p) for p in paths],
+                        parts=[Part(staged, f"predictions/date=2026-01-01/part-{cid}.parquet")])
+
+
+def test_commit_moves_the_part_and_survives_a_reload(tmp_path: Path):
+    led = Ledger.load(str(tmp_path))
+    rec = led.commit(staged_record(led, "aaa", ["b/1.npy", "b/2.npy"]))
+    assert rec.seq == 1
+    assert (tmp_path / "predictions/date=2026-01-01/part-aaa.parquet").read_bytes() == b"rows"
+    assert not (tmp_path / staging_dir("aaa")).exists()
+    again = Ledger.load(str(tmp_path))
+    assert again.entries.column("path").to_pylist() == ["b/1.npy", "b/2.npy"]
+    assert again.last_seq == 1
+    # Committing the same id again (a retried task) writes nothing new.
+    again.commit(CommitRecord(seq=0, commit_id="aaa", entries=[entry("b/1.npy", "x")]))
+    assert len(list((tmp_path / COMMITS).iterdir())) == 1
+    assert Ledger.load(str(tmp_path)).entries.num_rows == 2
+
+
+def test_uncommitted_staging_is_discarded_on_reconcile(tmp_path: Path):
+    led = Ledger.load(str(tmp_path))
+    staged_record(led, "bbb", ["b/1.npy"])          # killed before the commit record
+    (tmp_path / COMMITS).mkdir(parents=True)
+    (tmp_path / COMMITS / ".c-0000000001-bbb.json.x.tmp").write_bytes(b"{half")
+    fresh = Ledger.load(str(tmp_path))
+    report = fresh.reconcile()
+    assert report["discarded_staging"] == 1
+    assert not (tmp_path / staging_dir("bbb")).exists()
+    assert list((tmp_path / COMMITS).iterdir()) == []
+    assert fresh.entries.num_rows == 0
+    assert not (tmp_path / "predictions").exists()
+
+
+def test_committed_but_unrenamed_parts_are_rolled_forward(tmp_path: Path):
+    led = Ledger.load(str(tmp_path))
+    rec = staged_record(led, "ccc", ["b/1.npy"])
+    rec.seq = 1
+    write_durable(led.loc, f"{COMMITS}/{rec.name}", rec.to_json())  # killed after the record
+    fresh = Ledger.load(str(tmp_path))
+    assert fresh.entries.column("path").to_pylist() == ["b/1.npy"]
+    report = fresh.reconcile()
+    assert report == {"rolled_forward": 1, "discarded_staging": 0, "missing_parts": 0}
+    assert (tmp_path / rec.parts[0].final).read_bytes() == b"rows"
+    assert not (tmp_path / staging_dir("ccc")).exists()
+    assert Ledger.load(str(tmp_path)).reconcile()["rolled_forward"] == 0  # idempotent
+
+
+def test_fold_and_merge_keep_every_entry_and_recover_from_a_half_done_fold(tmp_path: Path):
+    led = Ledger.load(str(tmp_path))
+    n = 0
+    for round_ in range(MAX_SEGMENTS + 2):
+        for k in range(2):
+            led.commit(CommitRecord(seq=0, commit_id=f"r{round_}k{k}",
+                                    entries=[entry(f"f{n}.npy", f"s{n}")]))
+            n += 1
+        assert led.fold() == 2
+    segs = sorted(p.name for p in (tmp_path / SEGMENTS).iterdir())
+    assert len(segs) <= MAX_SEGMENTS
+    assert list((tmp_path / COMMITS).iterdir()) == []
+    again = Ledger.load(str(tmp_path))
+    assert sorted(again.entries.column("path").to_pylist()) == sorted(f"f{i}.npy"
+                                                                        for i in range(n))
+    assert again.last_seq == n
+    # A fold killed after writing its segment but before deleting the records: the records
+    # are recognised as folded (no double entries) and cleaned up.
+    again.commit(CommitRecord(seq=0, commit_id="late", entries=[entry("late.npy", "sl")]))
+    rec_files = list((tmp_path / COMMITS).iterdir())
+    again._write_segment(n + 1, n + 1, again.entries.slice(again.entries.num_rows - 1))
+    assert rec_files[0].exists()
+    third = Ledger.load(str(tmp_path))
+    assert third.entries.num_rows == n + 1
+    third.reconcile()
+    assert not rec_files[0].exists()
+
+
+def test_judge_recognises_unchanged_and_duplicate_content(tmp_path: Path):
+    led = Ledger.load(str(tmp_path))
+    led.commit(CommitRecord(seq=0, commit_id="x", entries=[entry("a/1.npy", "S1"),
+                                                           entry("a/2.npy", "S2", "rejected")]))
+    verdicts = led.judge([("a/1.npy", "S1"),        # same path, same content
+                          ("b/1.npy", "S1"),        # renamed or copied
+                          ("a/1.npy", "S9"),        # rewritten with new content
+                          ("c/new.npy", "S7"),      # new
+                          ("c/copy.npy", "S7"),     # a copy of a file earlier in this chunk
+                          ("c/bad.npy", "S2")])     # content rejected before
+    assert verdicts == [("unchanged", None), ("duplicate", "a/1.npy"), (None, None),
+                        (None, None), ("duplicate", "c/new.npy"), ("duplicate", "a/2.npy")]
+
+
+def test_lock_refuses_a_second_writer_with_a_clear_message(tmp_path: Path):
+    with OutputLock(str(tmp_path)):
+        with pytest.raises(LockHeld) as err:
+            OutputLock(str(tmp_path)).acquire()
+        msg = str(err.value)
+        assert f"pid {os.getpid()}" in msg and str(tmp_path) in msg
+        assert "\n" not in msg
+    OutputLock(str(tmp_path)).probe()  # released
+
+
+def test_lock_of_a_killed_process_is_released_by_the_kernel(tmp_path: Path):
+    code = ("import sys, time; from tasks.classify.ledger import OutputLock; "
+            "lock = OutputLock(sys.argv[1]); lock.acquire(); print('held', flush=True); "
+            "time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        with pytest.raises(LockHeld, match=f"pid {proc.pid}"):
+            OutputLock(str(tmp_path)).probe()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 5
+    while True:
+        try:
+            OutputLock(str(tmp_path)).probe()
+            break
+        except LockHeld:
+            assert time.time() < deadline
+            time.sleep(0.05)

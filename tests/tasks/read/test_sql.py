@@ -1,0 +1,83 @@
+"""``posebatch sql``'s engine: DuckDB views over the same files read_predictions sees."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from tasks.io.schema import PREDICTIONS, REJECTIONS
+from tasks.read.query import NoData, QueryError, read_predictions
+from tasks.read.sql import run_sql
+from tasks.synth.sample_outputs import synth_predictions, synth_rejections, write_partitioned
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("sql_out")
+    write_partitioned(synth_predictions(1500, date(2024, 7, 1), 3, seed=9), root, PREDICTIONS,
+                      rows_per_file=400)
+    write_partitioned(synth_rejections(30, date(2024, 7, 1), 3, seed=9), root, REJECTIONS)
+    return root
+
+
+def test_views_hold_the_same_rows_as_read_predictions(out):
+    got = run_sql(out, "SELECT label, count(*) AS n FROM predictions GROUP BY label")
+    ref = Counter(read_predictions(out, columns=["label"]).column("label").to_pylist())
+    assert dict(zip(got.column("label").to_pylist(), got.column("n").to_pylist(),
+                    strict=True)) == dict(ref)
+
+
+def test_date_is_a_hive_partition_column(out):
+    got = run_sql(out, "SELECT date AS d, count(*) AS n FROM predictions "
+                       "WHERE date >= DATE '2024-07-02' GROUP BY 1 ORDER BY 1")
+    ref = Counter(read_predictions(out, since="2024-07-02", columns=["date"])
+                  .column("date").to_pylist())
+    assert got.column("d").to_pylist() == sorted(ref)
+    assert got.column("n").to_pylist() == [ref[d] for d in sorted(ref)]
+    typ = run_sql(out, "SELECT typeof(date) AS t FROM predictions LIMIT 1")
+    assert typ.column("t").to_pylist() == ["DATE"]
+
+
+def test_rejections_view_and_join(out):
+    got = run_sql(out, "SELECT reason, count(*) AS n FROM rejections GROUP BY 1")
+    assert sum(got.column("n").to_pylist()) == 30
+    joined = run_sql(out, "SELECT count(*) AS n FROM predictions p "
+                          "JOIN rejections r USING (content_sha256)")
+    assert joined.column("n").to_pylist() == [0]
+
+
+def test_partition_filter_prunes_in_duckdb_too(out, tmp_path):
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    for f in (copy / PREDICTIONS / "date=2024-07-01").glob("*.parquet"):
+        f.write_bytes(b"garbage")
+    ok = run_sql(copy, "SELECT count(*) AS n FROM predictions WHERE date >= '2024-07-02'")
+    assert ok.column("n").to_pylist() == [
+        read_predictions(out, since="2024-07-02", columns=["label"]).num_rows]
+    with pytest.raises(QueryError, match="^SQL: "):
+        run_sql(copy, "SELECT count(*) FROM predictions")
+
+
+def test_missing_dataset_is_an_empty_view(out, tmp_path):
+    only = tmp_path / "only"
+    shutil.copytree(out / PREDICTIONS, only / PREDICTIONS)
+    (only / PREDICTIONS / "_staging").mkdir()
+    (only / PREDICTIONS / "_staging" / "part-0.parquet").write_bytes(b"in progress")
+    empty = run_sql(only, "SELECT * FROM rejections")
+    assert empty.num_rows == 0 and "reason" in empty.column_names
+    assert run_sql(only, "SELECT count(*) AS n FROM predictions").column("n")[0].as_py() == 1500
+
+
+def test_errors(out, tmp_path):
+    with pytest.raises(NoData, match="does not exist"):
+        run_sql(tmp_path / "none", "SELECT 1")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NoData, match="no predictions or rejections"):
+        run_sql(tmp_path / "empty", "SELECT 1")
+    with pytest.raises(QueryError, match="nope") as info:
+        run_sql(out, "SELECT nope FROM predictions")
+    assert "\n" not in str(info.value)
