@@ -367,17 +367,11 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     summary: dict[str, Any] = {
         "created_at": datetime.now(UTC).isoformat(),
         "class_names": scan.class_names,
-        "data": {"labeled_dir": labeled, "files": len(scan.files), "frames": scan.n_frames,
-                 "rejected": scan.rejected, "ignored": scan.ignored,
-                 "fingerprint": data_fingerprint(scan),
-                 "class_distribution": class_distribution(scan, split.train)},
+        "data": _data_summary(labeled, scan, split),
         "split": {"group_by": group_by, "method": split.method, "note": split.note,
                   "groups": split.groups, "frames": frames},
-        "training": {"epochs": epochs, "epochs_run": result.epochs_run,
-                     "best_epoch": result.best_epoch, "seed": seed, "batch_size": batch_size,
-                     "params": result.params, "seconds": result.seconds,
-                     "augment": augment.as_dict(), "trials": result.trials,
-                     "tune_budget_seconds": tune_budget_seconds},
+        "training": _training_summary(result, epochs, seed, batch_size, augment,
+                                      tune_budget_seconds),
         "methods": methods,
         "calibration": evaluation["calibration"],
         "shift": _shift_scores(evaluation, champion),
@@ -441,6 +435,24 @@ def _gate(promote: str, margin: float, evaluation: dict[str, Any],
     if promote == "if-better" and champion and "metrics" in champion:
         reason += fairness_note(champion, n_test)
     return ok, reason
+
+
+def _data_summary(labeled: str, scan: Scan, split: Split) -> dict[str, Any]:
+    """What was trained on: the folder, counts, rejections and the data fingerprint."""
+    return {"labeled_dir": labeled, "files": len(scan.files), "frames": scan.n_frames,
+            "rejected": scan.rejected, "ignored": scan.ignored,
+            "fingerprint": data_fingerprint(scan),
+            "class_distribution": class_distribution(scan, split.train)}
+
+
+def _training_summary(result: Any, epochs: int, seed: int, batch_size: int,
+                      augment: AugmentConfig, tune_budget_seconds: float) -> dict[str, Any]:
+    """How the CNN was trained: epochs asked and run, parameters, augmentation, tuning."""
+    return {"epochs": epochs, "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch, "seed": seed, "batch_size": batch_size,
+            "params": result.params, "seconds": result.seconds,
+            "augment": augment.as_dict(), "trials": result.trials,
+            "tune_budget_seconds": tune_budget_seconds}
 
 
 def _champion_summary(champion: dict[str, Any] | None) -> dict[str, Any] | None:
