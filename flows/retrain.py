@@ -20,7 +20,6 @@ and arrays, which Prefect should neither hash nor persist.
 
 from __future__ import annotations
 
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.settings import get_settings
 from models.network import INPUT_LAYOUT
-from models.registry import Registry, load_model
+from models.registry import Registry, library_versions, load_model
 from tasks.train.augment import AugmentConfig, augment_dataset
 from tasks.train.dataset import (
     GROUP_RULES,
@@ -83,17 +82,9 @@ def _emit(event: dict[str, Any]) -> None:
             get_run_logger().info("epoch %d/%d %s", event["epoch"], event["epochs"], logs)
 
 
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for dist in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn",
-                 "keras-tuner", "prefect"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
-    return out
+# recorded in each trained version's metadata (models.registry.library_versions)
+LIBRARIES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "keras-tuner",
+             "prefect")
 
 
 # -- tasks ----------------------------------------------------------------------------------
@@ -309,7 +300,7 @@ def register_task(registry_dir: str, model: Any, summary: dict[str, Any], promot
         "class_distribution": summary["data"]["class_distribution"],
         "data": {k: summary["data"][k] for k in ("labeled_dir", "files", "frames")}
         | {"rejected": len(summary["data"]["rejected"])},
-        "library_versions": library_versions(),
+        "library_versions": library_versions(LIBRARIES),
         "source": "retrain",
     }
     # The report names the version it will get; register() allocates it, so render after.
