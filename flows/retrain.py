@@ -20,7 +20,6 @@ and arrays, which Prefect should neither hash nor persist.
 
 from __future__ import annotations
 
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.settings import get_settings
 from models.network import INPUT_LAYOUT
-from models.registry import ANY, ProductionChanged, Registry, load_model
+from models.registry import ANY, ProductionChanged, Registry, library_versions, load_model
 from tasks.train.augment import AugmentConfig, augment_dataset
 from tasks.train.dataset import (
     GROUP_RULES,
@@ -83,17 +82,9 @@ def _emit(event: dict[str, Any]) -> None:
             get_run_logger().info("epoch %d/%d %s", event["epoch"], event["epochs"], logs)
 
 
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for dist in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn",
-                 "keras-tuner", "prefect"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
-    return out
+# recorded in each trained version's metadata (models.registry.library_versions)
+LIBRARIES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "keras-tuner",
+             "prefect")
 
 
 # -- tasks ----------------------------------------------------------------------------------
@@ -311,7 +302,7 @@ def register_task(registry_dir: str, model: Any, summary: dict[str, Any], promot
         "class_distribution": summary["data"]["class_distribution"],
         "data": {k: summary["data"][k] for k in ("labeled_dir", "files", "frames")}
         | {"rejected": len(summary["data"]["rejected"])},
-        "library_versions": library_versions(),
+        "library_versions": library_versions(LIBRARIES),
         "source": "retrain",
     }
     # The report names the version it will get; register() allocates it, so render after.
@@ -375,17 +366,11 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     summary: dict[str, Any] = {
         "created_at": datetime.now(UTC).isoformat(),
         "class_names": scan.class_names,
-        "data": {"labeled_dir": labeled, "files": len(scan.files), "frames": scan.n_frames,
-                 "rejected": scan.rejected, "ignored": scan.ignored,
-                 "fingerprint": data_fingerprint(scan),
-                 "class_distribution": class_distribution(scan, split.train)},
+        "data": _data_summary(labeled, scan, split),
         "split": {"group_by": group_by, "method": split.method, "note": split.note,
                   "groups": split.groups, "frames": frames},
-        "training": {"epochs": epochs, "epochs_run": result.epochs_run,
-                     "best_epoch": result.best_epoch, "seed": seed, "batch_size": batch_size,
-                     "params": result.params, "seconds": result.seconds,
-                     "augment": augment.as_dict(), "trials": result.trials,
-                     "tune_budget_seconds": tune_budget_seconds},
+        "training": _training_summary(result, epochs, seed, batch_size, augment,
+                                      tune_budget_seconds),
         "methods": methods,
         "calibration": evaluation["calibration"],
         "shift": _shift_scores(evaluation, champion),
@@ -452,6 +437,24 @@ def _gate(promote: str, margin: float, evaluation: dict[str, Any],
     if promote == "if-better" and champion and "metrics" in champion:
         reason += fairness_note(champion, n_test)
     return ok, reason
+
+
+def _data_summary(labeled: str, scan: Scan, split: Split) -> dict[str, Any]:
+    """What was trained on: the folder, counts, rejections and the data fingerprint."""
+    return {"labeled_dir": labeled, "files": len(scan.files), "frames": scan.n_frames,
+            "rejected": scan.rejected, "ignored": scan.ignored,
+            "fingerprint": data_fingerprint(scan),
+            "class_distribution": class_distribution(scan, split.train)}
+
+
+def _training_summary(result: Any, epochs: int, seed: int, batch_size: int,
+                      augment: AugmentConfig, tune_budget_seconds: float) -> dict[str, Any]:
+    """How the CNN was trained: epochs asked and run, parameters, augmentation, tuning."""
+    return {"epochs": epochs, "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch, "seed": seed, "batch_size": batch_size,
+            "params": result.params, "seconds": result.seconds,
+            "augment": augment.as_dict(), "trials": result.trials,
+            "tune_budget_seconds": tune_budget_seconds}
 
 
 def _champion_summary(champion: dict[str, Any] | None) -> dict[str, Any] | None:

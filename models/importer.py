@@ -221,20 +221,13 @@ def import_into_registry(registry: Any, path: Path | str, class_names: list[str]
 
     Promoted when asked, or when the registry has no production model yet (a registry with
     one model should be usable by the classification flow right away)."""
-    import platform
-    from importlib.metadata import version as dist_version
-
     from models.network import INPUT_LAYOUT
+    from models.registry import library_versions
 
     path = Path(path)
     model, squeezed = load_external(path)
     wrapped, facts = wrap_model(model, len(class_names), output, squeezed)
-    versions = {"python": platform.python_version()}
-    for dist in ("keras", "tensorflow", "tensorflow-cpu", "numpy"):
-        try:
-            versions[dist] = dist_version(dist)
-        except Exception:  # not installed under that name
-            pass
+    versions = library_versions(("keras", "tensorflow", "tensorflow-cpu", "numpy"))
     metadata = {
         "class_names": list(class_names),
         "input_layout": INPUT_LAYOUT,

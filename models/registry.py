@@ -26,11 +26,13 @@ import fcntl
 import getpass
 import json
 import os
+import platform
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import metadata as dist_metadata
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +257,19 @@ def load_model(entry: ModelEntry) -> Any:
     import keras
 
     return keras.models.load_model(entry.model_path, compile=False)
+
+
+def library_versions(dists: Iterable[str], with_platform: bool = False) -> dict[str, str]:
+    """Python's version and each installed distribution's (missing ones left out).
+
+    The one place that reads them, for a model's metadata (``library_versions``: what a
+    version was trained or imported with) and for ``posebatch doctor``."""
+    out = {"python": platform.python_version()}
+    if with_platform:
+        out["platform"] = platform.platform(terse=True)
+    for dist in dists:
+        try:
+            out[dist] = dist_metadata.version(dist)
+        except dist_metadata.PackageNotFoundError:
+            continue
+    return out

@@ -44,94 +44,100 @@ def register(app: typer.Typer) -> None:
     models = typer.Typer(help="List, inspect, promote, roll back and import registry models.",
                          no_args_is_help=True)
     app.add_typer(models, name="models")
+    models.command("list")(_list_cmd)
+    models.command("show")(_show_cmd)
+    models.command("promote")(_promote_cmd)
+    models.command("rollback")(_rollback_cmd)
+    models.command("history")(_history_cmd)
+    models.command("import")(_import_cmd)
 
-    @models.command("list")
-    def list_(registry: RegistryOpt = None, data: DataOpt = None,
+
+def _list_cmd(registry: RegistryOpt = None, data: DataOpt = None,
               as_json: JsonOpt = False) -> None:
-        """Every registered version, with its test scores and the production flag."""
-        reg = _registry(registry, data)
-        prod = reg.production_version()
-        rows = [_row(e, prod) for e in reg.entries()]
-        human = "\n".join(
-            [f"{'':2}{'version':<8} {'created':<20} {'source':<8} {'macro-F1':>8} "
-             f"{'accuracy':>8}  path"]
-            + [f"{'* ' if r['production'] else '  '}{r['version']:<8} "
-               f"{(r['created_at'] or '')[:19]:<20} {r['source']:<8} {_fmt(r['macro_f1']):>8} "
-               f"{_fmt(r['accuracy']):>8}  {r['path']}" for r in rows]
-            + [f"({len(rows)} version(s) in {reg.root}; * = production)" if rows
-               else f"no models in {reg.root}: run `posebatch retrain` or `posebatch models "
-                    "import`"])
-        emit({"ok": True, "registry": str(reg.root.resolve()), "production": prod,
-              "versions": rows}, as_json, human)
+    """Every registered version, with its test scores and the production flag."""
+    reg = _registry(registry, data)
+    prod = reg.production_version()
+    rows = [_row(e, prod) for e in reg.entries()]
+    human = "\n".join(
+        [f"{'':2}{'version':<8} {'created':<20} {'source':<8} {'macro-F1':>8} "
+         f"{'accuracy':>8}  path"]
+        + [f"{'* ' if r['production'] else '  '}{r['version']:<8} "
+           f"{(r['created_at'] or '')[:19]:<20} {r['source']:<8} {_fmt(r['macro_f1']):>8} "
+           f"{_fmt(r['accuracy']):>8}  {r['path']}" for r in rows]
+        + [f"({len(rows)} version(s) in {reg.root}; * = production)" if rows
+           else f"no models in {reg.root}: run `posebatch retrain` or `posebatch models "
+                "import`"])
+    emit({"ok": True, "registry": str(reg.root.resolve()), "production": prod,
+          "versions": rows}, as_json, human)
 
-    @models.command("show")
-    def show(version: Annotated[str, typer.Argument(
-                 help="A version (v0003) or 'production'.")] = "production",
-             registry: RegistryOpt = None, data: DataOpt = None,
-             as_json: JsonOpt = False) -> None:
-        """A version's metadata and report."""
-        from models.registry import RegistryError
 
-        reg = _registry(registry, data)
-        try:
-            entry = reg.resolve(version)
-        except RegistryError as exc:
-            fail(str(exc), as_json)
-        report = entry.path / "report.md"
-        row = _row(entry, reg.production_version())
-        human = report.read_text(encoding="utf-8") if report.is_file() else "\n".join(
-            f"{k}: {v}" for k, v in row.items())
-        emit({"ok": True, **row, "report_path": str(report.resolve()) if report.is_file()
-              else None, "metadata": entry.metadata}, as_json, human)
+def _show_cmd(version: Annotated[str, typer.Argument(
+                  help="A version (v0003) or 'production'.")] = "production",
+              registry: RegistryOpt = None, data: DataOpt = None,
+              as_json: JsonOpt = False) -> None:
+    """A version's metadata and report."""
+    from models.registry import RegistryError
 
-    @models.command("promote")
-    def promote(version: Annotated[str, typer.Argument(help="The version to promote.")],
-                reason: Annotated[str, typer.Option(help="Why (kept in the history).")] = "",
-                registry: RegistryOpt = None, data: DataOpt = None,
-                as_json: JsonOpt = False) -> None:
-        """Make a version the production model (appended to the history)."""
-        from models.registry import RegistryError
+    reg = _registry(registry, data)
+    try:
+        entry = reg.resolve(version)
+    except RegistryError as exc:
+        fail(str(exc), as_json)
+    report = entry.path / "report.md"
+    row = _row(entry, reg.production_version())
+    human = report.read_text(encoding="utf-8") if report.is_file() else "\n".join(
+        f"{k}: {v}" for k, v in row.items())
+    emit({"ok": True, **row, "report_path": str(report.resolve()) if report.is_file()
+          else None, "metadata": entry.metadata}, as_json, human)
 
-        reg = _registry(registry, data)
-        before = reg.production_version()
-        try:
-            reg.promote(version, reason or "manual promotion")
-        except RegistryError as exc:
-            fail(str(exc), as_json)
-        emit({"ok": True, "from": before, "to": version, "production": version}, as_json,
-             f"production: {before or '(none)'} -> {version}")
 
-    @models.command("rollback")
-    def rollback(to: Annotated[str | None, typer.Option(
-                     "--to", help="Version to return to (default: the previous production).")
-                 ] = None,
+def _promote_cmd(version: Annotated[str, typer.Argument(help="The version to promote.")],
                  reason: Annotated[str, typer.Option(help="Why (kept in the history).")] = "",
                  registry: RegistryOpt = None, data: DataOpt = None,
                  as_json: JsonOpt = False) -> None:
-        """Switch production back to the version it replaced (or --to a given one)."""
-        from models.registry import RegistryError
+    """Make a version the production model (appended to the history)."""
+    from models.registry import RegistryError
 
-        reg = _registry(registry, data)
-        try:
-            before, after = reg.rollback(to, reason)
-        except RegistryError as exc:
-            fail(str(exc), as_json)
-        emit({"ok": True, "from": before, "to": after, "production": after}, as_json,
-             f"rolled back: {before} -> {after}")
+    reg = _registry(registry, data)
+    before = reg.production_version()
+    try:
+        reg.promote(version, reason or "manual promotion")
+    except RegistryError as exc:
+        fail(str(exc), as_json)
+    emit({"ok": True, "from": before, "to": version, "production": version}, as_json,
+         f"production: {before or '(none)'} -> {version}")
 
-    @models.command("history")
-    def history(registry: RegistryOpt = None, data: DataOpt = None,
-                as_json: JsonOpt = False) -> None:
-        """Every promotion and rollback (append-only): who, when, from, to, why."""
-        reg = _registry(registry, data)
-        records = reg.history()
-        human = "\n".join(f"{r['at'][:19]} {r['who']:<10} {r['action']:<9} "
-                          f"{r['from'] or '(none)'} -> {r['to']}  {r['why']}"
-                          for r in records) or "no promotions yet"
-        emit({"ok": True, "history": records}, as_json, human)
 
-    @models.command("import")
-    def import_(path: Annotated[Path, typer.Argument(help="A .keras or legacy .h5 model.")],
+def _rollback_cmd(to: Annotated[str | None, typer.Option(
+                      "--to", help="Version to return to (default: the previous production).")
+                  ] = None,
+                  reason: Annotated[str, typer.Option(help="Why (kept in the history).")] = "",
+                  registry: RegistryOpt = None, data: DataOpt = None,
+                  as_json: JsonOpt = False) -> None:
+    """Switch production back to the version it replaced (or --to a given one)."""
+    from models.registry import RegistryError
+
+    reg = _registry(registry, data)
+    try:
+        before, after = reg.rollback(to, reason)
+    except RegistryError as exc:
+        fail(str(exc), as_json)
+    emit({"ok": True, "from": before, "to": after, "production": after}, as_json,
+         f"rolled back: {before} -> {after}")
+
+
+def _history_cmd(registry: RegistryOpt = None, data: DataOpt = None,
+                 as_json: JsonOpt = False) -> None:
+    """Every promotion and rollback (append-only): who, when, from, to, why."""
+    reg = _registry(registry, data)
+    records = reg.history()
+    human = "\n".join(f"{r['at'][:19]} {r['who']:<10} {r['action']:<9} "
+                      f"{r['from'] or '(none)'} -> {r['to']}  {r['why']}"
+                      for r in records) or "no promotions yet"
+    emit({"ok": True, "history": records}, as_json, human)
+
+
+def _import_cmd(path: Annotated[Path, typer.Argument(help="A .keras or legacy .h5 model.")],
                 classes: Annotated[str | None, typer.Option(
                     help="Comma-separated class names in the model's output order "
                          "(default: the pose spec's 17 classes, sorted).")] = None,
@@ -143,33 +149,33 @@ def register(app: typer.Typer) -> None:
                                       "has no production model).")] = False,
                 registry: RegistryOpt = None, data: DataOpt = None,
                 as_json: JsonOpt = False) -> None:
-        """Register an externally trained Keras model, wrapped to input (None,17,64,48)
-        and logits out (e.g. the reference project's trained_model.h5)."""
-        from models.spec import class_names
+    """Register an externally trained Keras model, wrapped to input (None,17,64,48)
+    and logits out (e.g. the reference project's trained_model.h5)."""
+    from models.spec import class_names
 
-        names = [c.strip() for c in classes.split(",") if c.strip()] if classes \
-            else class_names()
-        if len(set(names)) != len(names):
-            fail("--classes has duplicate names", as_json)
-        if output not in ("auto", "probabilities", "logits"):
-            fail("--output must be auto, probabilities or logits", as_json)
-        if not path.is_file():
-            fail(f"{path} does not exist", as_json)
-        setup(data, prefect=False)
-        reg = _registry(registry, data)
-        from models.importer import ImportError_, import_into_registry
+    names = [c.strip() for c in classes.split(",") if c.strip()] if classes \
+        else class_names()
+    if len(set(names)) != len(names):
+        fail("--classes has duplicate names", as_json)
+    if output not in ("auto", "probabilities", "logits"):
+        fail("--output must be auto, probabilities or logits", as_json)
+    if not path.is_file():
+        fail(f"{path} does not exist", as_json)
+    setup(data, prefect=False)
+    reg = _registry(registry, data)
+    from models.importer import ImportError_, import_into_registry
 
-        try:
-            entry, promoted = import_into_registry(reg, path, names, output, promote)
-        except ImportError_ as exc:
-            fail(str(exc), as_json)
-        meta = entry.metadata
-        emit({"ok": True, "version": entry.version, "path": str(entry.path.resolve()),
-              "promoted": promoted, "production": reg.production_version(),
-              "input_adapter": meta["import"]["input_adapter"],
-              "output_transform": meta["import"]["output_transform"], "output": "logits"},
-             as_json,
-             f"imported {path.name} as {entry.version} "
-             f"(input: {meta['import']['input_adapter']}, "
-             f"output: {meta['import']['output_transform']})"
-             + ("; now production" if promoted else ""))
+    try:
+        entry, promoted = import_into_registry(reg, path, names, output, promote)
+    except ImportError_ as exc:
+        fail(str(exc), as_json)
+    meta = entry.metadata
+    emit({"ok": True, "version": entry.version, "path": str(entry.path.resolve()),
+          "promoted": promoted, "production": reg.production_version(),
+          "input_adapter": meta["import"]["input_adapter"],
+          "output_transform": meta["import"]["output_transform"], "output": "logits"},
+         as_json,
+         f"imported {path.name} as {entry.version} "
+         f"(input: {meta['import']['input_adapter']}, "
+         f"output: {meta['import']['output_transform']})"
+         + ("; now production" if promoted else ""))

@@ -1,6 +1,7 @@
 """Command: ``posebatch retrain``: train, compare, evaluate, register, maybe promote.
 
-Nothing heavy at import time: Prefect and TensorFlow load when the command runs.
+Nothing heavy at import time: Prefect and TensorFlow load when the command runs. The
+promotion policies come from the gate itself (``tasks/train/gate.py``, standard library only).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Annotated, Any
 import typer
 
 from flows.cli.common import DataOpt, JsonOpt, emit, fail, progress_enabled, setup
+from tasks.train.gate import PROMOTE_POLICIES as PROMOTE_CHOICES
 
-PROMOTE_CHOICES = ("if-better", "always", "never")
 GROUP_CHOICES = ("subject", "prefix", "none")
 
 

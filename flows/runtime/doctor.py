@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sqlite3
 import time
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +31,10 @@ BAD_STATES = ("FAILED", "CRASHED")
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "platform": platform.platform(terse=True)}
-    for pkg in PACKAGES:
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    """Python, the platform and the installed versions of the packages posebatch runs on."""
+    from models.registry import library_versions
+
+    return library_versions(PACKAGES, with_platform=True)
 
 
 def _iso_age(stamp: str | None, now: float) -> tuple[str | None, float | None]:

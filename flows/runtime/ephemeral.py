@@ -21,7 +21,6 @@ import contextlib
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,11 +28,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-
-def _free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from flows.runtime.processes import free_port, stop_process
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -62,7 +57,7 @@ class EarlyServer:
         if spec is None or spec.origin is None:
             raise RuntimeError("prefect is not installed")
         app_dir = str(Path(spec.origin).parent.parent)
-        self.port = _free_port()
+        self.port = free_port()
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                "PREFECT__SERVER_FINAL": "1"}
         env.pop("PREFECT_API_URL", None)
@@ -99,13 +94,8 @@ class EarlyServer:
                            " set POSEBATCH_EARLY_SERVER=0 or PREFECT_API_URL to avoid it")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:  # it shares our process group: signal it alone
+            stop_process(self.proc, grace=10, group=False)
         self.proc = None
         if self._log is not None:
             self._log.close()

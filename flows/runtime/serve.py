@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flows.runtime.processes import free_port, stop_process
 from flows.settings import Settings
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -165,12 +165,6 @@ def check_schedule(cron: str, timezone: str) -> None:
 
 # --- a local Prefect server for processes that need its services -----------------------------
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def server_env(home: Path, port: int, base: Mapping[str, str] | None = None,
                telemetry: bool = False) -> dict[str, str]:
     """Environment for a Prefect server on 127.0.0.1:``port`` with its home in ``home``, and
@@ -231,22 +225,6 @@ def wait_healthy(api_url: str, proc: subprocess.Popen[bytes] | None = None,
             pass
         time.sleep(0.5)
     raise TimeoutError(f"Prefect server at {api_url} not healthy after {timeout:.0f} s")
-
-
-def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
-    """Stop a child started in its own session: SIGTERM its group, then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 SERVE_FILE = "serve.json"

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from models.calibration import softmax
 from models.keypoints import decode
 from models.spec import HEIGHT, WIDTH, keypoint_names
 
@@ -56,10 +57,10 @@ def side_color(i: int, j: int) -> str:
 
 def softmax_top_k(logits: np.ndarray, class_names: Sequence[str], temperature: float = 1.0,
                   k: int = 3) -> list[tuple[str, float]]:
-    """The ``k`` most probable classes of one logit vector, ``softmax(logits / T)``."""
-    z = np.asarray(logits, dtype=np.float64).reshape(-1) / max(float(temperature), 1e-6)
-    p = np.exp(z - z.max())
-    p /= p.sum()
+    """The ``k`` most probable classes of one logit vector, ``softmax(logits / T)`` (the
+    calibration's own softmax, so the viewer shows the confidence the outputs store)."""
+    z = np.asarray(logits, dtype=np.float64).reshape(1, -1)
+    p = softmax(z, max(float(temperature), 1e-6))[0]
     order = np.argsort(-p, kind="stable")[:k]
     return [(str(class_names[i]), float(p[i])) for i in order]
 
