@@ -41,7 +41,13 @@ from tasks.classify.discover import Candidate, scan_input, unseen
 from tasks.classify.infer import ChunkResult, classify_files, load_predictor
 from tasks.classify.ledger import Ledger, OutputLock, new_commit_id
 from tasks.classify.outputs import commit_chunk, compact, crowded_partitions, judge_chunk
-from tasks.classify.run_summary import RunFrames, format_summary, run_markdown, summary_table
+from tasks.classify.run_summary import (
+    RunFrames,
+    RunSummary,
+    format_summary,
+    run_markdown,
+    summary_table,
+)
 from tasks.io.schema import PREDICTIONS
 from tasks.io.storage import Location
 
@@ -303,7 +309,7 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
                   batch_size: int | None = None, max_files: int | None = None,
                   move_processed: str | None = None, quiet_seconds: float | None = None,
                   max_frames_per_file: int | None = None, chunk_files: int = CHUNK_FILES,
-                  data_root: str | None = None) -> dict[str, Any]:
+                  data_root: str | None = None) -> RunSummary:
     """Classify what is new and complete in ``input_dir`` into ``output_dir`` (Parquet).
 
     Defaults come from the settings (``POSEBATCH_*``, data root ``./data``): input
@@ -445,7 +451,7 @@ def _classify_and_commit(chunks: list[list[Candidate]], ledger: Ledger, input_di
 def _run_summary(found: dict[str, Any], done: dict[str, Any], *, moved: int,
                  rec: dict[str, int], upkeep: dict[str, int], run_id: Any, input_dir: str,
                  output_dir: str, model_version: str, seconds: float,
-                 work_seconds: float) -> dict[str, Any]:
+                 work_seconds: float) -> RunSummary:
     """Step 5: the run's summary (the flow's return value, the CLI's output, the artifacts)."""
     scan, fresh, known, todo = found["scan"], found["fresh"], found["known"], found["todo"]
     tally, frames = done["tally"], done["frames"]

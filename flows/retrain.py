@@ -57,7 +57,7 @@ from tasks.train.gate import (
     fair_test_files,
     fairness_note,
 )
-from tasks.train.report import render_report
+from tasks.train.report import RetrainSummary, render_report
 
 CACHE_LIMIT_BYTES = 2 << 30  # cache decoded frames in memory below this size (train + val)
 FRAME_BYTES = 17 * 64 * 48 * 4
@@ -268,7 +268,7 @@ def _shift_scores(evaluation: dict[str, Any], champion: dict[str, Any] | None
 
 
 @task(name="register-model", cache_policy=NO_CACHE)
-def register_task(registry_dir: str, model: Any, summary: dict[str, Any], promote: bool,
+def register_task(registry_dir: str, model: Any, summary: RetrainSummary, promote: bool,
                   reason: str, expected_production: Any = ANY) -> dict[str, Any]:
     """Save the version (model, metadata, report, confusion PNG); promote if decided, and
     only if production is still ``expected_production``, the version the gate compared
@@ -363,7 +363,7 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
         methods["production"] = champion["metrics"]
         methods["production"]["label"] = champion["version"]
     ok, reason = _gate(promote, margin, evaluation, champion, len(split.test))
-    summary: dict[str, Any] = {
+    summary: RetrainSummary = {
         "created_at": datetime.now(UTC).isoformat(),
         "class_names": scan.class_names,
         "data": _data_summary(labeled, scan, split),
@@ -466,7 +466,7 @@ def _champion_summary(champion: dict[str, Any] | None) -> dict[str, Any] | None:
             "note": champion.get("note", "")}
 
 
-def _result(summary: dict[str, Any], reg: dict[str, Any], registry: str, scan: Scan,
+def _result(summary: RetrainSummary, reg: dict[str, Any], registry: str, scan: Scan,
             split: Split, epochs_run: int, seconds: float) -> dict[str, Any]:
     """The flow's return value (the CLI prints it): the version, the verdict, the scores."""
     return {
@@ -493,7 +493,7 @@ def _result(summary: dict[str, Any], reg: dict[str, Any], registry: str, scan: S
     }
 
 
-def _artifacts(summary: dict[str, Any], version: str) -> None:
+def _artifacts(summary: RetrainSummary, version: str) -> None:
     """The report and the confusion matrix as Prefect artifacts (shown in the UI)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 

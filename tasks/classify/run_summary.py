@@ -9,12 +9,52 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks.read.summary import summary_markdown
+
+
+class RunSummary(TypedDict):
+    """One classification run's facts: the flow's return value, the CLI's output (``--json``
+    prints it), the table artifact and the watch loop's record. Counts are of files unless
+    named frames."""
+
+    ok: bool                      # False when files that were due could not be read
+    problem: str                  # that cause, in one line ("" when ok)
+    flow_run_id: str | None
+    input_dir: str
+    output_dir: str
+    model_version: str
+    files_seen: int
+    not_ready: int                # in batches still incomplete
+    batches_waiting: list[str]
+    already_processed: int
+    new: int
+    deferred: int                 # new, left for the next run (--max-files)
+    classified: int
+    frames: int
+    rejected: int
+    rejected_by_reason: dict[str, int]
+    duplicates: int
+    unchanged: int
+    vanished: int
+    unreadable: int
+    unreachable: int              # missing on the workers though present here
+    labels: dict[str, int]        # frames per predicted label
+    out_of_distribution: int      # frames with an ood_* warning
+    warnings: dict[str, int]      # frames per warning code
+    parts_written: int
+    moved: int
+    reconciled: dict[str, int]
+    compacted_partitions: int
+    seconds: float
+    work_seconds: float
+    files_per_second: float
+    frames_per_second: float
+
 
 # Columns of a predictions table the markdown summary needs (labels, confidences, days).
 SUMMARY_INPUT = ("label", "confidence", "classified_at")

@@ -7,7 +7,7 @@ CNN is, and why the model was or was not promoted.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from tasks.train.evaluate import comparison_table, confusion_markdown, per_class_table
 
@@ -16,7 +16,29 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def render_report(r: dict[str, Any]) -> str:
+class RetrainSummary(TypedDict):
+    """One retrain's facts: built by ``flows/retrain.py``, rendered here into ``report.md``,
+    condensed into the model's metadata and the run's JSON. Nested parts stay plain dicts
+    (their keys are the metrics of ``tasks/train/evaluate.py``)."""
+
+    created_at: str
+    class_names: list[str]
+    data: dict[str, Any]          # labeled_dir, files, frames, rejected, ignored, fingerprint
+    split: dict[str, Any]         # group_by, method, note, groups, frames per side
+    training: dict[str, Any]      # epochs, epochs_run, best_epoch, seed, params, augment, ...
+    methods: dict[str, dict[str, Any]]   # method -> metrics on the test split
+    calibration: dict[str, Any]   # temperature, ECE before/after, clean and shifted
+    shift: dict[str, dict[str, Any]]     # method -> metrics on the shifted test split
+    ood: dict[str, Any]           # the out-of-distribution reference (models/ood.py)
+    champion: dict[str, Any] | None
+    promotion_policy: str
+    margin: float
+    promoted: bool
+    promotion_reason: str
+    version: NotRequired[str]     # set once the registry has allocated it
+
+
+def render_report(r: RetrainSummary) -> str:
     """Render the report from the retrain summary (see ``flows.retrain``)."""
     data, split, train = r["data"], r["split"], r["training"]
     cnn = r["methods"]["cnn"]
