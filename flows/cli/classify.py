@@ -80,112 +80,135 @@ def _preload(registry: str, version: str, batch_size: int) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add ``classify`` and ``compact``."""
+    app.command("classify")(classify)
+    app.command("compact")(compact_cmd)
 
-    @app.command("classify")
-    def classify(
-        input_dir: InputOpt = None,
-        output_dir: OutputOpt = None,
-        registry_dir: RegistryOpt = None,
-        batch_size: Annotated[int | None, typer.Option(
-            "--batch-size", min=1, help="Frames per model call [default: 256].",
-            show_default=False)] = None,
-        model_version: Annotated[str | None, typer.Option(
-            "--model-version", help="Registry version, e.g. v0003 [default: production].",
-            show_default=False)] = None,
-        max_files: Annotated[int | None, typer.Option(
-            "--max-files", min=1, help="Classify at most N new files this run (in path order).",
-            show_default=False)] = None,
-        move_processed: Annotated[Path | None, typer.Option(
-            "--move-processed", help="Move processed files here (rejected ones under "
-            "_rejected/); without it the input is never modified.", show_default=False)] = None,
-        quiet_seconds: Annotated[float | None, typer.Option(
-            "--quiet-seconds", min=0, help="A batch without _SUCCESS is complete when nothing "
-            "in it changed for this long [default: 5].", show_default=False)] = None,
-        chunk_files: Annotated[int, typer.Option(
-            "--chunk-files", min=1, help="Files per classification task.")] = 2048,
-        workers: Annotated[int | None, typer.Option(
-            "--workers", min=1, help="Classify on a local Dask cluster of N worker processes "
-            "(127.0.0.1, no dashboard; each loads the model once).", show_default=False)] = None,
-        dask_address: Annotated[str | None, typer.Option(
-            "--dask-address", help="Classify on an existing Dask scheduler, e.g. "
-            "tcp://10.0.0.5:8786 (its workers must see the input, e.g. on s3://).",
-            show_default=False)] = None,
-        data: DataOpt = None,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Classify new, complete .npy batches into Parquet predictions (exactly once).
 
-        A batch folder is complete when it holds _SUCCESS or nothing in it changed for
-        --quiet-seconds; a file is new when its (path, SHA-256) was never processed. Bad
-        files are recorded in OUTPUT/rejections with a reason code. Safe to kill and rerun.
-        """
-        from flows.runtime.runners import runner_spec
-        from models.registry import Registry, RegistryError
-        from tasks.classify.ledger import LockHeld, OutputLock
-        from tasks.io.storage import Location
+def classify(
+    input_dir: InputOpt = None,
+    output_dir: OutputOpt = None,
+    registry_dir: RegistryOpt = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", min=1, help="Frames per model call [default: 256].",
+        show_default=False)] = None,
+    model_version: Annotated[str | None, typer.Option(
+        "--model-version", help="Registry version, e.g. v0003 [default: production].",
+        show_default=False)] = None,
+    max_files: Annotated[int | None, typer.Option(
+        "--max-files", min=1, help="Classify at most N new files this run (in path order).",
+        show_default=False)] = None,
+    move_processed: Annotated[Path | None, typer.Option(
+        "--move-processed", help="Move processed files here (rejected ones under "
+        "_rejected/); without it the input is never modified.", show_default=False)] = None,
+    quiet_seconds: Annotated[float | None, typer.Option(
+        "--quiet-seconds", min=0, help="A batch without _SUCCESS is complete when nothing "
+        "in it changed for this long [default: 5].", show_default=False)] = None,
+    chunk_files: Annotated[int, typer.Option(
+        "--chunk-files", min=1, help="Files per classification task.")] = 2048,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="Classify on a local Dask cluster of N worker processes "
+        "(127.0.0.1, no dashboard; each loads the model once).", show_default=False)] = None,
+    dask_address: Annotated[str | None, typer.Option(
+        "--dask-address", help="Classify on an existing Dask scheduler, e.g. "
+        "tcp://10.0.0.5:8786 (its workers must see the input, e.g. on s3://).",
+        show_default=False)] = None,
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Classify new, complete .npy batches into Parquet predictions (exactly once).
 
-        try:
-            spec = runner_spec(workers, dask_address)
-        except ValueError as exc:
-            fail(str(exc), as_json)
-        settings = setup(data, prefect=True)
-        inp = _str(input_dir, settings.incoming_dir)
-        out = _str(output_dir, settings.output_dir)
-        reg = _str(registry_dir, settings.registry_dir)
-        if not Location(inp).is_remote and not Path(inp).is_dir():
-            fail(f"input folder {inp} does not exist", as_json)
-        if move_processed and Location(inp).is_remote:
-            fail("--move-processed works on local input folders only", as_json)
-        try:
-            entry = Registry(reg).resolve(model_version)
-            OutputLock(out).probe()  # fail fast, before any start-up cost
-        except (RegistryError, LockHeld) as exc:
-            fail(str(exc), as_json, code=3 if isinstance(exc, LockHeld) else 2)
-        bsz = batch_size or settings.batch_size
-        params = {"input_dir": inp, "output_dir": out, "registry_dir": reg,
-                  "model_version": entry.version, "batch_size": bsz, "max_files": max_files,
-                  "move_processed": str(move_processed) if move_processed else None,
-                  "quiet_seconds": quiet_seconds, "chunk_files": chunk_files,
-                  "data_root": str(settings.data_root)}
-        try:
-            summary = run_classify(params, reg, entry.version, bsz, as_json, spec)
-        except LockHeld as exc:
-            fail(str(exc), as_json, code=3)
-        except (RegistryError, ValueError, RuntimeError, OSError) as exc:
-            fail(f"classification failed: {exc}", as_json)
-        from flows.classify import format_summary
+    A batch folder is complete when it holds _SUCCESS or nothing in it changed for
+    --quiet-seconds; a file is new when its (path, SHA-256) was never processed. Bad
+    files are recorded in OUTPUT/rejections with a reason code. Safe to kill and rerun.
+    """
+    from flows.runtime.runners import runner_spec
 
-        emit(summary, as_json, format_summary(summary))
+    try:
+        spec = runner_spec(workers, dask_address)
+    except ValueError as exc:
+        fail(str(exc), as_json)
+    settings = setup(data, prefect=True)
+    inp, out, reg, version = _locations(settings, input_dir, output_dir, registry_dir,
+                                        model_version, move_processed, as_json)
+    bsz = batch_size or settings.batch_size
+    params = {"input_dir": inp, "output_dir": out, "registry_dir": reg,
+              "model_version": version, "batch_size": bsz, "max_files": max_files,
+              "move_processed": str(move_processed) if move_processed else None,
+              "quiet_seconds": quiet_seconds, "chunk_files": chunk_files,
+              "data_root": str(settings.data_root)}
+    summary = _run_or_fail(params, reg, version, bsz, as_json, spec)
+    from flows.classify import format_summary
 
-    @app.command("compact")
-    def compact_cmd(
-        output_dir: OutputOpt = None,
-        min_parts: Annotated[int, typer.Option(
-            "--min-parts", min=2, help="Compact a day partition holding at least N parts.")] = 2,
-        data: DataOpt = None,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Merge each day's small Parquet parts into one file and fold the ledger.
+    emit(summary, as_json, format_summary(summary))
 
-        Takes the output's lock, so it never runs beside a classification on the same output.
-        """
-        from tasks.classify.ledger import Ledger, LockHeld, OutputLock
-        from tasks.classify.outputs import compact
 
-        settings = setup(data)
-        out = _str(output_dir, settings.output_dir)
-        try:
-            with OutputLock(out):
-                ledger = Ledger.load(out)
-                rec = ledger.reconcile()
-                folded = ledger.fold()
-                stats = compact(ledger, min_parts=min_parts)
-                ledger.fold()
-        except LockHeld as exc:
-            fail(str(exc), as_json, code=3)
-        result = {"ok": True, "output_dir": out, "records_folded": folded, **stats,
-                  "reconciled": rec}
-        emit(result, as_json,
-             f"compacted {out}: {stats['partitions']} partition(s), {stats['parts_before']} "
-             f"part(s) -> {stats['parts_after']}, {stats['rows']} row(s); "
-             f"{folded} ledger record(s) folded")
+def _locations(settings: Any, input_dir: str | None, output_dir: str | None,
+               registry_dir: str | None, model_version: str | None,
+               move_processed: Path | None, as_json: bool) -> tuple[str, str, str, str]:
+    """(input, output, registry, model version), checked before any start-up cost: a missing
+    folder, an unknown version or a held output lock fails in milliseconds, not after Prefect."""
+    from models.registry import Registry, RegistryError
+    from tasks.classify.ledger import LockHeld, OutputLock
+    from tasks.io.storage import Location
+
+    inp = _str(input_dir, settings.incoming_dir)
+    out = _str(output_dir, settings.output_dir)
+    reg = _str(registry_dir, settings.registry_dir)
+    if not Location(inp).is_remote and not Path(inp).is_dir():
+        fail(f"input folder {inp} does not exist", as_json)
+    if move_processed and Location(inp).is_remote:
+        fail("--move-processed works on local input folders only", as_json)
+    try:
+        entry = Registry(reg).resolve(model_version)
+        OutputLock(out).probe()  # fail fast, before any start-up cost
+    except (RegistryError, LockHeld) as exc:
+        fail(str(exc), as_json, code=3 if isinstance(exc, LockHeld) else 2)
+    return inp, out, reg, entry.version
+
+
+def _run_or_fail(params: dict[str, Any], reg: str, version: str, bsz: int, as_json: bool,
+                 spec: Any) -> dict[str, Any]:
+    """Run the flow; a lock taken meanwhile exits 3, any other known failure one line, 2."""
+    from models.registry import RegistryError
+    from tasks.classify.ledger import LockHeld
+
+    try:
+        return run_classify(params, reg, version, bsz, as_json, spec)
+    except LockHeld as exc:
+        fail(str(exc), as_json, code=3)
+    except (RegistryError, ValueError, RuntimeError, OSError) as exc:
+        fail(f"classification failed: {exc}", as_json)
+    raise AssertionError("unreachable: fail() always exits")
+
+
+def compact_cmd(
+    output_dir: OutputOpt = None,
+    min_parts: Annotated[int, typer.Option(
+        "--min-parts", min=2, help="Compact a day partition holding at least N parts.")] = 2,
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Merge each day's small Parquet parts into one file and fold the ledger.
+
+    Takes the output's lock, so it never runs beside a classification on the same output.
+    """
+    from tasks.classify.ledger import Ledger, LockHeld, OutputLock
+    from tasks.classify.outputs import compact
+
+    settings = setup(data)
+    out = _str(output_dir, settings.output_dir)
+    try:
+        with OutputLock(out):
+            ledger = Ledger.load(out)
+            rec = ledger.reconcile()
+            folded = ledger.fold()
+            stats = compact(ledger, min_parts=min_parts)
+            ledger.fold()
+    except LockHeld as exc:
+        fail(str(exc), as_json, code=3)
+    result = {"ok": True, "output_dir": out, "records_folded": folded, **stats,
+              "reconciled": rec}
+    emit(result, as_json,
+         f"compacted {out}: {stats['partitions']} partition(s), {stats['parts_before']} "
+         f"part(s) -> {stats['parts_after']}, {stats['rows']} row(s); "
+         f"{folded} ledger record(s) folded")

@@ -83,98 +83,120 @@ def _human(result: dict[str, Any]) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add ``demo``."""
+    app.command("demo")(demo)
 
-    @app.command("demo")
-    def demo(
-        per_class: Annotated[int, typer.Option(
-            "--per-class", min=2, help="Labeled frames per class to generate.")] = DEMO_PER_CLASS,
-        epochs: Annotated[int, typer.Option(
-            "--epochs", min=1, help="Maximum training epochs.")] = DEMO_EPOCHS,
-        incoming_batches: Annotated[int, typer.Option(
-            "--incoming-batches", min=1, help="Incoming batches to generate.")] = DEMO_BATCHES,
-        incoming_per_batch: Annotated[int, typer.Option(
-            "--incoming-per-batch", min=1, help="Files per incoming batch.")] = DEMO_PER_BATCH,
-        seed: Annotated[int, typer.Option("--seed", min=0, help="Seed for data and model.")] = 0,
-        data: DataOpt = None,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Run the main job end to end: generate demo data (if none), train and register a
-        model (if none is in production), classify the incoming batches, print a summary."""
-        t0 = time.monotonic()
-        settings = setup(data, prefect=True)
-        root = settings.data_root
-        # The demo narrates its steps itself; Prefect's per-task lines still reach the API
-        # (and its UI) but not the terminal, unless the user asked for them.
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
-        from flows.runtime.ephemeral import start_early_server
 
-        server = start_early_server()  # before any thread: overlaps with the steps below
+def demo(
+    per_class: Annotated[int, typer.Option(
+        "--per-class", min=2, help="Labeled frames per class to generate.")] = DEMO_PER_CLASS,
+    epochs: Annotated[int, typer.Option(
+        "--epochs", min=1, help="Maximum training epochs.")] = DEMO_EPOCHS,
+    incoming_batches: Annotated[int, typer.Option(
+        "--incoming-batches", min=1, help="Incoming batches to generate.")] = DEMO_BATCHES,
+    incoming_per_batch: Annotated[int, typer.Option(
+        "--incoming-per-batch", min=1, help="Files per incoming batch.")] = DEMO_PER_BATCH,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed for data and model.")] = 0,
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the main job end to end: generate demo data (if none), train and register a
+    model (if none is in production), classify the incoming batches, print a summary."""
+    t0 = time.monotonic()
+    settings = setup(data, prefect=True)
+    root = settings.data_root
+    # The demo narrates its steps itself; Prefect's per-task lines still reach the API
+    # (and its UI) but not the terminal, unless the user asked for them.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    from flows.runtime.ephemeral import start_early_server
 
-        from models.registry import Registry
-        from tasks.synth.generate import generate_dataset
+    server = start_early_server()  # before any thread: overlaps with the steps below
+    gen = _generate_step(settings, per_class, seed, incoming_batches, incoming_per_batch,
+                         as_json)
+    if server is not None:
+        server.wait()
+    model = _model_step(settings, epochs, seed, as_json)
+    cls, version = _classify_step(settings, as_json)
+    result = {"ok": True, "data_root": str(root), "output_dir": str(settings.output_dir),
+              "generate": gen, "model": model,
+              "classify": {k: cls[k] for k in (
+                  "flow_run_id", "model_version", "files_seen", "new", "classified",
+                  "frames", "rejected", "already_processed", "labels",
+                  "files_per_second")},
+              "check": _check(settings, version),
+              "seconds": round(time.monotonic() - t0, 1)}
+    emit(result, as_json, _human(result))
 
-        gen: dict[str, Any] = {"generated": False}
-        has_labeled = settings.labeled_dir.is_dir() and any(settings.labeled_dir.rglob("*.npy"))
-        if not has_labeled:
-            _say(f"generating demo data into {root} ({per_class} frames per class, "
-                 f"{incoming_batches} incoming batches of {incoming_per_batch})", as_json)
-            try:
-                gen = {"generated": True, **generate_dataset(
-                    root, per_class, seed, incoming_batches, incoming_per_batch)}
-            except OSError as exc:
-                fail(f"cannot write demo data into {root}: {exc}", as_json)
-        else:
-            _say(f"{settings.labeled_dir} already holds data: not generating", as_json)
-        if server is not None:
-            server.wait()
 
-        registry = Registry(settings.registry_dir)
-        model: dict[str, Any] = {"trained": False, "version": registry.production_version()}
-        if model["version"] is None:
-            from flows.cli.retrain import progress_printer
-            from flows.retrain import add_progress_listener, retrain_flow
+def _generate_step(settings: Any, per_class: int, seed: int, incoming_batches: int,
+                   incoming_per_batch: int, as_json: bool) -> dict[str, Any]:
+    """Generate demo data only into an empty labeled folder: a rerun never overwrites data."""
+    from tasks.synth.generate import generate_dataset
 
-            _say(f"no production model: training one (up to {epochs} epochs)", as_json)
-            listener, close = progress_printer(as_json)
-            remove = add_progress_listener(listener)
-            try:
-                out = retrain_flow(data_root=str(root), epochs=epochs, seed=seed)
-            except (ValueError, FileNotFoundError) as exc:
-                fail(f"retraining failed: {str(exc).splitlines()[0]}", as_json)
-            finally:
-                remove()
-                close()
-            model = {"trained": True, "version": out["version"], "promoted": out["promoted"],
-                     "metrics": out["metrics"], "seconds": out["seconds"]}
-        else:
-            _say(f"production model {model['version']} found: not retraining", as_json)
+    root = settings.data_root
+    has_labeled = settings.labeled_dir.is_dir() and any(settings.labeled_dir.rglob("*.npy"))
+    if has_labeled:
+        _say(f"{settings.labeled_dir} already holds data: not generating", as_json)
+        return {"generated": False}
+    _say(f"generating demo data into {root} ({per_class} frames per class, "
+         f"{incoming_batches} incoming batches of {incoming_per_batch})", as_json)
+    try:
+        return {"generated": True, **generate_dataset(
+            root, per_class, seed, incoming_batches, incoming_per_batch)}
+    except OSError as exc:
+        fail(f"cannot write demo data into {root}: {exc}", as_json)
+    raise AssertionError("unreachable: fail() always exits")
 
-        if not settings.incoming_dir.is_dir():
-            fail(f"{settings.incoming_dir} does not exist: nothing to classify (run "
-                 "`posebatch generate --incoming-batches 3` or add batches)", as_json)
-        from flows.cli.classify import run_classify
 
-        _say(f"classifying new batches in {settings.incoming_dir}", as_json)
-        version = Registry(settings.registry_dir).resolve().version
-        params = {"data_root": str(root), "model_version": version,
-                  "batch_size": settings.batch_size}
-        cls = run_classify(params, str(settings.registry_dir), version, settings.batch_size,
-                            as_json)
+def _model_step(settings: Any, epochs: int, seed: int, as_json: bool) -> dict[str, Any]:
+    """Train a model only when no production model exists: a rerun keeps the one it has."""
+    from models.registry import Registry
 
-        from tasks.read.query import QueryError, read_predictions
+    version = Registry(settings.registry_dir).production_version()
+    if version is not None:
+        _say(f"production model {version} found: not retraining", as_json)
+        return {"trained": False, "version": version}
+    from flows.cli.retrain import progress_printer
+    from flows.retrain import add_progress_listener, retrain_flow
 
-        try:
-            preds = read_predictions(settings.output_dir, model_versions=[version],
-                                     columns=["source_path", "label"])
-            check = labels_accuracy(preds, root / "incoming_labels.csv")
-        except QueryError:  # nothing classified yet (e.g. every file rejected)
-            check = None
-        result = {"ok": True, "data_root": str(root), "output_dir": str(settings.output_dir),
-                  "generate": gen, "model": model,
-                  "classify": {k: cls[k] for k in (
-                      "flow_run_id", "model_version", "files_seen", "new", "classified",
-                      "frames", "rejected", "already_processed", "labels",
-                      "files_per_second")},
-                  "check": check,
-                  "seconds": round(time.monotonic() - t0, 1)}
-        emit(result, as_json, _human(result))
+    _say(f"no production model: training one (up to {epochs} epochs)", as_json)
+    listener, close = progress_printer(as_json)
+    remove = add_progress_listener(listener)
+    try:
+        out = retrain_flow(data_root=str(settings.data_root), epochs=epochs, seed=seed)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(f"retraining failed: {str(exc).splitlines()[0]}", as_json)
+    finally:
+        remove()
+        close()
+    return {"trained": True, "version": out["version"], "promoted": out["promoted"],
+            "metrics": out["metrics"], "seconds": out["seconds"]}
+
+
+def _classify_step(settings: Any, as_json: bool) -> tuple[dict[str, Any], str]:
+    """(classify summary, model version): the same flow as ``posebatch classify``, with the
+    production model resolved once so the check below reads that version's predictions."""
+    from flows.cli.classify import run_classify
+    from models.registry import Registry
+
+    if not settings.incoming_dir.is_dir():
+        fail(f"{settings.incoming_dir} does not exist: nothing to classify (run "
+             "`posebatch generate --incoming-batches 3` or add batches)", as_json)
+    _say(f"classifying new batches in {settings.incoming_dir}", as_json)
+    version = Registry(settings.registry_dir).resolve().version
+    params = {"data_root": str(settings.data_root), "model_version": version,
+              "batch_size": settings.batch_size}
+    cls = run_classify(params, str(settings.registry_dir), version, settings.batch_size,
+                       as_json)
+    return cls, version
+
+
+def _check(settings: Any, version: str) -> dict[str, Any] | None:
+    """The predictions against the generator's ground truth; None when there is none."""
+    from tasks.read.query import QueryError, read_predictions
+
+    try:
+        preds = read_predictions(settings.output_dir, model_versions=[version],
+                                 columns=["source_path", "label"])
+        return labels_accuracy(preds, settings.data_root / "incoming_labels.csv")
+    except QueryError:  # nothing classified yet (e.g. every file rejected)
+        return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -130,13 +130,42 @@ def watch(
 
     Ctrl-C or SIGTERM stops after the current run; nothing is lost (the next run reconciles).
     """
-    import logging
-    import signal
+    settings = setup(data, prefect=True)
+    params, spec = _watch_params(settings, input_dir, output_dir, registry_dir, model_version,
+                                 batch_size, quiet_seconds, move_processed, workers,
+                                 dask_address, as_json)
+    from flows.runtime.ephemeral import start_early_server
 
+    # Before any thread exists. Not stopped here: it stops at exit, after Prefect has flushed
+    # the last run's logs and events to it (stopping it first made Prefect retry against a
+    # dead server for over a minute before the process could exit).
+    server = start_early_server()
+    _watch_logger()
+    watcher = _watcher(params, spec, poll_seconds, polling, labeled)
+    stats = _watch_until_stopped(watcher, server, params["input_dir"], as_json)
+    _emit_stats(stats, params, as_json)
+
+
+def _emit_stats(stats: Any, params: dict[str, Any], as_json: bool) -> None:
+    """What the watch did, once it stopped: runs, files, failures and labeled events."""
+    result = {"ok": True, "input_dir": params["input_dir"], "output_dir": params["output_dir"],
+              "mode": stats.mode, "runs": len(stats.runs), "failed_runs": stats.failed_runs,
+              "files": sum(r["files"] for r in stats.runs),
+              "labeled_events": stats.labeled_events}
+    emit(result, as_json, f"stopped: {result['runs']} run(s), {result['files']} file(s), "
+         f"{result['failed_runs']} failed run(s)")
+
+
+def _watch_params(settings: Any, input_dir: str | None, output_dir: str | None,
+                  registry_dir: str | None, model_version: str | None,
+                  batch_size: int | None, quiet_seconds: float | None,
+                  move_processed: Path | None, workers: int | None,
+                  dask_address: str | None, as_json: bool) -> tuple[dict[str, Any], Any]:
+    """(classify params, runner spec), checked before the server starts: a missing input,
+    a bad runner or an unknown model version fails at once, not at the first batch."""
     from flows.runtime.runners import runner_spec
     from tasks.io.storage import Location
 
-    settings = setup(data, prefect=True)
     inp = input_dir or str(settings.incoming_dir)
     out = output_dir or str(settings.output_dir)
     reg = registry_dir or str(settings.registry_dir)
@@ -157,30 +186,46 @@ def watch(
               "model_version": model_version, "batch_size": batch_size or settings.batch_size,
               "quiet_seconds": quiet, "data_root": str(settings.data_root),
               "move_processed": str(move_processed) if move_processed else None}
-    from flows.runtime.ephemeral import start_early_server
+    return params, spec
 
-    # Before any thread exists. Not stopped here: it stops at exit, after Prefect has flushed
-    # the last run's logs and events to it (stopping it first made Prefect retry against a
-    # dead server for over a minute before the process could exit).
-    server = start_early_server()
-    wlog = logging.getLogger("posebatch.watch")  # its own handler: Prefect reconfigures root
+
+def _watch_logger() -> None:
+    """The watcher's log lines on stderr, on its own handler: Prefect reconfigures root."""
+    import logging
+
+    wlog = logging.getLogger("posebatch.watch")
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
     wlog.addHandler(handler)
     wlog.setLevel(logging.INFO)
     wlog.propagate = False
+
+
+def _watcher(params: dict[str, Any], spec: Any, poll_seconds: float, polling: bool,
+             labeled: Path | None) -> Any:
+    """The Watcher running one classify flow per ready set; with --labeled it also emits the
+    labeled-updated event for the registry this watch classifies with."""
     from flows.runtime.watch import Watcher, classify_runner, emit_labeled_updated, ledger_entries
 
+    out = params["output_dir"]
     on_labeled = None
     if labeled is not None:
-        lab, regp = labeled.resolve(), Path(reg).resolve()
+        lab, regp = labeled.resolve(), Path(params["registry_dir"]).resolve()
 
         def on_labeled() -> object:
             return emit_labeled_updated(lab, regp)
 
-    watcher = Watcher(inp, classify_runner(params, spec), quiet_seconds=quiet,
-                      poll_seconds=poll_seconds, known=lambda: ledger_entries(out),
-                      force_polling=polling, on_labeled=on_labeled, labeled_dir=labeled)
+    return Watcher(params["input_dir"], classify_runner(params, spec),
+                   quiet_seconds=params["quiet_seconds"], poll_seconds=poll_seconds,
+                   known=lambda: ledger_entries(out), force_polling=polling,
+                   on_labeled=on_labeled, labeled_dir=labeled)
+
+
+def _watch_until_stopped(watcher: Any, server: Any, inp: str, as_json: bool) -> Any:
+    """Watch until Ctrl-C/SIGTERM: the first signal stops after the current run, a second
+    one at once (nothing is lost: the next run reconciles). Returns the watcher's stats."""
+    import signal
+
     seen = {"signals": 0}
 
     def _stop(signum: int, frame: object) -> None:
@@ -196,17 +241,12 @@ def watch(
         if server is not None:
             server.wait()
         typer.echo(f"watching {inp} (Ctrl-C stops)", err=True)
-        stats = watcher.watch()
+        return watcher.watch()
     except FileNotFoundError as exc:
         fail(str(exc), as_json)
     except KeyboardInterrupt:
-        stats = watcher.stats
-    result = {"ok": True, "input_dir": inp, "output_dir": out, "mode": stats.mode,
-              "runs": len(stats.runs), "failed_runs": stats.failed_runs,
-              "files": sum(r["files"] for r in stats.runs),
-              "labeled_events": stats.labeled_events}
-    emit(result, as_json, f"stopped: {result['runs']} run(s), {result['files']} file(s), "
-         f"{result['failed_runs']} failed run(s)")
+        return watcher.stats
+    raise AssertionError("unreachable: fail() always exits")
 
 
 def doctor(

@@ -109,56 +109,96 @@ def query(
     The aligned table shows at most 200 rows; --format csv|json|parquet and --to give all.
     With --json the rows go inside the JSON object (or its "path" with --to).
     """
-    from tasks.read.query import QueryError, read_predictions, read_rejections
-    from tasks.read.summary import summarize
+    from tasks.read.query import QueryError
 
     settings = setup(data)
     output = output or str(settings.output_dir)
-    threshold = settings.low_confidence if low_confidence is None else low_confidence
-    table_fmt = (fmt or ("table" if to is None else None)) == "table"
+    filters = dict(since=since, until=until, labels=label, min_confidence=min_confidence,
+                   max_confidence=max_confidence, batches=batch,
+                   model_versions=model_version, path=path)
     try:
         if rejections:
-            misplaced = [name for name, v in (("--label", label), ("--batch", batch),
-                                              ("--model-version", model_version),
-                                              ("--min-confidence", min_confidence),
-                                              ("--max-confidence", max_confidence),
-                                              ("--summary", summary or None)) if v]
-            if misplaced:
-                fail(f"{', '.join(misplaced)} do not apply to --rejections (they filter "
-                     "predictions); use --reason, --since/--until, --path", as_json)
-            cols = columns or (REJECTION_TABLE_COLUMNS if table_fmt and not as_json else None)
-            table = read_rejections(output, since=since, until=until, reasons=reason, path=path,
-                                    columns=cols, limit=_limit(limit, table_fmt, as_json, to),
-                                    order_by=order_by)
-            _write(table, fmt, to, as_json, {"dataset": "rejections"})
-            return
-        if reason:
+            _query_rejections(output, _misplaced(filters, summary), since, until, reason, path,
+                              columns, limit, order_by, fmt, to, as_json)
+        elif reason:
             fail("--reason filters rejections: add --rejections", as_json)
-        filters = dict(since=since, until=until, labels=label, min_confidence=min_confidence,
-                       max_confidence=max_confidence, batches=batch,
-                       model_versions=model_version, path=path)
-        if summary:
-            table = read_predictions(output, **filters, columns=["date", "label", "confidence"])
-            result = summarize(table, threshold)
-            if order_by or limit is not None:
-                from tasks.read.query import parse_order_by
-                keys = parse_order_by(order_by)
-                bad = [k for k, _ in keys if k not in result.column_names]
-                if bad:
-                    fail(f"unknown column {bad[0]!r} for --summary: columns are "
-                         f"{', '.join(result.column_names)}", as_json)
-                result = result.sort_by(keys) if keys else result
-                result = result.slice(0, limit) if limit is not None else result
-            _write(result, fmt, to, as_json, {"dataset": "predictions", "summary": True,
-                                              "low_confidence": threshold,
-                                              "frames": table.num_rows})
-            return
-        cols = columns or (TABLE_COLUMNS if table_fmt and not as_json else None)
-        table = read_predictions(output, **filters, columns=cols,
-                                 limit=_limit(limit, table_fmt, as_json, to), order_by=order_by)
-        _write(table, fmt, to, as_json, {"dataset": "predictions"})
+        elif summary:
+            threshold = settings.low_confidence if low_confidence is None else low_confidence
+            _query_summary(output, filters, threshold, order_by, limit, fmt, to, as_json)
+        else:
+            _query_predictions(output, filters, columns, limit, order_by, fmt, to, as_json)
     except QueryError as exc:
         fail(str(exc), as_json)
+
+
+def _misplaced(filters: dict[str, Any], summary: bool) -> list[str]:
+    """The given prediction-only flags, named as typed, for the --rejections error."""
+    return [name for name, v in (("--label", filters["labels"]),
+                                 ("--batch", filters["batches"]),
+                                 ("--model-version", filters["model_versions"]),
+                                 ("--min-confidence", filters["min_confidence"]),
+                                 ("--max-confidence", filters["max_confidence"]),
+                                 ("--summary", summary or None)) if v]
+
+
+def _query_predictions(output: str, filters: dict[str, Any], columns: str | None,
+                       limit: int | None, order_by: str | None, fmt: str | None,
+                       to: Path | None, as_json: bool) -> None:
+    """Plain ``query``: the aligned table reads only its columns and one row past its cap."""
+    from tasks.read.query import read_predictions
+
+    table_fmt = _is_table(fmt, to)
+    cols = columns or (TABLE_COLUMNS if table_fmt and not as_json else None)
+    table = read_predictions(output, **filters, columns=cols,
+                             limit=_limit(limit, table_fmt, as_json, to), order_by=order_by)
+    _write(table, fmt, to, as_json, {"dataset": "predictions"})
+
+
+def _query_rejections(output: str, misplaced: list[str], since: str | None,
+                      until: str | None, reason: list[str] | None, path: str | None,
+                      columns: str | None, limit: int | None, order_by: str | None,
+                      fmt: str | None, to: Path | None, as_json: bool) -> None:
+    """``query --rejections``: prediction-only filters are an error, not silently ignored."""
+    from tasks.read.query import read_rejections
+
+    if misplaced:
+        fail(f"{', '.join(misplaced)} do not apply to --rejections (they filter "
+             "predictions); use --reason, --since/--until, --path", as_json)
+    table_fmt = _is_table(fmt, to)
+    cols = columns or (REJECTION_TABLE_COLUMNS if table_fmt and not as_json else None)
+    table = read_rejections(output, since=since, until=until, reasons=reason, path=path,
+                            columns=cols, limit=_limit(limit, table_fmt, as_json, to),
+                            order_by=order_by)
+    _write(table, fmt, to, as_json, {"dataset": "rejections"})
+
+
+def _query_summary(output: str, filters: dict[str, Any], threshold: float,
+                   order_by: str | None, limit: int | None, fmt: str | None, to: Path | None,
+                   as_json: bool) -> None:
+    """``query --summary``: --order-by/--limit apply to the summary rows, whose columns
+    differ from the predictions', so an unknown column is reported against them."""
+    from tasks.read.query import read_predictions
+    from tasks.read.summary import summarize
+
+    table = read_predictions(output, **filters, columns=["date", "label", "confidence"])
+    result = summarize(table, threshold)
+    if order_by or limit is not None:
+        from tasks.read.query import parse_order_by
+        keys = parse_order_by(order_by)
+        bad = [k for k, _ in keys if k not in result.column_names]
+        if bad:
+            fail(f"unknown column {bad[0]!r} for --summary: columns are "
+                 f"{', '.join(result.column_names)}", as_json)
+        result = result.sort_by(keys) if keys else result
+        result = result.slice(0, limit) if limit is not None else result
+    _write(result, fmt, to, as_json, {"dataset": "predictions", "summary": True,
+                                      "low_confidence": threshold,
+                                      "frames": table.num_rows})
+
+
+def _is_table(fmt: str | None, to: Path | None) -> bool:
+    """Whether the output is the aligned table (the default when printing, not with --to)."""
+    return (fmt or ("table" if to is None else None)) == "table"
 
 
 def _limit(limit: int | None, table_fmt: bool, as_json: bool, to: Path | None) -> int | None:

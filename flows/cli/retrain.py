@@ -89,67 +89,85 @@ def _human(r: dict[str, Any]) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
+    app.command("retrain")(_retrain_cmd)
 
-    @app.command("retrain")
-    def retrain(
-        labeled: Annotated[Path | None, typer.Option(
-            "--labeled", help="Labeled folder <class>/**/*.npy (default DATA/labeled).")] = None,
-        registry: Annotated[Path | None, typer.Option(
-            "--registry", help="Model registry (default DATA/registry).")] = None,
-        epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping).")] = 30,
-        seed: Annotated[int, typer.Option(help="Seed: same seed, data, code -> same model.")] = 0,
-        tune: Annotated[bool, typer.Option(
-            "--tune", help="Bounded KerasTuner search over the CNN's main knobs first.")] = False,
-        tune_budget: Annotated[float, typer.Option(
-            help="Time budget of --tune in seconds.")] = 600.0,
-        tune_trials: Annotated[int, typer.Option(help="Maximum trials of --tune.")] = 8,
-        promote: Annotated[str, typer.Option(
-            help="if-better: only if test macro-F1 >= production's on the same split + "
-                 "margin, and macro-F1 on the shifted split >= production's - |margin|; "
-                 "always; never.")] = "if-better",
-        margin: Annotated[float | None, typer.Option(
-            help="Promotion margin in macro-F1 (default $POSEBATCH_PROMOTION_MARGIN).")] = None,
-        group_by: Annotated[str, typer.Option(
-            help="Split groups: subject (first sub-folder, else file-name prefix), prefix "
-                 "(sub-folders + file-name prefix = take), none (file split).")] = "subject",
-        batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 64,
-        data: DataOpt = None,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Train a model on labeled folders, compare methods, evaluate on held-out groups,
-        register it, and promote it only if it beats production on the new test split."""
-        if promote not in PROMOTE_CHOICES:
-            fail(f"--promote must be one of {', '.join(PROMOTE_CHOICES)}", as_json)
-        if group_by not in GROUP_CHOICES:
-            fail(f"--group-by must be one of {', '.join(GROUP_CHOICES)}", as_json)
-        if epochs < 1 or batch_size < 1:
-            fail("--epochs and --batch-size must be at least 1", as_json)
-        settings = setup(data, prefect=True)
-        labeled_dir = labeled or settings.labeled_dir
-        from tasks.train.dataset import list_labeled
 
-        try:
-            classes, files, _ = list_labeled(labeled_dir, group_by)
-        except FileNotFoundError as exc:
-            fail(str(exc), as_json)
-        if len(classes) < 2:
-            fail(f"{labeled_dir}: need at least 2 class folders holding .npy files, found "
-                 f"{len(classes)}", as_json)
+def _retrain_cmd(
+    labeled: Annotated[Path | None, typer.Option(
+        "--labeled", help="Labeled folder <class>/**/*.npy (default DATA/labeled).")] = None,
+    registry: Annotated[Path | None, typer.Option(
+        "--registry", help="Model registry (default DATA/registry).")] = None,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping).")] = 30,
+    seed: Annotated[int, typer.Option(help="Seed: same seed, data, code -> same model.")] = 0,
+    tune: Annotated[bool, typer.Option(
+        "--tune", help="Bounded KerasTuner search over the CNN's main knobs first.")] = False,
+    tune_budget: Annotated[float, typer.Option(
+        help="Time budget of --tune in seconds.")] = 600.0,
+    tune_trials: Annotated[int, typer.Option(help="Maximum trials of --tune.")] = 8,
+    promote: Annotated[str, typer.Option(
+        help="if-better: only if test macro-F1 >= production's on the same split + "
+             "margin, and macro-F1 on the shifted split >= production's - |margin|; "
+             "always; never.")] = "if-better",
+    margin: Annotated[float | None, typer.Option(
+        help="Promotion margin in macro-F1 (default $POSEBATCH_PROMOTION_MARGIN).")] = None,
+    group_by: Annotated[str, typer.Option(
+        help="Split groups: subject (first sub-folder, else file-name prefix), prefix "
+             "(sub-folders + file-name prefix = take), none (file split).")] = "subject",
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 64,
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a model on labeled folders, compare methods, evaluate on held-out groups,
+    register it, and promote it only if it beats production on the new test split."""
+    _check_options(promote, group_by, epochs, batch_size, as_json)
+    settings = setup(data, prefect=True)
+    labeled_dir = labeled or settings.labeled_dir
+    _check_labeled(labeled_dir, group_by, as_json)
+    params = dict(
+        labeled_dir=str(labeled_dir),
+        registry_dir=str(registry or settings.registry_dir), epochs=epochs,
+        seed=seed, tune=tune, tune_budget_seconds=tune_budget,
+        tune_max_trials=tune_trials, promote=promote, margin=margin,
+        group_by=group_by, batch_size=batch_size, data_root=str(settings.data_root))
+    result = _run_flow(params, as_json)
+    emit(result, as_json, _human(result))
 
-        from flows.retrain import add_progress_listener, retrain_flow
 
-        listener, close = progress_printer(as_json)
-        remove = add_progress_listener(listener)
-        try:
-            result = retrain_flow(
-                labeled_dir=str(labeled_dir),
-                registry_dir=str(registry or settings.registry_dir), epochs=epochs,
-                seed=seed, tune=tune, tune_budget_seconds=tune_budget,
-                tune_max_trials=tune_trials, promote=promote, margin=margin,
-                group_by=group_by, batch_size=batch_size, data_root=str(settings.data_root))
-        except (ValueError, FileNotFoundError) as exc:
-            fail(str(exc).splitlines()[0], as_json)
-        finally:
-            remove()
-            close()
-        emit(result, as_json, _human(result))
+def _check_options(promote: str, group_by: str, epochs: int, batch_size: int,
+                   as_json: bool) -> None:
+    """Reject bad choices before Prefect starts, so a typo costs no server start-up."""
+    if promote not in PROMOTE_CHOICES:
+        fail(f"--promote must be one of {', '.join(PROMOTE_CHOICES)}", as_json)
+    if group_by not in GROUP_CHOICES:
+        fail(f"--group-by must be one of {', '.join(GROUP_CHOICES)}", as_json)
+    if epochs < 1 or batch_size < 1:
+        fail("--epochs and --batch-size must be at least 1", as_json)
+
+
+def _check_labeled(labeled_dir: Path, group_by: str, as_json: bool) -> None:
+    """A one-line error for a missing or one-class labeled folder, before any training."""
+    from tasks.train.dataset import list_labeled
+
+    try:
+        classes, _files, _ = list_labeled(labeled_dir, group_by)
+    except FileNotFoundError as exc:
+        fail(str(exc), as_json)
+    if len(classes) < 2:
+        fail(f"{labeled_dir}: need at least 2 class folders holding .npy files, found "
+             f"{len(classes)}", as_json)
+
+
+def _run_flow(params: dict[str, Any], as_json: bool) -> dict[str, Any]:
+    """Run the retrain flow with progress attached; the listener is removed even on failure."""
+    from flows.retrain import add_progress_listener, retrain_flow
+
+    listener, close = progress_printer(as_json)
+    remove = add_progress_listener(listener)
+    try:
+        return retrain_flow(**params)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc).splitlines()[0], as_json)
+        raise  # unreachable: fail() always exits
+    finally:
+        remove()
+        close()
