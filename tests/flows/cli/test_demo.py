@@ -11,7 +11,14 @@ import pyarrow.dataset as ds
 import pytest
 from typer.testing import CliRunner
 
+import flows.classify  # noqa: F401  (see below)
+import flows.retrain  # noqa: F401
 from flows.cli import app
+
+# Importing a flow module imports prefect.main, which configures Prefect's console log handler
+# on the CURRENT sys.stderr. Done inside CliRunner.invoke, that is the runner's temporary
+# stream, closed afterwards, and every later flow run in this process fails to log (when this
+# file runs without the rest of the suite, nothing imported them earlier). Here, once, first.
 
 pytestmark = pytest.mark.slow
 
