@@ -49,7 +49,7 @@ from tasks.classify.run_summary import (
     summary_table,
 )
 from tasks.io.schema import PREDICTIONS
-from tasks.io.storage import Location
+from tasks.io.storage import Location, is_remote
 
 CHUNK_FILES = 2048          # files per classify-chunk task: a few thousand frames
 CHUNK_BYTES = 512 << 20     # and at most this much input per chunk
@@ -182,7 +182,7 @@ def commit_chunk_task(ledger: Ledger, result: ChunkResult, sizes: dict[str, tupl
 
 
 def _absolute(path: str) -> str:
-    return path if Location(path).is_remote else os.path.abspath(path)
+    return path if is_remote(path) else os.path.abspath(path)
 
 
 def free_name(dst: Path) -> Path:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -243,6 +244,14 @@ def limb_rotations(frames: Any, normal: Any, limb_deg: float, lean_deg: float,
     return tf.stack(maps, axis=1)
 
 
+def _uniform(seeds: Any, i: int, shape: Any, lo: float = 0.0, hi: float = 1.0) -> Any:
+    """Stateless uniform draws from the ``i``-th of a step's seeds: every step keys its
+    randomness this way, so a batch's augmentation is reproducible."""
+    import tensorflow as tf
+
+    return tf.random.stateless_uniform(shape, seeds[i], lo, hi)
+
+
 def _gaussians(pos: Any, sigma: Any, height: Any) -> Any:
     """``[B,K,H,W]`` peaks at ``pos`` ``[B,K,2]`` (x, y) of ``sigma`` and ``height`` ``[B,K]``."""
     import tensorflow as tf
@@ -265,8 +274,7 @@ def rerender(img: Any, c: AugmentConfig, seeds: Any) -> Any:
 
     b, k = tf.shape(img)[0], HEATMAP_SHAPE[0]
 
-    def u(i: int, shape: Any, lo: float = 0.0, hi: float = 1.0) -> Any:
-        return tf.random.stateless_uniform(shape, seeds[i], lo, hi)
+    u = partial(_uniform, seeds)
 
     frames = tf.transpose(img, [0, 3, 1, 2])
     pos = peak_xy(frames) + u(0, [b, k, 2], -0.5, 0.5)
@@ -290,8 +298,7 @@ def distractors(img: Any, c: AugmentConfig, seeds: Any) -> Any:
     k, h, w = HEATMAP_SHAPE
     b = tf.shape(img)[0]
 
-    def u(i: int, shape: Any, lo: float = 0.0, hi: float = 1.0) -> Any:
-        return tf.random.stateless_uniform(shape, seeds[i], lo, hi)
+    u = partial(_uniform, seeds)
 
     if c.blob > 0:
         where = tf.one_hot(tf.random.stateless_uniform([b], seeds[0], 0, k, tf.int32), k)
@@ -320,7 +327,7 @@ def _truncation(shift: Any, scale: Any, rate: float, seeds: Any) -> tuple[Any, A
     b = tf.shape(scale)[0]
 
     def u(i: int, lo: float = 0.0, hi: float = 1.0) -> Any:
-        return tf.random.stateless_uniform([b], seeds[i], lo, hi)
+        return _uniform(seeds, i, [b], lo, hi)
 
     push = u(0, 6.0, 16.0)
     sideways = u(1) < 1 / 3
@@ -345,8 +352,7 @@ def augment_batch(frames: Any, labels: Any, seed: Any, mirrors: np.ndarray,
     s = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 15)
     more = tf.random.experimental.stateless_split(s[0], 30)  # the later steps' own streams
 
-    def uniform(i: int, shape: Any, lo: float = 0.0, hi: float = 1.0) -> Any:
-        return tf.random.stateless_uniform(shape, s[i], lo, hi)
+    uniform = partial(_uniform, s)
 
     x, y = mirror_flip(x, labels, mirrors, uniform(0, [b]) < c.flip)
     flipped = x
