@@ -87,7 +87,9 @@ def train_variants(train_root: Path, epochs: int, seed: int,
             _log(f"epoch {ev['epoch']}/{ev['epochs']} loss {logs.get('loss', 0):.3f} "
                  f"val_acc {logs.get('val_accuracy', 0):.3f}")
 
-    remove = rt.add_progress_listener(progress)
+    from flows.runtime.progress import add_stage_listener
+
+    remove = add_stage_listener(progress)
     trained: dict[str, Any] = {}
     try:
         scan, split = rt.scan_task.fn(str(train_root / "labeled"), "subject", 4096, seed)

@@ -74,7 +74,9 @@ def train_and_score(roots: dict[str, Path], epochs: int, seed: int, batch_size: 
         elif "message" in ev:
             _log(f"{ev['stage']}: {ev['message']}")
 
-    remove = rt.add_progress_listener(progress)
+    from flows.runtime.progress import add_stage_listener
+
+    remove = add_stage_listener(progress)
     try:
         t0 = time.perf_counter()
         scan, split = rt.scan_task.fn(str(roots["train"] / "labeled"), "subject", 4096, seed)

@@ -25,6 +25,15 @@ class Settings(BaseSettings):
     promotion_margin: float = 0.0
     low_confidence: float = 0.5
     telemetry: bool = False
+    # classification's work units and output upkeep
+    chunk_files: int = 2048            # files per classify-chunk task: a few thousand frames
+    chunk_bytes: int = 512 << 20       # and at most this much input per chunk
+    compact_above: int = 32            # compact a day partition holding more parts than this
+    fold_at: int = 16                  # fold ledger records into a segment at this many
+    # runtime switches
+    xla: bool = False                  # XLA-compile the model (POSEBATCH_XLA=1; see infer.py)
+    early_server: bool = True          # start Prefect's server while the CLI imports
+    crash_at: str = ""                 # tests only: "recorded:2,batch:5" (tasks/io/faults.py)
 
     # Everything lives under one data root; these are the conventional sub-folders.
     @property

@@ -35,16 +35,20 @@ def run_classify(params: dict[str, Any], registry: str, version: str, batch_size
     import os
 
     from flows.runtime.ephemeral import start_early_server
+    from flows.settings import get_settings
 
     bar = progress_enabled() and not as_json
     if bar:  # logs still reach the Prefect API; the terminal shows the progress bar
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
-    server = start_early_server()  # first: before any thread exists; stopped at exit
+    settings = get_settings(params.get("data_root"))
+    server = start_early_server(settings.early_server)  # before any thread; stopped at exit
     on_dask = spec is not None and spec.kind != "threads"
     if not on_dask:  # on Dask the workers load the model (flows/runners), not this process
-        threading.Thread(target=_preload, args=(registry, version, batch_size),
+        xla = settings.xla
+        threading.Thread(target=_preload, args=(registry, version, batch_size, xla),
                          name="posebatch-model-load", daemon=True).start()
-    from flows.classify import add_progress_listener, classify_flow
+    from flows.classify import classify_flow
+    from flows.runtime.progress import add_file_listener
     from flows.runtime.runners import with_task_runner
 
     if on_dask:
@@ -59,7 +63,7 @@ def run_classify(params: dict[str, Any], registry: str, version: str, batch_size
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeRemainingColumn(), transient=True) as prog:
         job = prog.add_task("classifying files", total=None)
-        remove = add_progress_listener(
+        remove = add_file_listener(
             lambda done, total: prog.update(job, completed=done, total=total))
         try:
             return flow(**params)
@@ -67,13 +71,13 @@ def run_classify(params: dict[str, Any], registry: str, version: str, batch_size
             remove()
 
 
-def _preload(registry: str, version: str, batch_size: int) -> None:
+def _preload(registry: str, version: str, batch_size: int, xla: bool) -> None:
     """Import TensorFlow and compile the model while Prefect starts (errors resurface later,
     when the flow loads the model itself)."""
     try:
         from tasks.classify.infer import load_predictor
 
-        load_predictor(registry, version, batch_size)
+        load_predictor(registry, version, batch_size, xla)
     except Exception:  # noqa: BLE001 - reported by the flow's own load
         pass
 
@@ -103,8 +107,9 @@ def classify(
     quiet_seconds: Annotated[float | None, typer.Option(
         "--quiet-seconds", min=0, help="A batch without _SUCCESS is complete when nothing "
         "in it changed for this long [default: 5].", show_default=False)] = None,
-    chunk_files: Annotated[int, typer.Option(
-        "--chunk-files", min=1, help="Files per classification task.")] = 2048,
+    chunk_files: Annotated[int | None, typer.Option(
+        "--chunk-files", min=1, help="Files per classification task [default: 2048, "
+        "POSEBATCH_CHUNK_FILES].", show_default=False)] = None,
     workers: Annotated[int | None, typer.Option(
         "--workers", min=1, help="Classify on a local Dask cluster of N worker processes "
         "(127.0.0.1, no dashboard; each loads the model once).", show_default=False)] = None,
@@ -137,7 +142,7 @@ def classify(
               "quiet_seconds": quiet_seconds, "chunk_files": chunk_files,
               "data_root": str(settings.data_root)}
     summary = _run_or_fail(params, reg, version, bsz, as_json, spec)
-    from flows.classify import format_summary
+    from tasks.classify.run_summary import format_summary
 
     emit(summary, as_json, format_summary(summary))
 

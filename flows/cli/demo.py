@@ -109,7 +109,7 @@ def demo(
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     from flows.runtime.ephemeral import start_early_server
 
-    server = start_early_server()  # before any thread: overlaps with the steps below
+    server = start_early_server(settings.early_server)  # before any thread: overlaps the steps
     gen = _generate_step(settings, per_class, seed, incoming_batches, incoming_per_batch,
                          as_json)
     if server is not None:
@@ -156,11 +156,12 @@ def _model_step(settings: Any, epochs: int, seed: int, as_json: bool) -> dict[st
         _say(f"production model {version} found: not retraining", as_json)
         return {"trained": False, "version": version}
     from flows.cli.retrain import progress_printer
-    from flows.retrain import add_progress_listener, retrain_flow
+    from flows.retrain import retrain_flow
+    from flows.runtime.progress import add_stage_listener
 
     _say(f"no production model: training one (up to {epochs} epochs)", as_json)
     listener, close = progress_printer(as_json)
-    remove = add_progress_listener(listener)
+    remove = add_stage_listener(listener)
     try:
         out = retrain_flow(data_root=str(settings.data_root), epochs=epochs, seed=seed)
     except (ValueError, FileNotFoundError) as exc:

@@ -139,7 +139,7 @@ def watch(
     # Before any thread exists. Not stopped here: it stops at exit, after Prefect has flushed
     # the last run's logs and events to it (stopping it first made Prefect retry against a
     # dead server for over a minute before the process could exit).
-    server = start_early_server()
+    server = start_early_server(settings.early_server)
     _watch_logger()
     watcher = _watcher(params, spec, poll_seconds, polling, labeled)
     stats = _watch_until_stopped(watcher, server, params["input_dir"], as_json)

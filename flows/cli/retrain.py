@@ -1,7 +1,7 @@
 """Command: ``posebatch retrain``: train, compare, evaluate, register, maybe promote.
 
 Nothing heavy at import time: Prefect and TensorFlow load when the command runs. The
-promotion policies come from the gate itself (``tasks/train/gate.py``, standard library only).
+option choices come from ``tasks/train/choices.py`` (standard library only).
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from flows.cli.common import DataOpt, JsonOpt, emit, fail, progress_enabled, setup
-from tasks.train.gate import PROMOTE_POLICIES as PROMOTE_CHOICES
-
-GROUP_CHOICES = ("subject", "prefix", "none")
+from tasks.train.choices import check_retrain_options
 
 
 def progress_printer(as_json: bool) -> tuple[Any, Any]:
@@ -136,12 +134,10 @@ def _retrain_cmd(
 def _check_options(promote: str, group_by: str, epochs: int, batch_size: int,
                    as_json: bool) -> None:
     """Reject bad choices before Prefect starts, so a typo costs no server start-up."""
-    if promote not in PROMOTE_CHOICES:
-        fail(f"--promote must be one of {', '.join(PROMOTE_CHOICES)}", as_json)
-    if group_by not in GROUP_CHOICES:
-        fail(f"--group-by must be one of {', '.join(GROUP_CHOICES)}", as_json)
-    if epochs < 1 or batch_size < 1:
-        fail("--epochs and --batch-size must be at least 1", as_json)
+    try:
+        check_retrain_options(promote, group_by, epochs, batch_size)
+    except ValueError as exc:
+        fail(str(exc), as_json)
 
 
 def _check_labeled(labeled_dir: Path, group_by: str, as_json: bool) -> None:
@@ -159,10 +155,11 @@ def _check_labeled(labeled_dir: Path, group_by: str, as_json: bool) -> None:
 
 def _run_flow(params: dict[str, Any], as_json: bool) -> dict[str, Any]:
     """Run the retrain flow with progress attached; the listener is removed even on failure."""
-    from flows.retrain import add_progress_listener, retrain_flow
+    from flows.retrain import retrain_flow
+    from flows.runtime.progress import add_stage_listener
 
     listener, close = progress_printer(as_json)
-    remove = add_progress_listener(listener)
+    remove = add_stage_listener(listener)
     try:
         return retrain_flow(**params)
     except (ValueError, FileNotFoundError) as exc:

@@ -10,8 +10,9 @@ The server is the one Prefect runs (``uvicorn prefect.server.api.server:create_a
 database under ``PREFECT_HOME``), on a free port of 127.0.0.1. It is stopped when the command
 ends, and on Linux it is also told to exit if the command is killed (``PR_SET_PDEATHSIG``).
 
-Nothing happens when ``PREFECT_API_URL`` is set (a real server) or ``POSEBATCH_EARLY_SERVER=0``
-(Prefect's own behaviour). Standard library only: importing this module is instant.
+Nothing happens when ``PREFECT_API_URL`` is set (a real server) or the settings turn it off
+(``POSEBATCH_EARLY_SERVER=0``: Prefect's own behaviour). Standard library only: importing
+this module is instant.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class EarlyServer:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"the temporary Prefect server did not start (log: {self.log_path});"
-                           " set POSEBATCH_EARLY_SERVER=0 or PREFECT_API_URL to avoid it")
+                           " set POSEBATCH_EARLY_SERVER=false or PREFECT_API_URL to avoid it")
 
     def stop(self) -> None:
         if self.proc is not None:  # it shares our process group: signal it alone
@@ -102,9 +103,12 @@ class EarlyServer:
             self._log = None
 
 
-def start_early_server() -> EarlyServer | None:
-    """Launch the server now if this command will need one; call before starting threads."""
-    if os.environ.get("PREFECT_API_URL") or os.environ.get("POSEBATCH_EARLY_SERVER") == "0":
+def start_early_server(enabled: bool = True) -> EarlyServer | None:
+    """Launch the server now if this command will need one; call before starting threads.
+
+    ``enabled`` is the settings' ``early_server``; a configured ``PREFECT_API_URL`` (Prefect's
+    own variable) means a server already runs."""
+    if not enabled or os.environ.get("PREFECT_API_URL"):
         return None
     home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect"))
     server = EarlyServer(home / "posebatch-server.log")

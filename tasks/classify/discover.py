@@ -173,3 +173,20 @@ def unseen(ready: list[Candidate], known: pa.Table) -> tuple[list[Candidate], li
     fresh = [c for i, c in enumerate(ready) if i not in hit_idx]
     old = [c for i, c in enumerate(ready) if i in hit_idx]
     return fresh, old
+
+
+def plan_chunks(files: list[Candidate], max_files: int, max_bytes: int) -> list[list[Candidate]]:
+    """Consecutive runs of ``files`` of at most ``max_files`` files and ``max_bytes`` bytes
+    (a single larger file makes a chunk of its own): one ``classify-chunk`` task each."""
+    out: list[list[Candidate]] = []
+    cur: list[Candidate] = []
+    size = 0
+    for c in files:
+        if cur and (len(cur) >= max_files or size + c.size > max_bytes):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(c)
+        size += c.size
+    if cur:
+        out.append(cur)
+    return out

@@ -116,24 +116,22 @@ def aligned_zeros(shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray
     return raw[start:start + n].view(dtype).reshape(shape)
 
 
-_PREDICTORS: dict[tuple[str, str, int], Predictor] = {}
+_PREDICTORS: dict[tuple[str, str, int, bool], Predictor] = {}
 _PREDICTOR_LOCK = threading.Lock()
 
 
 def load_predictor(registry_dir: str, model_version: str, batch_size: int = 256,
-                   jit_compile: bool | None = None) -> Predictor:
+                   jit_compile: bool = False) -> Predictor:
     """The process-wide predictor for a registry version (loaded and compiled on first use).
 
-    ``jit_compile`` (XLA) defaults to ``$POSEBATCH_XLA`` (off unless "1"). Measured on the
+    ``jit_compile``: XLA (the settings' ``xla``, ``POSEBATCH_XLA=1``). Measured on the
     2-core machine with the deployed network, XLA ran a batch on one core where TensorFlow's
     own kernels use both, cost about 15% more CPU per batch and half a second more to
     compile: off is the better default; try it on other hardware.
     """
-    key = (os.path.abspath(str(registry_dir)), model_version, int(batch_size))
+    key = (os.path.abspath(str(registry_dir)), model_version, int(batch_size), bool(jit_compile))
     with _PREDICTOR_LOCK:
         if key not in _PREDICTORS:
-            if jit_compile is None:
-                jit_compile = os.environ.get("POSEBATCH_XLA", "0") == "1"
             _PREDICTORS[key] = _build_predictor(key[0], model_version, int(batch_size),
                                                 jit_compile)
         return _PREDICTORS[key]
@@ -236,14 +234,15 @@ BatchCallback = Callable[[dict[str, Any]], None]
 def classify_files(input_dir: str, files: list[tuple[str, int]], registry_dir: str,
                    model_version: str, batch_size: int = 256, max_frames: int = 4096,
                    io_threads: int = 2, readahead_mb: int = 64,
-                   on_batch: BatchCallback | None = None) -> ChunkResult:
+                   on_batch: BatchCallback | None = None,
+                   jit_compile: bool = False) -> ChunkResult:
     """Classify ``files`` (relative path, size) of ``input_dir`` with a registry model.
 
     Bad files come back as rejected outcomes (never an exception); frames of good files come
     back with their probabilities. ``on_batch`` gets a small dict after every model batch.
     """
     t_start = time.perf_counter()
-    pred = load_predictor(registry_dir, model_version, batch_size)
+    pred = load_predictor(registry_dir, model_version, batch_size, jit_compile)
     t_loaded = time.perf_counter()
     loc = Location(input_dir)
     bsz = pred.batch_size

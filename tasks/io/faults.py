@@ -1,7 +1,8 @@
 """Fault injection for the crash-safety tests: kill the process at a named point.
 
 It lives in the I/O layer, below the ledger and the inference loop that call it, so both
-stages share one hook and one environment variable (``POSEBATCH_CRASH_AT``).
+stages share one hook. The flow arms it from the settings (``POSEBATCH_CRASH_AT``); tasks
+never read the environment themselves.
 """
 
 from __future__ import annotations
@@ -9,22 +10,25 @@ from __future__ import annotations
 import os
 import signal
 
+_ARMED: dict[str, int] = {}       # point -> the visit that kills
+_CRASH_COUNTS: dict[str, int] = {}
+
+
+def arm(spec: str) -> None:
+    """Kill at the n-th visit of each named point: ``"recorded:2,batch:5"`` kills at the
+    second commit record or the fifth model batch, whichever comes first. ``""`` disarms
+    (always, outside tests)."""
+    _ARMED.clear()
+    _CRASH_COUNTS.clear()
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        point, _, nth = item.partition(":")
+        _ARMED[point.strip()] = int(nth or 1)
+
 
 def crash_point(name: str) -> None:
-    """Test hook: SIGKILL this process at the n-th time it reaches ``name``.
-
-    ``POSEBATCH_CRASH_AT=recorded:2,batch:5`` kills at the second commit record or the fifth
-    model batch, whichever comes first. Unset (always, outside tests) it does nothing.
-    """
-    spec = os.environ.get("POSEBATCH_CRASH_AT")
-    if not spec:
+    """Test hook: SIGKILL this process at the armed visit of ``name``; nothing otherwise."""
+    if name not in _ARMED:
         return
-    for item in spec.split(","):
-        point, _, nth = item.partition(":")
-        if point.strip() == name:
-            _CRASH_COUNTS[name] = _CRASH_COUNTS.get(name, 0) + 1
-            if _CRASH_COUNTS[name] == int(nth or 1):
-                os.kill(os.getpid(), signal.SIGKILL)
-
-
-_CRASH_COUNTS: dict[str, int] = {}
+    _CRASH_COUNTS[name] = _CRASH_COUNTS.get(name, 0) + 1
+    if _CRASH_COUNTS[name] == _ARMED[name]:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -49,6 +49,18 @@ def is_remote(location: str | os.PathLike[str]) -> bool:
     return urlparse(str(location)).scheme in REMOTE_SCHEMES
 
 
+def relative_inside(child: str | None, parent: str) -> str | None:
+    """``child`` relative to ``parent`` (POSIX) when it lies strictly inside it; None otherwise
+    and for remote locations. Used to keep an output or archive inside the input unscanned."""
+    if not child or is_remote(parent) or is_remote(child):
+        return None
+    try:
+        rel = Path(child).resolve().relative_to(Path(parent).resolve())
+    except ValueError:
+        return None
+    return rel.as_posix() if rel.parts else None
+
+
 def s3_options(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The S3 connection settings present in ``env`` (default ``os.environ``), by role.
 

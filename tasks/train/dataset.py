@@ -34,8 +34,8 @@ import numpy as np
 
 from models.keypoints import keypoint_features
 from tasks.io.validate import Rejected, read_heatmap_file, read_untrusted
+from tasks.train.choices import GROUP_RULES
 
-GROUP_RULES = ("subject", "prefix", "none")
 SPLITS = ("train", "val", "test")
 
 

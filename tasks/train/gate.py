@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-PROMOTE_POLICIES = ("if-better", "always", "never")
+from tasks.train.choices import PROMOTE_POLICIES
 
 
 def decide_promotion(policy: str, challenger_f1: float | None, champion_f1: float | None,
@@ -97,3 +97,24 @@ def fairness_note(champion: dict[str, Any], n_test: int) -> str:
         return ""
     return (f" (both scored on the {n_test - left} test file(s) of groups production never "
             f"trained on; {left} left out)")
+
+
+def gate_verdict(policy: str, margin: float, evaluation: dict[str, Any],
+                 champion: dict[str, Any] | None, n_test: int) -> tuple[bool, str]:
+    """Apply ``decide_promotion`` to one retrain's scores.
+
+    When production was re-evaluated on a subset of the test split (groups it never trained
+    on), the challenger's score on that same subset is the one compared."""
+    challenger_f1 = evaluation["metrics"].get("macro_f1")
+    if champion and "challenger_metrics" in champion:  # the same files for both models
+        challenger_f1 = champion["challenger_metrics"].get("macro_f1")
+    ok, reason = decide_promotion(
+        policy, challenger_f1,
+        champion["metrics"].get("macro_f1") if champion and "metrics" in champion else None,
+        margin, has_production=champion is not None,
+        champion_error=champion.get("error") if champion else None,
+        challenger_shift_f1=f1_of(champion, "challenger_shift_metrics"),
+        champion_shift_f1=f1_of(champion, "shift_metrics"))
+    if policy == "if-better" and champion and "metrics" in champion:
+        reason += fairness_note(champion, n_test)
+    return ok, reason

@@ -242,18 +242,6 @@ def test_out_of_distribution_frames_get_a_warning_and_are_counted(
     assert table["frames flagged out of distribution"] == "1"
 
 
-def test_archive_never_overwrites_copies_of_one_name(tmp_path: Path) -> None:
-    """Three files of one name archived within the same second: all three are kept."""
-    from flows.classify import move_processed_files
-
-    inp, dest = tmp_path / "in", tmp_path / "archive"
-    for k in range(3):
-        write(inp / "b" / "x.npy", bytes([k]) * 10)
-        assert move_processed_files.fn(str(inp), str(dest), ["b/x.npy"], []) == 1
-    kept = sorted(p.read_bytes()[0] for p in (dest / "b").iterdir())
-    assert kept == [0, 1, 2]
-
-
 def test_a_run_that_could_not_read_due_files_fails_and_leaves_them(
         prefect_server, registry_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """One file unreadable, one reported missing by the reader though it is there (a worker

@@ -98,3 +98,13 @@ def test_known_files_are_matched_by_path_size_and_mtime(tmp_path: Path):
     fresh2, _ = unseen(scan_input(str(inp), quiet_seconds=0).ready, known)
     assert {c.path for c in fresh2} == {ready[0].path, ready[3].path}
     assert unseen(ready, ENTRY_SCHEMA.empty_table())[0] == ready
+
+
+def test_chunks_hold_at_most_the_files_and_bytes_asked_and_keep_the_order():
+    from tasks.classify.discover import Candidate, plan_chunks
+
+    files = [Candidate(f"b/{i}.npy", "b", size, 0) for i, size in enumerate([4, 4, 4, 9, 1, 1])]
+    chunks = plan_chunks(files, max_files=2, max_bytes=8)
+    assert [[c.size for c in ch] for ch in chunks] == [[4, 4], [4], [9], [1, 1]]
+    assert [c.path for ch in chunks for c in ch] == [c.path for c in files]
+    assert plan_chunks([], 2, 8) == []

@@ -126,3 +126,14 @@ def test_s3_parquet_dataset_through_pyarrow(s3_server: str):
                       partitioning="hive").to_table().sort_by("source_path")
     assert back.column("source_path").to_pylist() == ["a.npy", "b.npy", "c.npy"]
     assert back.column("date").to_pylist() == ["2024-05-01", "2024-05-01", "2024-05-02"]
+
+
+def test_relative_inside_names_only_folders_strictly_inside(tmp_path: Path) -> None:
+    from tasks.io.storage import relative_inside
+
+    inp = tmp_path / "in"
+    assert relative_inside(str(inp / "out" / "x"), str(inp)) == "out/x"
+    assert relative_inside(str(inp), str(inp)) is None          # the input itself
+    assert relative_inside(str(tmp_path / "elsewhere"), str(inp)) is None
+    assert relative_inside(None, str(inp)) is None
+    assert relative_inside("s3://b/in/out", "s3://b/in") is None
