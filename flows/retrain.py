@@ -186,6 +186,8 @@ def evaluate_task(model: Any, scan: Scan, split: Split, max_frames: int,
     metrics["seconds"] = time.monotonic() - t0
     x_train, y_train = features_of(scan, split.train)
     return {
+        "monitor": _monitor_reference(scan, split, softmax(test_logits, temperature), test_y,
+                                      max_frames),
         "metrics": metrics,
         "shift_metrics": shift_metrics,
         "ood": fit_reference(x_train, y_train, features_of(scan, split.val)[0]),
@@ -285,6 +287,7 @@ def register_task(registry_dir: str, model: Any, summary: RetrainSummary, promot
         "output": "logits",
         "temperature": summary["calibration"]["temperature"],
         "ood": summary["ood"],
+        "monitor": summary.get("monitor"),  # the monitoring reference (tasks/monitor)
         "metrics": {"test": _slim(summary["methods"]["cnn"]),
                     "shift": summary["shift"],
                     "methods": {k: _slim(v) for k, v in summary["methods"].items()},
@@ -320,6 +323,22 @@ def register_task(registry_dir: str, model: Any, summary: RetrainSummary, promot
     (entry.path / "report.md").write_text(render_report(summary), encoding="utf-8")
     return {"version": entry.version, "path": str(entry.path), "promoted": promote,
             "reason": reason}
+
+
+def _monitor_reference(scan: Scan, split: Split, probs: Any, labels: Any,
+                       max_frames: int) -> dict[str, Any]:
+    """What the model's runs are compared with (``tasks/monitor/reference.py``): the test
+    split's heatmap statistics (streamed from disk) and calibrated confidences, and the
+    training split's class mix."""
+    from tasks.monitor.inputs import InputStats
+    from tasks.monitor.reference import build_reference
+    from tasks.train.dataset import iter_frames
+
+    paths = [scan.files[i].file.path for i in split.test]
+    stats = InputStats().add_stream(frame for frame, _ in iter_frames(
+        paths, [0] * len(paths), max_frames))
+    return build_reference(stats, probs, class_distribution(scan, split.train),
+                           scan.class_names, labels)
 
 
 def _slim(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -375,6 +394,7 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
         "calibration": evaluation["calibration"],
         "shift": _shift_scores(evaluation, champion),
         "ood": evaluation["ood"],
+        "monitor": evaluation["monitor"],
         "champion": _champion_summary(champion),
         "promotion_policy": promote, "margin": margin,
         "promoted": ok, "promotion_reason": reason,

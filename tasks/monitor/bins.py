@@ -7,6 +7,8 @@ counts, without keeping the values.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -35,3 +37,15 @@ def regroup(counts: np.ndarray, lower: np.ndarray, edges: np.ndarray) -> np.ndar
     for b in range(len(edges) + 1):
         out[..., b] = counts[..., which == b].sum(axis=-1)
     return out
+
+
+def finite_or_none(v: Any) -> Any:
+    """``v`` with NaN and infinities (nested in lists and dicts) as None: Parquet nulls and
+    strict JSON."""
+    if isinstance(v, dict):
+        return {k: finite_or_none(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [finite_or_none(x) for x in v]
+    if isinstance(v, float | np.floating):
+        return float(v) if np.isfinite(v) else None
+    return v

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks.monitor.bins import finite_or_none
 from tasks.monitor.drift import (
     CONFIDENCE_EDGES,
     class_mix_scores,
@@ -75,14 +76,6 @@ RUNS_SCHEMA = pa.schema([
 DRIFT_COLUMNS = ("class_mix_psi", "input_psi", "confidence_psi")
 
 
-def _nan_to_none(v: Any) -> Any:
-    if isinstance(v, list):
-        return [_nan_to_none(x) for x in v]
-    if isinstance(v, float | np.floating) and not np.isfinite(v):
-        return None
-    return float(v) if isinstance(v, np.floating) else v
-
-
 def monitor_row(predictions: pa.Table | PredictionStats, input_stats: InputStats | None,
                 reference: Mapping[str, Any] | None, run_info: Mapping[str, Any]
                 ) -> dict[str, Any]:
@@ -97,7 +90,7 @@ def monitor_row(predictions: pa.Table | PredictionStats, input_stats: InputStats
     preds = _prediction_stats(predictions, run_info, reference)
     row = {**_run_part(preds, run_info), **_prediction_part(preds),
            **_input_part(input_stats), **_drift_part(preds, input_stats, reference)}
-    return {k: _nan_to_none(row.get(k)) for k in RUNS_SCHEMA.names}
+    return {k: finite_or_none(row.get(k)) for k in RUNS_SCHEMA.names}
 
 
 def _class_names(table: pa.Table, run_info: Mapping[str, Any],

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.monitor.bins import finite_or_none
 from tasks.monitor.drift import CONFIDENCE_EDGES, confidence_counts
 from tasks.monitor.estimate import estimate_performance
 from tasks.monitor.inputs import HEIGHT_EDGES, InputStats, height_bins, height_quantile
@@ -36,6 +37,9 @@ def height_decile_edges(counts: np.ndarray) -> list[float]:
 def input_reference(stats: InputStats) -> dict[str, Any]:
     """Per joint: decile bins of the peak heights and the frames' share in each, plus
     ``InputStats.summary`` (quantiles, widths, missing rates, implausible share)."""
+    if not stats.frames:  # no held-out frames: no bins, no input drift
+        return {"height_edges": [[] for _ in stats.height_counts],
+                "height_shares": [[1.0] for _ in stats.height_counts], **stats.summary()}
     edges = [height_decile_edges(c) for c in stats.height_counts]
     shares = []
     for c, e in zip(stats.height_counts, edges, strict=True):
@@ -70,7 +74,7 @@ def build_reference(stats: InputStats, probs: np.ndarray,
     measured = None
     if labels is not None and len(labels):
         measured = float((probs.argmax(axis=1) == np.asarray(labels)).mean())
-    return {
+    return finite_or_none({
         "version": REFERENCE_VERSION,
         "frames": int(len(probs)),
         "class_names": list(class_names),
@@ -80,4 +84,4 @@ def build_reference(stats: InputStats, probs: np.ndarray,
         "est_accuracy": est["accuracy"],
         "est_macro_f1": est["macro_f1"],
         "accuracy": measured,
-    }
+    })
