@@ -203,3 +203,12 @@ def append_run(output_dir: str, row: Mapping[str, Any]) -> str:
 def runs_glob(output_dir: str) -> str:
     """The glob DuckDB reads the history with (``hive_partitioning=true`` adds ``date``)."""
     return f"{str(output_dir).rstrip('/')}/{RUNS_DIR}/**/*.parquet"
+
+
+def record_run(output_dir: str, predictions: pa.Table | PredictionStats,
+               input_stats: InputStats | None, reference: Mapping[str, Any] | None,
+               run_info: Mapping[str, Any]) -> dict[str, Any]:
+    """``monitor_row`` then ``append_run``: the one call a flow makes at the end of a run.
+    Returns the row (with ``path``, where it was written, added)."""
+    row = monitor_row(predictions, input_stats, reference, run_info)
+    return {**row, "path": append_run(output_dir, row)}
