@@ -19,6 +19,7 @@ from tasks.read.summary import SHARE_FLOOR, class_mix_drift
 
 # Confidence bins for the reference and the run: calibrated confidences crowd near 1.
 CONFIDENCE_EDGES = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+MIN_FRAMES_FOR_PSI = 200  # below this, a run's PSI is mostly sampling noise
 
 
 def psi(expected: np.ndarray, observed: np.ndarray, floor: float = SHARE_FLOOR) -> float:
@@ -61,12 +62,16 @@ def confidence_counts(confidence: np.ndarray) -> np.ndarray:
     return np.bincount(bins, minlength=len(CONFIDENCE_EDGES) + 1)
 
 
-def alert_reasons(row: Mapping[str, Any], psi_threshold: float,
-                  min_est_accuracy: float) -> list[str]:
+def alert_reasons(row: Mapping[str, Any], psi_threshold: float, min_est_accuracy: float,
+                  min_frames: int = MIN_FRAMES_FOR_PSI) -> list[str]:
     """Why a run's monitoring row should alert (empty: no alert). Scores that are NaN or
-    missing (no reference, no frames) never alert: missing data is not drift."""
+    missing (no reference, no frames) never alert: missing data is not drift. PSI is not
+    judged on a run of fewer than ``min_frames`` frames: on decile bins sampling noise
+    alone gives a PSI of about ``9 / frames``, near the threshold for a small run."""
     reasons = []
-    for key in ("class_mix_psi", "input_psi", "confidence_psi"):
+    frames = row.get("frames")
+    judge_psi = frames is None or frames >= min_frames
+    for key in ("class_mix_psi", "input_psi", "confidence_psi") if judge_psi else ():
         v = row.get(key)
         if v is not None and np.isfinite(v) and v > psi_threshold:
             reasons.append(f"{key} {v:.3f} > {psi_threshold:g}")

@@ -69,3 +69,6 @@ def test_alert_reasons():
     assert alert_reasons({**calm, "input_psi": float("nan")}, 0.25, 0.85) == []
     bad = alert_reasons({**calm, "input_psi": 0.4, "est_accuracy": 0.8}, 0.25, 0.85)
     assert len(bad) == 2 and bad[0].startswith("input_psi") and "est_accuracy" in bad[1]
+    small = alert_reasons({**calm, "input_psi": 0.4, "frames": 50}, 0.25, 0.85)
+    assert small == []  # too few frames to judge a PSI
+    assert alert_reasons({**calm, "input_psi": 0.4, "frames": 500}, 0.25, 0.85)
