@@ -233,6 +233,7 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
         "calibration": evaluation["calibration"],
         "shift": shift_scores(evaluation, champion),
         "ood": evaluation["ood"],
+        "monitor": evaluation["monitor"],
         "champion": champion_summary(champion),
         "promotion_policy": promote, "margin": margin,
         "promoted": ok, "promotion_reason": reason,

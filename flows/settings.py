@@ -24,6 +24,13 @@ class Settings(BaseSettings):
     nightly_cron: str = "0 2 * * *"
     promotion_margin: float = 0.0
     low_confidence: float = 0.5
+    # Monitoring (tasks/monitor, docs/monitoring.md): a run alerts when a drift score (PSI of
+    # the class mix, of the joints' peak heights or of the confidences against the model's
+    # training reference) exceeds monitor_psi_threshold (0.25: the usual "major shift"
+    # band), or when its label-free accuracy estimate falls below monitor_min_est_accuracy
+    # (0.85: the robustness suite's target for data shifted 2x).
+    monitor_psi_threshold: float = 0.25
+    monitor_min_est_accuracy: float = 0.85
     telemetry: bool = False
     # classification's work units and output upkeep
     chunk_files: int = 2048            # files per classify-chunk task: a few thousand frames

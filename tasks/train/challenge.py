@@ -45,6 +45,8 @@ def evaluate_challenger(model: Any, scan: Scan, split: Split, max_frames: int,
     x_train, y_train = features_of(scan, split.train)
     ece = expected_calibration_error
     return {
+        "monitor": monitor_reference(scan, split, softmax(test_logits, temperature), test_y,
+                                     max_frames),
         "metrics": metrics,
         "shift_metrics": shift_metrics,
         "ood": fit_reference(x_train, y_train, features_of(scan, split.val)[0]),
@@ -60,6 +62,22 @@ def evaluate_challenger(model: Any, scan: Scan, split: Split, max_frames: int,
             "test_shift_ece_after": shift_metrics["ece"],
         },
     }
+
+
+def monitor_reference(scan: Scan, split: Split, probs: Any, labels: Any,
+                      max_frames: int) -> dict[str, Any]:
+    """What the model's runs are compared with (``tasks/monitor/reference.py``): the test
+    split's heatmap statistics (streamed from disk) and calibrated confidences, and the
+    training split's class mix."""
+    from tasks.monitor.inputs import InputStats
+    from tasks.monitor.reference import build_reference
+    from tasks.train.dataset import class_distribution, iter_frames
+
+    paths = [scan.files[i].file.path for i in split.test]
+    stats = InputStats().add_stream(frame for frame, _ in iter_frames(
+        paths, [0] * len(paths), max_frames))
+    return build_reference(stats, probs, class_distribution(scan, split.train),
+                           scan.class_names, labels)
 
 
 def challenge_production(registry_dir: str, scan: Scan, split: Split, max_frames: int,

@@ -30,6 +30,7 @@ class RetrainSummary(TypedDict):
     calibration: dict[str, Any]   # temperature, ECE before/after, clean and shifted
     shift: dict[str, dict[str, Any]]     # method -> metrics on the shifted test split
     ood: dict[str, Any]           # the out-of-distribution reference (models/ood.py)
+    monitor: NotRequired[dict[str, Any]]  # the monitoring reference (tasks/monitor)
     champion: dict[str, Any] | None
     promotion_policy: str
     margin: float

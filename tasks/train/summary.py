@@ -67,6 +67,7 @@ def model_metadata(summary: RetrainSummary, input_layout: str,
         "output": "logits",
         "temperature": summary["calibration"]["temperature"],
         "ood": summary["ood"],
+        "monitor": summary.get("monitor"),  # the monitoring reference (tasks/monitor)
         "metrics": {"test": slim(summary["methods"]["cnn"]),
                     "shift": summary["shift"],
                     "methods": {k: slim(v) for k, v in summary["methods"].items()},

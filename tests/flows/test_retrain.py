@@ -77,6 +77,12 @@ def test_retrain_registers_promotes_and_classify_uses_it(prefect_server, root: P
     assert 0.0 <= out["shift_metrics"]["cnn"]["macro_f1"] <= 1.0
     assert meta["metrics"]["shift"]["cnn"]["n"] > 0
     assert meta["ood"]["threshold"] > 0 and len(meta["ood"]["means"]) == len(class_names())
+    # The monitoring reference (tasks/monitor): the test split's heatmap statistics and
+    # calibrated confidences, the training mix; strict JSON, so NaN never reaches it.
+    mon = meta["monitor"]
+    assert mon["frames"] == meta["split"]["frames"]["test"] and mon["class_distribution"] == dist
+    assert len(mon["inputs"]["height_edges"]) == 17 and 0.0 <= mon["est_accuracy"] <= 1.0
+    json.dumps(mon, allow_nan=False)
     assert meta["metrics"]["calibration"]["fitted_on"] == "validation split, clean and shifted"
     assert (entry.path / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     assert [h["to"] for h in reg.history()] == ["v0001"]

@@ -1,0 +1,81 @@
+"""Command: monitor: how the production model is doing, run after run, without labels.
+
+Reads the run history (``OUTPUT/monitoring/runs``, one row per classification run, written
+by ``tasks.monitor.history``) and prints each run's key scores and every metric's trend
+over the last ``--days`` days, with the runs the settings' thresholds would alert on.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup
+from flows.cli.query import OutputOpt
+
+# What the human table shows per run (the JSON carries every scalar column).
+RUN_COLUMNS = ["run_at", "flow_run_id", "model_version", "frames", "est_accuracy", "est_macro_f1",
+               "class_mix_psi", "input_psi", "confidence_psi", "low_confidence_share",
+               "ood_share"]
+
+
+def monitor(
+    data: DataOpt = None,
+    output: OutputOpt = None,
+    days: Annotated[int, typer.Option("--days", help="The last N UTC days of runs.")] = 30,
+    as_json: JsonOpt = False,
+) -> None:
+    """Trend of every monitoring metric over the last N days of classification runs:
+    label-free accuracy estimate, drift scores against the model's training reference,
+    confidence, out-of-distribution and missing-joint shares; runs that would alert under
+    POSEBATCH_MONITOR_PSI_THRESHOLD / POSEBATCH_MONITOR_MIN_EST_ACCURACY are listed."""
+    from tasks.monitor.trend import read_runs, trend
+
+    if days < 1:
+        fail("--days must be at least 1", as_json)
+    settings = setup(data)
+    out = str(output or settings.output_dir)
+    try:
+        runs = read_runs(out, days)
+    except Exception as exc:  # unreadable history: one line, not a traceback
+        fail(f"cannot read the run history under {out}: {exc}", as_json)
+    result = trend(runs, settings.monitor_psi_threshold, settings.monitor_min_est_accuracy)
+    result = {"ok": True, "output": out, "days": days,
+              "thresholds": {"psi": settings.monitor_psi_threshold,
+                             "min_est_accuracy": settings.monitor_min_est_accuracy},
+              **result, "history": _scalars(runs)}
+    emit(result, as_json, _human(result, runs))
+
+
+def _scalars(runs: Any) -> list[dict[str, Any]]:
+    """Each run's scalar columns (lists of per-joint values and the class mix left out)."""
+    keep = [f.name for f in runs.schema if not str(f.type).startswith("list")]
+    return runs.select(keep).to_pylist()
+
+
+def _human(result: dict[str, Any], runs: Any) -> str:
+    """Runs as an aligned table, then each metric's trend and the alerts."""
+    from tasks.read.table_output import format_aligned
+
+    if not result["runs"]:
+        return (f"no monitored runs in the last {result['days']} days under "
+                f"{result['output']}")
+    lines = [format_aligned(runs.select(RUN_COLUMNS)), "",
+             "metric                 first      last      mean     slope/run"]
+    for name, m in result["metrics"].items():
+        if m is not None:
+            lines.append(f"{name:<22} {m['first']:>8.3f}  {m['last']:>8.3f}  "
+                         f"{m['mean']:>8.3f}  {m['slope_per_run']:>+10.4f}")
+    lines.append("")
+    if not result["alerts"]:
+        lines.append("no run crosses the alert thresholds")
+    for a in result["alerts"]:
+        lines.append(f"ALERT {a['run_at']:%Y-%m-%d %H:%M} {a['flow_run_id']}: "
+                     + "; ".join(a["reasons"]))
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the app."""
+    app.command("monitor")(monitor)
