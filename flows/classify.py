@@ -48,6 +48,7 @@ from tasks.classify.run_summary import (
     run_markdown,
     summary_table,
 )
+from tasks.classify.verify import recover_lost
 from tasks.io.schema import PREDICTIONS
 from tasks.io.storage import Location, is_remote
 
@@ -109,13 +110,18 @@ class Bulk(Generic[T]):
 
 # -- tasks --------------------------------------------------------------------------------
 @task(name="reconcile-output", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def reconcile_output(output_dir: str) -> tuple[Ledger, dict[str, int]]:
-    """Load the ledger and finish or discard what an interrupted run left behind."""
+def reconcile_output(output_dir: str, input_dir: str | None = None,
+                     archive: str | None = None, flow_run_id: str | None = None
+                     ) -> tuple[Ledger, dict[str, int], dict[str, Any]]:
+    """Load the ledger and finish or discard what an interrupted run left behind; then
+    forget the files of committed parts that are missing or unreadable, so this run
+    classifies them again instead of the ledger claiming rows nobody can read."""
     ledger = Ledger.load(output_dir)
     report = ledger.reconcile()
+    lost = recover_lost(ledger, input_dir, archive, flow_run_id) if input_dir else {}
     if ledger.fold(min_records=FOLD_AT):
         report["folded"] = 1
-    return ledger, report
+    return ledger, report, lost
 
 
 @task(name="discover-inputs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -334,7 +340,7 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
                                 _inside(move_processed, input_dir)) if x)
 
     with OutputLock(output_dir):
-        ledger, rec = _reconcile(output_dir)
+        ledger, rec, lost = _reconcile(output_dir, input_dir, move_processed, run_id)
         found = _discover(input_dir, quiet, ledger, exclude, max_files, entry.version)
         moved = _move_known(ledger, found, input_dir, move_processed)
         chunks = _chunks(found["todo"], max(1, chunk_files), CHUNK_BYTES)
@@ -347,7 +353,8 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
         work_seconds = time.perf_counter() - t_work
         upkeep = maintain_output(ledger, run_id)
 
-    summary = _run_summary(found, done, moved=moved + done["moved"], rec=rec, upkeep=upkeep,
+    summary = _run_summary(found, done, moved=moved + done["moved"], rec=rec, lost=lost,
+                           upkeep=upkeep,
                            run_id=run_id, input_dir=input_dir, output_dir=output_dir,
                            model_version=entry.version, seconds=time.perf_counter() - t0,
                            work_seconds=work_seconds)
@@ -359,14 +366,24 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
 
 
 # -- the flow's steps -----------------------------------------------------------------------
-def _reconcile(output_dir: str) -> tuple[Ledger, dict[str, int]]:
-    """Step 1 (under the lock): the ledger, with what a killed run left finished or undone."""
-    ledger, rec = reconcile_output(output_dir)
+def _reconcile(output_dir: str, input_dir: str, archive: str | None, run_id: Any
+               ) -> tuple[Ledger, dict[str, int], dict[str, Any]]:
+    """Step 1 (under the lock): the ledger, with what a killed run left finished or undone,
+    and the files of lost parts (missing or unreadable) forgotten, to be classified again."""
+    logger = get_run_logger()
+    ledger, rec, lost = reconcile_output(output_dir, input_dir, archive,
+                                         str(run_id) if run_id else None)
     if rec["rolled_forward"] or rec["discarded_staging"]:
-        get_run_logger().info("reconciled an interrupted run: %d part(s) rolled forward, %d "
-                              "uncommitted staging folder(s) discarded", rec["rolled_forward"],
-                              rec["discarded_staging"])
-    return ledger, rec
+        logger.info("reconciled an interrupted run: %d part(s) rolled forward, %d "
+                    "uncommitted staging folder(s) discarded", rec["rolled_forward"],
+                    rec["discarded_staging"])
+    if lost.get("lost_parts"):
+        logger.warning("%d committed output part(s) missing or unreadable: %d file(s) will be "
+                       "classified again from the input, %d cannot be", lost["lost_parts"],
+                       lost["restorable"], lost["unrestorable"])
+    if lost.get("message"):
+        logger.warning(lost["message"])
+    return ledger, rec, lost
 
 
 def _discover(input_dir: str, quiet: float, ledger: Ledger, exclude: tuple[str, ...],
@@ -449,7 +466,8 @@ def _classify_and_commit(chunks: list[list[Candidate]], ledger: Ledger, input_di
 
 
 def _run_summary(found: dict[str, Any], done: dict[str, Any], *, moved: int,
-                 rec: dict[str, int], upkeep: dict[str, int], run_id: Any, input_dir: str,
+                 rec: dict[str, int], lost: dict[str, Any], upkeep: dict[str, int],
+                 run_id: Any, input_dir: str,
                  output_dir: str, model_version: str, seconds: float,
                  work_seconds: float) -> RunSummary:
     """Step 5: the run's summary (the flow's return value, the CLI's output, the artifacts)."""
@@ -458,8 +476,9 @@ def _run_summary(found: dict[str, Any], done: dict[str, Any], *, moved: int,
     status = tally["status"]
     failed = unread_files(input_dir, done["skipped"])
     done_files = sum(status[k] for k in ("classified", "rejected", "duplicate", "unchanged"))
+    problem = "; ".join(m for m in (failed["message"], lost.get("message", "")) if m)
     return {
-        "ok": not failed["message"], "problem": failed["message"],
+        "ok": not problem, "problem": problem,
         "flow_run_id": str(run_id) if run_id else None,
         "input_dir": input_dir, "output_dir": output_dir, "model_version": model_version,
         "files_seen": scan.seen, "not_ready": len(scan.waiting),
@@ -475,6 +494,8 @@ def _run_summary(found: dict[str, Any], done: dict[str, Any], *, moved: int,
         "out_of_distribution": tally["warnings"].pop("out_of_distribution", 0),
         "warnings": {k: v for k, v in tally["warnings"].items() if v},
         "parts_written": done["parts"], "moved": moved, "reconciled": rec,
+        "lost_parts": lost.get("lost_parts", 0), "restorable": lost.get("restorable", 0),
+        "unrestorable": lost.get("unrestorable", 0),
         "compacted_partitions": upkeep["compacted_partitions"],
         "seconds": seconds, "work_seconds": work_seconds,
         "files_per_second": done_files / work_seconds if work_seconds > 0 else 0.0,
@@ -483,7 +504,8 @@ def _run_summary(found: dict[str, Any], done: dict[str, Any], *, moved: int,
 
 
 class IncompleteRun(RuntimeError):
-    """Files that were due could not be read: the run did not do all it was due to do."""
+    """Files that were due could not be read, or frames of lost output parts cannot be
+    restored from the input: the run did not do all it was due to do."""
 
 
 def unread_files(input_dir: str, skipped: list[tuple[str, str, str | None]]
