@@ -6,6 +6,11 @@ Layout (it travels with the data, so a copied output knows what it already holds
     OUTPUT/_posebatch/ledger/commits/c-<seq>-<id>.json   one record per commit
     OUTPUT/_posebatch/ledger/segments/s-<first>-<last>.parquet   folded records (entries)
     OUTPUT/_posebatch/staging/<id>/...          parts written but not yet committed
+    OUTPUT/_posebatch/quarantine/               unreadable parts set aside by a forget
+
+Each entry records the part holding the file's rows (``part``); compaction and forgetting
+(``tasks/classify/verify.py``) move entries to the part replacing theirs (``moves``), and a
+``forgotten`` entry cancels the earlier entries of its (path, sha256).
 
 A commit, in order:
 
