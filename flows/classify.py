@@ -34,7 +34,7 @@ from prefect.utilities.annotations import quote
 
 from flows.runtime.progress import report_files, start_files
 from flows.runtime.runners import Bulk, chunks_in_flight, on_dask
-from flows.settings import Settings, get_settings
+from flows.settings import get_settings
 from models.registry import Registry
 from tasks.classify.archive import archive_files
 from tasks.classify.discover import Candidate, plan_chunks, scan_input, unseen
@@ -43,6 +43,7 @@ from tasks.classify.ledger import Ledger, OutputLock, new_commit_id
 from tasks.classify.outputs import commit_chunk, compact, crowded_partitions, judge_chunk
 from tasks.classify.run_summary import RunSummary, run_markdown, summary_table
 from tasks.classify.tally import IncompleteRun, RunTally, build_summary, chunk_stats
+from tasks.classify.verify import recover_lost
 from tasks.io import faults
 from tasks.io.schema import PREDICTIONS
 from tasks.io.storage import is_remote, relative_inside
@@ -50,13 +51,18 @@ from tasks.io.storage import is_remote, relative_inside
 
 # -- tasks --------------------------------------------------------------------------------
 @task(name="reconcile-output", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def reconcile_output(output_dir: str, fold_at: int) -> tuple[Ledger, dict[str, int]]:
-    """Load the ledger and finish or discard what an interrupted run left behind."""
+def reconcile_output(output_dir: str, fold_at: int, input_dir: str | None = None,
+                     archive: str | None = None, flow_run_id: str | None = None
+                     ) -> tuple[Ledger, dict[str, int], dict[str, Any]]:
+    """Load the ledger and finish or discard what an interrupted run left behind; then
+    forget the files of committed parts that are missing or unreadable, so this run
+    classifies them again instead of the ledger claiming rows nobody can read."""
     ledger = Ledger.load(output_dir)
     report = ledger.reconcile()
+    lost = recover_lost(ledger, input_dir, archive, flow_run_id) if input_dir else {}
     if ledger.fold(min_records=fold_at):
         report["folded"] = 1
-    return ledger, report
+    return ledger, report, lost
 
 
 @task(name="discover-inputs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -156,7 +162,8 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
            "move_processed": move_processed, "run_id": run_id}
 
     with OutputLock(output_dir):
-        ledger, rec = _reconcile(output_dir, settings)
+        ledger, rec, lost = _reconcile(output_dir, settings.fold_at, input_dir,
+                                       move_processed, run_id)
         found = _discover(input_dir, quiet, ledger, _excluded(input_dir, output_dir,
                           move_processed), max_files, entry.version)
         moved = _move_known(ledger, found, input_dir, move_processed)
@@ -167,7 +174,8 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
         work_seconds = time.perf_counter() - t_work
         upkeep = maintain_output(ledger, run_id, settings.fold_at, settings.compact_above)
 
-    summary = build_summary(found, tally, moved=moved + tally.moved, rec=rec, upkeep=upkeep,
+    summary = build_summary(found, tally, moved=moved + tally.moved, rec=rec, lost=lost,
+                            upkeep=upkeep,
                             run_id=run_id, input_dir=input_dir, output_dir=output_dir,
                             model_version=entry.version, seconds=time.perf_counter() - t0,
                             work_seconds=work_seconds)
@@ -188,14 +196,24 @@ def _excluded(input_dir: str, *inside: str | None) -> tuple[str, ...]:
     return tuple(x for x in (relative_inside(p, input_dir) for p in inside) if x)
 
 
-def _reconcile(output_dir: str, settings: Settings) -> tuple[Ledger, dict[str, int]]:
-    """Step 1 (under the lock): the ledger, with what a killed run left finished or undone."""
-    ledger, rec = reconcile_output(output_dir, settings.fold_at)
+def _reconcile(output_dir: str, fold_at: int, input_dir: str, archive: str | None,
+               run_id: Any) -> tuple[Ledger, dict[str, int], dict[str, Any]]:
+    """Step 1 (under the lock): the ledger, with what a killed run left finished or undone,
+    and the files of lost parts (missing or unreadable) forgotten, to be classified again."""
+    logger = get_run_logger()
+    ledger, rec, lost = reconcile_output(output_dir, fold_at, input_dir, archive,
+                                         str(run_id) if run_id else None)
     if rec["rolled_forward"] or rec["discarded_staging"]:
-        get_run_logger().info("reconciled an interrupted run: %d part(s) rolled forward, %d "
-                              "uncommitted staging folder(s) discarded", rec["rolled_forward"],
-                              rec["discarded_staging"])
-    return ledger, rec
+        logger.info("reconciled an interrupted run: %d part(s) rolled forward, %d "
+                    "uncommitted staging folder(s) discarded", rec["rolled_forward"],
+                    rec["discarded_staging"])
+    if lost.get("lost_parts"):
+        logger.warning("%d committed output part(s) missing or unreadable: %d file(s) will be "
+                       "classified again from the input, %d cannot be", lost["lost_parts"],
+                       lost["restorable"], lost["unrestorable"])
+    if lost.get("message"):
+        logger.warning(lost["message"])
+    return ledger, rec, lost
 
 
 def _discover(input_dir: str, quiet: float, ledger: Ledger, exclude: tuple[str, ...],

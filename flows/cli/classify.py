@@ -7,6 +7,8 @@ the three start-up costs overlap instead of adding up.
 
 from __future__ import annotations
 
+import errno
+import logging
 import threading
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,6 +53,8 @@ def run_classify(params: dict[str, Any], registry: str, version: str, batch_size
     from flows.runtime.progress import add_file_listener
     from flows.runtime.runners import with_task_runner
 
+    _console_without_tracebacks()
+
     if on_dask:
         typer.echo(f"classifying on a {spec.describe()}", err=True)
     flow = with_task_runner(classify_flow, spec)
@@ -69,6 +73,40 @@ def run_classify(params: dict[str, Any], registry: str, version: str, batch_size
             return flow(**params)
         finally:
             remove()
+
+
+class _NoTraceback(logging.Formatter):
+    """A console formatter that drops the traceback: a failed task's log line stays one line
+    on the terminal (the CLI then prints the cause as ``error: ...``); the Prefect API's log
+    handler formats the same record with its traceback, so the run's logs keep it."""
+
+    def __init__(self, inner: logging.Formatter):
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _console_without_tracebacks() -> None:
+    """Set Prefect's logging up now and strip tracebacks from its console handlers: a disk
+    full during a commit (or any failure) ends in one ``error:`` line, not a wall."""
+    from prefect.logging.configuration import setup_logging
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    setup_logging()
+    loggers = [logging.root, *(lg for lg in logging.root.manager.loggerDict.values()
+                               if isinstance(lg, logging.Logger))]
+    for lg in loggers:
+        for handler in lg.handlers:
+            if isinstance(handler, PrefectConsoleHandler) and \
+                    not isinstance(handler.formatter, _NoTraceback):
+                handler.setFormatter(_NoTraceback(handler.formatter or logging.Formatter()))
 
 
 def _preload(registry: str, version: str, batch_size: int, xla: bool) -> None:
@@ -181,7 +219,12 @@ def _run_or_fail(params: dict[str, Any], reg: str, version: str, bsz: int, as_js
         return run_classify(params, reg, version, bsz, as_json, spec)
     except LockHeld as exc:
         fail(str(exc), as_json, code=3)
-    except (RegistryError, ValueError, RuntimeError, OSError) as exc:
+    except OSError as exc:  # e.g. a full disk during a commit: nothing half-done is kept
+        full = exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+        fail(f"classification failed: {'no room to write' if full else 'I/O error on'} "
+             f"{params['output_dir']} ({exc}); nothing half-written was committed, run again "
+             "once fixed", as_json)
+    except (RegistryError, ValueError, RuntimeError) as exc:
         fail(f"classification failed: {exc}", as_json)
     raise AssertionError("unreachable: fail() always exits")
 

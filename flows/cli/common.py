@@ -24,6 +24,9 @@ JsonOpt = Annotated[
 def setup(data: Path | None, prefect: bool = False) -> Settings:
     """Settings for a command; ``prefect=True`` also prepares Prefect's environment."""
     settings = get_settings(data)
+    from tasks.io import faults
+
+    faults.arm(settings.crash_at)  # the crash tests' hook; disarmed unless they set it
     if prefect:
         configure_prefect_env(settings)
     return settings

@@ -75,14 +75,19 @@ def model_section(registry_dir: Path, now: float) -> tuple[dict[str, Any], list[
     return info, problems
 
 
-def ledger_section(output_dir: str, now: float) -> tuple[dict[str, Any], Any]:
-    """The last commit of the output's ledger, and the ledger's entries (for pending input)."""
+def ledger_section(output_dir: str, now: float) -> tuple[dict[str, Any], Any, list[str]]:
+    """The last commit of the output's ledger, the ledger's entries (for pending input) and
+    one problem per committed part that is missing, unreadable or holds other rows than the
+    ledger says (``tasks/classify/verify.py``, footers only: fast)."""
     from tasks.classify.ledger import SEGMENTS, Ledger
+    from tasks.classify.verify import verify
 
     ledger = Ledger.load(output_dir)
+    verdict = verify(ledger, deep=False)
     entries = ledger.entries
     info: dict[str, Any] = {"output": output_dir, "commits": ledger.last_seq,
-                            "files_processed": entries.num_rows}
+                            "files_processed": entries.num_rows,
+                            "parts_checked": verdict.parts}
     if entries.num_rows:
         import pyarrow.compute as pc
 
@@ -99,7 +104,10 @@ def ledger_section(output_dir: str, now: float) -> tuple[dict[str, Any], Any]:
         fi = ledger.loc.fs.get_file_info(ledger.loc.path(f"{SEGMENTS}/{seg[2]}"))
         at = fi.mtime.astimezone(UTC).isoformat() if fi.mtime else None
         info["last_commit"] = {"at": at, "age_days": _iso_age(at, now)[1]}
-    return info, entries
+    problems = verdict.problems[:20] + ([f"... and {len(verdict.problems) - 20} more part "
+                                         "problem(s): run `posebatch ledger verify`"]
+                                        if len(verdict.problems) > 20 else [])
+    return info, entries, problems
 
 
 def _api_last_run(api_url: str) -> dict[str, Any] | None:
@@ -221,7 +229,8 @@ def diagnose(settings: Settings, input_dir: str | None = None, output_dir: str |
     got = section("last_run", ledger_section, output_dir, now)
     entries = None
     if got:
-        report["last_run"], entries = got
+        report["last_run"], entries, more = got
+        problems += more
     got = section("prefect", prefect_section, settings)
     if got:
         report["prefect"], more = got

@@ -6,6 +6,11 @@ Layout (it travels with the data, so a copied output knows what it already holds
     OUTPUT/_posebatch/ledger/commits/c-<seq>-<id>.json   one record per commit
     OUTPUT/_posebatch/ledger/segments/s-<first>-<last>.parquet   folded records (entries)
     OUTPUT/_posebatch/staging/<id>/...          parts written but not yet committed
+    OUTPUT/_posebatch/quarantine/               unreadable parts set aside by a forget
+
+Each entry records the part holding the file's rows (``part``); compaction and forgetting
+(``tasks/classify/verify.py``) move entries to the part replacing theirs (``moves``), and a
+``forgotten`` entry cancels the earlier entries of its (path, sha256).
 
 A commit, in order:
 
@@ -53,12 +58,16 @@ LOCK_FILE = f"{STATE}/lock"
 COMMITS = f"{STATE}/ledger/commits"
 SEGMENTS = f"{STATE}/ledger/segments"
 STAGING = f"{STATE}/staging"
+QUARANTINE = f"{STATE}/quarantine"
 MAX_SEGMENTS = 8
 
 # Outcome of a file: classified (rows in predictions), rejected (a row in rejections),
 # duplicate (content already processed under another path: recognised, no new rows),
 # unchanged (same path and content, only its time stamp changed: no new rows).
+# ``forgotten`` is not an outcome but an override: it cancels every earlier entry of the same
+# (path, sha256), so the file is new again (its part was lost, or ``posebatch ledger forget``).
 STATUSES = ("classified", "rejected", "duplicate", "unchanged")
+FORGOTTEN = "forgotten"
 
 ENTRY_SCHEMA = pa.schema([
     pa.field("path", pa.string()),
@@ -71,8 +80,17 @@ ENTRY_SCHEMA = pa.schema([
     pa.field("frames", pa.int32()),
     pa.field("seq", pa.int64()),
     pa.field("commit_id", pa.string()),
+    # Where the file's rows are (the committed part; null when it has none), and when, by
+    # which model and flow run it was committed. Null in ledgers written before these
+    # columns existed (Parquet readers fill a missing column with nulls).
+    pa.field("part", pa.string()),
+    pa.field("committed_at", pa.string()),
+    pa.field("model_version", pa.string()),
+    pa.field("flow_run_id", pa.string()),
 ])
 ENTRY_FIELDS = ("path", "sha256", "size", "mtime_ns", "status", "reason", "detail", "frames")
+# The dataset whose part holds the rows of a file of each status (tasks/io/schema.py names).
+ROWS_IN = {"classified": "predictions", "rejected": "rejections"}
 
 
 class LockHeld(Exception):
@@ -98,6 +116,8 @@ class CommitRecord:
     entries: list[dict[str, Any]] = field(default_factory=list)
     parts: list[Part] = field(default_factory=list)
     removes: list[str] = field(default_factory=list)   # compaction: parts it replaces
+    # old part -> the new part now holding its remaining rows (compaction, forget)
+    moves: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -132,6 +152,25 @@ def _fsync_dir(loc: Location, rel: str) -> None:
         os.close(fd)
 
 
+def makedirs_durable(loc: Location, rel: str) -> None:
+    """Create folder ``rel`` and fsync every folder it adds, and the parent of each: a new
+    ``date=...`` partition (or staging folder) survives a power loss with the file in it,
+    not only the leaf entry."""
+    if loc.is_remote:
+        return
+    created = []
+    folder = rel.strip("/")
+    while folder and not os.path.isdir(loc.path(folder)):
+        created.append(folder)
+        folder = os.path.dirname(folder)
+    if not created:
+        return
+    os.makedirs(loc.path(rel), exist_ok=True)
+    for new in reversed(created):        # top-most first, then down to ``rel``
+        _fsync_dir(loc, os.path.dirname(new))
+        _fsync_dir(loc, new)
+
+
 def _listdir(loc: Location, rel: str) -> list[tuple[str, bool]]:
     """(name, is_dir) directly inside ``rel``; empty if it does not exist."""
     sel = pafs.FileSelector(loc.path(rel), recursive=False, allow_not_found=True)
@@ -148,7 +187,7 @@ def move(loc: Location, src: str, dst: str) -> None:
         loc.fs.copy_file(loc.path(src), loc.path(dst))
         loc.delete(src)
         return
-    os.makedirs(os.path.dirname(loc.path(dst)), exist_ok=True)
+    makedirs_durable(loc, os.path.dirname(dst))
     os.replace(loc.path(src), loc.path(dst))
     _fsync_dir(loc, os.path.dirname(dst))
 
@@ -160,15 +199,48 @@ def remove_tree(loc: Location, rel: str) -> None:
 
 def write_durable(loc: Location, rel: str, data: bytes) -> None:
     """Atomic write (``Location.write_bytes``) whose rename also survives a power loss."""
+    makedirs_durable(loc, os.path.dirname(rel))
     loc.write_bytes(rel, data)
     _fsync_dir(loc, os.path.dirname(rel))
 
 
-def _table(entries: list[dict[str, Any]], seq: int, commit_id: str) -> pa.Table:
+def _table(rec: CommitRecord) -> pa.Table:
+    """The record's entries as ledger rows. Each file's part is derived from the record's
+    parts (its dataset's final path), so records written before parts were tracked per file
+    get them too."""
+    entries = rec.entries
     cols: dict[str, list[Any]] = {f: [e.get(f) for e in entries] for f in ENTRY_FIELDS}
-    cols["seq"] = [seq] * len(entries)
-    cols["commit_id"] = [commit_id] * len(entries)
+    finals = {p.final.split("/", 1)[0]: p.final for p in rec.parts}
+    cols["part"] = [e.get("part") or finals.get(ROWS_IN.get(e.get("status"), "")) for e in entries]
+    n = len(entries)
+    cols.update(seq=[rec.seq] * n, commit_id=[rec.commit_id] * n,
+                committed_at=[rec.created_at or None] * n, model_version=[rec.model_version] * n,
+                flow_run_id=[rec.flow_run_id] * n)
     return pa.table(cols, schema=ENTRY_SCHEMA)
+
+
+def effective(table: pa.Table) -> pa.Table:
+    """Entries minus those a later ``forgotten`` entry of the same (path, sha256) cancels
+    (and the forget entries themselves); row order kept (``lookup`` takes the first path)."""
+    forgets = table.filter(pc.equal(table["status"], FORGOTTEN))
+    if forgets.num_rows == 0:
+        return table
+    last = forgets.group_by(["path", "sha256"]).aggregate([("seq", "max")])
+    t = table.append_column("_i", pa.array(range(table.num_rows), pa.int64()))
+    j = t.join(last, keys=["path", "sha256"], join_type="left outer")
+    keep = pc.or_kleene(pc.is_null(j["seq_max"]), pc.greater(j["seq"], j["seq_max"]))
+    kept = j.filter(pc.fill_null(keep, True)).sort_by("_i")
+    return kept.select(ENTRY_SCHEMA.names).cast(ENTRY_SCHEMA)
+
+
+def relocate(table: pa.Table, moves: dict[str, str]) -> pa.Table:
+    """Entries whose part was replaced (compaction, forget) point at the replacing part."""
+    if not moves or table.num_rows == 0:
+        return table
+    idx = pc.index_in(table["part"], value_set=pa.array(list(moves), pa.string()))
+    moved = pc.take(pa.array(list(moves.values()), pa.string()), idx)
+    col = table.schema.get_field_index("part")
+    return table.set_column(col, "part", pc.coalesce(moved, table["part"]))
 
 
 class Ledger:
@@ -211,13 +283,14 @@ class Ledger:
             if seq <= folded_to:
                 self.stale.append(f"{COMMITS}/{name}")
                 continue
-            rec = CommitRecord.from_json(self.loc.read_bytes(f"{COMMITS}/{name}"))
-            self.records.append(rec)
-            if rec.entries:
-                tables.append(_table(rec.entries, rec.seq, rec.commit_id))
+            self.records.append(CommitRecord.from_json(
+                self.loc.read_bytes(f"{COMMITS}/{name}")))
         self.records.sort(key=lambda r: r.seq)
-        self.entries = (pa.concat_tables(tables) if tables
-                        else ENTRY_SCHEMA.empty_table()).combine_chunks()
+        tables += [_table(r) for r in self.records if r.entries]
+        entries = effective(pa.concat_tables(tables) if tables else ENTRY_SCHEMA.empty_table())
+        for rec in self.records:
+            entries = relocate(entries, rec.moves)
+        self.entries = entries.combine_chunks()
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -290,12 +363,18 @@ class Ledger:
             write_durable(self.loc, f"{COMMITS}/{record.name}", record.to_json())
             crash_point("recorded")
             self.records.append(record)
-            if record.entries:
-                self.entries = pa.concat_tables(
-                    [self.entries, _table(record.entries, record.seq, record.commit_id)])
+            self._apply(record)
             done = record
         self.finalize(done)
         return done
+
+    def _apply(self, record: CommitRecord) -> None:
+        """The in-memory entries after ``record``: its entries added, forgets and moves applied."""
+        if record.entries:
+            self.entries = pa.concat_tables([self.entries, _table(record)])
+            if any(e.get("status") == FORGOTTEN for e in record.entries):
+                self.entries = effective(self.entries)
+        self.entries = relocate(self.entries, record.moves)
 
     def finalize(self, record: CommitRecord) -> int:
         """Step 3 of a commit (idempotent): staged parts into place, replaced parts removed."""
@@ -305,6 +384,8 @@ class Ledger:
                 move(self.loc, part.staged, part.final)
                 moved += 1
                 crash_point("finalized")
+        if record.removes:  # the new parts are in place, the replaced ones not yet gone
+            crash_point(f"{record.kind}:removing")
         for rel in record.removes:
             self.loc.delete(rel)
         remove_tree(self.loc, staging_dir(record.commit_id))
@@ -336,25 +417,40 @@ class Ledger:
     def fold(self, min_records: int = 1) -> int:
         """Fold commit records into a Parquet segment; merge segments beyond MAX_SEGMENTS.
 
-        Records must be finalized (``reconcile``/``commit`` do it). Returns records folded."""
+        Records must be finalized (``reconcile``/``commit`` do it). Returns records folded.
+        Records that move parts (compaction, forget) change entries of older segments, so
+        they are folded by one merge of every entry (moves applied): folding them into a
+        segment of their own would lose the moves."""
         if len(self.records) < max(1, min_records):
             return 0
         first, last = self.records[0].seq, self.records[-1].seq
-        tables = [_table(r.entries, r.seq, r.commit_id) for r in self.records]
-        self._write_segment(first, last, pa.concat_tables(tables))
         folded = len(self.records)
+        if any(r.moves for r in self.records):
+            self._merge(last)
+        else:
+            self._write_segment(first, last, pa.concat_tables([_table(r) for r in self.records]))
+            crash_point("fold:written")  # records still there: recognised as folded on load
+            for r in self.records:
+                self.loc.delete(f"{COMMITS}/{r.name}")
+            self.records = []
+            self.segments.append((first, last, _segment_name(first, last)))
+            if len(self.segments) > MAX_SEGMENTS:
+                self._merge(last)
+        return folded
+
+    def _merge(self, last: int) -> None:
+        """Write every entry (forgets and moves applied) as one segment up to ``last``, then
+        delete the records and segments it covers (a crash in between leaves them stale)."""
+        lo = min([s[0] for s in self.segments] + [r.seq for r in self.records])
+        self._write_segment(lo, last, self.entries)
+        crash_point("fold:merged")
         for r in self.records:
             self.loc.delete(f"{COMMITS}/{r.name}")
-        self.records = []
-        self.segments.append((first, last, _segment_name(first, last)))
-        if len(self.segments) > MAX_SEGMENTS:
-            lo, hi = self.segments[0][0], self.segments[-1][1]
-            self._write_segment(lo, hi, self.entries)
-            old = [s for s in self.segments if (s[0], s[1]) != (lo, hi)]
-            for s in old:
+        for s in self.segments:
+            if (s[0], s[1]) != (lo, last):
                 self.loc.delete(f"{SEGMENTS}/{s[2]}")
-            self.segments = [(lo, hi, _segment_name(lo, hi))]
-        return folded
+        self.records = []
+        self.segments = [(lo, last, _segment_name(lo, last))]
 
     def _write_segment(self, first: int, last: int, table: pa.Table) -> None:
         buf = io.BytesIO()

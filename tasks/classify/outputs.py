@@ -34,6 +34,7 @@ from tasks.classify.ledger import (
     staging_dir,
     write_durable,
 )
+from tasks.io.faults import crash_point
 from tasks.io.schema import (
     PARTITION_COLUMN,
     PREDICTIONS,
@@ -220,7 +221,8 @@ def _version_of(table: pa.Table) -> str:
 def compact(ledger: Ledger, datasets: Sequence[str] = (PREDICTIONS, REJECTIONS),
             min_parts: int = 2, flow_run_id: str | None = None) -> dict[str, int]:
     """Merge each partition holding at least ``min_parts`` parts into one part per model
-    version, committed through the ledger. Call it holding the output lock, after
+    version, committed through the ledger; the record's ``moves`` point the ledger entries of
+    the old parts at the new one. Call it holding the output lock, after
     ``reconcile`` and ``fold`` (so no unfinished commit still points at a part)."""
     loc = ledger.loc
     stats = {"partitions": 0, "parts_before": 0, "parts_after": 0, "rows": 0}
@@ -229,23 +231,27 @@ def compact(ledger: Ledger, datasets: Sequence[str] = (PREDICTIONS, REJECTIONS),
             if len(parts) < max(2, min_parts):
                 continue
             groups: dict[str, list[pa.Table]] = {}
+            versions: dict[str, list[str]] = {}   # which old parts each new part replaces
             for rel in parts:
                 table = pq.read_table(loc.path(rel), filesystem=loc.fs, partitioning=None)
                 groups.setdefault(_version_of(table), []).append(table)
+                versions.setdefault(_version_of(table), []).append(rel)
             commit_id = new_commit_id()
             at = datetime.now(UTC)
             stamp = at.strftime("%Y%m%dT%H%M%S")
-            new_parts = []
-            for k, (_, tables) in enumerate(sorted(groups.items())):
+            new_parts, moves = [], {}
+            for k, (version, tables) in enumerate(sorted(groups.items())):
                 schema = tables[0].schema
                 merged = pa.concat_tables([t.cast(schema) for t in tables])
                 staged = f"{staging_dir(commit_id)}/{dataset}-{k}.parquet"
                 write_durable(loc, staged, parquet_bytes(merged))
                 new_parts.append(Part(staged, f"{folder}/part-{stamp}-{commit_id}-c{k}.parquet"))
+                moves.update({rel: new_parts[-1].final for rel in versions[version]})
                 stats["rows"] += merged.num_rows
+            crash_point("compact:staged")
             ledger.commit(CommitRecord(seq=0, commit_id=commit_id, kind="compact",
                                        created_at=at.isoformat(), flow_run_id=flow_run_id,
-                                       parts=new_parts, removes=parts))
+                                       parts=new_parts, removes=parts, moves=moves))
             stats["partitions"] += 1
             stats["parts_before"] += len(parts)
             stats["parts_after"] += len(new_parts)

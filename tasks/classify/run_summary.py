@@ -22,7 +22,8 @@ class RunSummary(TypedDict):
     prints it), the table artifact and the watch loop's record. Counts are of files unless
     named frames."""
 
-    ok: bool                      # False when files that were due could not be read
+    ok: bool                      # False when due files could not be read or lost frames
+                                  # cannot be restored
     problem: str                  # that cause, in one line ("" when ok)
     flow_run_id: str | None
     input_dir: str
@@ -49,6 +50,9 @@ class RunSummary(TypedDict):
     parts_written: int
     moved: int
     reconciled: dict[str, int]
+    lost_parts: int               # committed parts found missing or unreadable at the start
+    restorable: int               # their files, forgotten and classified again from the input
+    unrestorable: int             # their files whose content the input no longer holds
     compacted_partitions: int
     seconds: float
     work_seconds: float
@@ -141,6 +145,10 @@ def summary_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         ("files unreadable (retried next run)", summary["unreadable"]),
         ("files missing on the workers, present here", summary.get("unreachable", 0)),
     ]
+    if summary.get("lost_parts"):
+        rows += [("output parts lost (missing/unreadable)", summary["lost_parts"]),
+                 ("  their files classified again", summary.get("restorable", 0)),
+                 ("  their files not in the input (lost)", summary.get("unrestorable", 0))]
     rows += [(f"  label: {k}", v) for k, v in sorted(summary["labels"].items())]
     rows.append(("frames flagged out of distribution", summary.get("out_of_distribution", 0)))
     rows += [(f"  warning: {k}", v) for k, v in sorted(summary.get("warnings", {}).items())]

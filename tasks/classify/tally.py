@@ -88,22 +88,24 @@ def unread_files(input_dir: str, skipped: list[tuple[str, str, str | None]]
 
 
 class IncompleteRun(RuntimeError):
-    """Files that were due could not be read: the run did not do all it was due to do."""
+    """Files that were due could not be read, or frames of lost output parts cannot be
+    restored from the input: the run did not do all it was due to do."""
 
 
 def build_summary(found: dict[str, Any], tally: RunTally, **run: Any) -> RunSummary:
     """The run's summary (the flow's return value, the CLI's output, the artifacts).
 
     ``found`` is discovery's result (``scan``, ``fresh``, ``known``, ``todo``); ``run`` holds
-    ``moved``, ``rec``, ``upkeep``, ``run_id``, ``input_dir``, ``output_dir``,
-    ``model_version``, ``seconds`` and ``work_seconds``."""
+    ``moved``, ``rec``, ``lost`` (``verify.recover_lost``), ``upkeep``, ``run_id``,
+    ``input_dir``, ``output_dir``, ``model_version``, ``seconds`` and ``work_seconds``."""
     scan, fresh, known, todo = found["scan"], found["fresh"], found["known"], found["todo"]
     status, warnings = tally.counters["status"], Counter(tally.counters["warnings"])
     failed = unread_files(run["input_dir"], tally.skipped)
     done_files = sum(status[k] for k in ("classified", "rejected", "duplicate", "unchanged"))
-    work = run["work_seconds"]
+    work, lost = run["work_seconds"], run["lost"]
+    problem = "; ".join(m for m in (failed["message"], lost.get("message", "")) if m)
     return {
-        "ok": not failed["message"], "problem": failed["message"],
+        "ok": not problem, "problem": problem,
         "flow_run_id": str(run["run_id"]) if run["run_id"] else None,
         "input_dir": run["input_dir"], "output_dir": run["output_dir"],
         "model_version": run["model_version"],
@@ -120,6 +122,8 @@ def build_summary(found: dict[str, Any], tally: RunTally, **run: Any) -> RunSumm
         "out_of_distribution": warnings.pop("out_of_distribution", 0),
         "warnings": {k: v for k, v in warnings.items() if v},
         "parts_written": tally.parts, "moved": run["moved"], "reconciled": run["rec"],
+        "lost_parts": lost.get("lost_parts", 0), "restorable": lost.get("restorable", 0),
+        "unrestorable": lost.get("unrestorable", 0),
         "compacted_partitions": run["upkeep"]["compacted_partitions"],
         "seconds": run["seconds"], "work_seconds": work,
         "files_per_second": done_files / work if work > 0 else 0.0,

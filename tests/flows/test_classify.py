@@ -273,3 +273,40 @@ def test_a_run_that_could_not_read_due_files_fails_and_leaves_them(
     summary = run(inp, out, registry_dir)
     assert summary["ok"] and summary["classified"] == 2 and summary["unreachable"] == 0
     assert sorted(predictions(out).column("source_path").to_pylist()) == files
+
+
+def test_a_lost_output_part_is_classified_again_or_fails_the_run_naming_the_lost_files(
+        prefect_server, registry_dir: Path, tmp_path: Path):
+    """A committed part deleted by hand: the next run notices it, forgets its files and
+    classifies them again (every frame once); a part whose files left the input fails the
+    run in one line naming them, after classifying what it could."""
+    from flows.classify import IncompleteRun
+
+    inp = make_input(tmp_path / "data", batches=2, per_batch=4)
+    out = tmp_path / "out"
+    first = run(inp, out, registry_dir, chunk_files=2)
+    assert first["ok"] and first["lost_parts"] == 0
+    expected = frame_keys(predictions(out))
+    parts = sorted((out / "predictions").rglob("*.parquet"))
+    assert len(parts) == 4
+    parts[0].unlink()
+    summary = run(inp, out, registry_dir, chunk_files=2)
+    assert summary["ok"], summary["problem"]
+    assert (summary["lost_parts"], summary["restorable"], summary["unrestorable"]) == (1, 2, 0)
+    assert summary["classified"] == 2
+    assert frame_keys(predictions(out)) == expected                 # every frame once again
+    # A damaged part whose files are gone from the input: the run says so and fails.
+    damaged = sorted((out / "predictions").rglob("*.parquet"))[-1]
+    lost_paths = set(ds.dataset(damaged).to_table()["source_path"].to_pylist())
+    damaged.write_bytes(b"garbage")
+    for rel in lost_paths:
+        (inp / rel).unlink()
+    with pytest.raises(IncompleteRun) as err:
+        run(inp, out, registry_dir, chunk_files=2)
+    msg = str(err.value)
+    assert "\n" not in msg and "cannot be restored" in msg and min(lost_paths) in msg
+    assert frame_keys(predictions(out)) == [k for k in expected if k[0] not in lost_paths]
+    from tasks.classify.verify import verify
+
+    assert verify(Ledger.load(str(out))).problems == []
+    assert run(inp, out, registry_dir, chunk_files=2)["ok"]          # said once, not forever

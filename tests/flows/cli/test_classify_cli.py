@@ -151,3 +151,92 @@ def test_cli_refuses_a_locked_output_with_one_line(cli_env: dict[str, str], regi
         env=cli_env, capture_output=True, text=True, timeout=120)
     assert remote.returncode == 2
     assert remote.stderr.strip() == "error: --move-processed works on local input folders only"
+
+
+def frames_of(out: Path) -> list[tuple[str, int]]:
+    if not (out / "predictions").exists():
+        return []
+    preds = ds.dataset(out / "predictions", partitioning="hive").to_table()
+    return sorted(zip(preds.column("source_path").to_pylist(),
+                      preds.column("frame_index").to_pylist(), strict=True))
+
+
+def killed(cmd: list[str], env: dict[str, str], point: str) -> None:
+    proc = subprocess.run(cmd, env={**env, "POSEBATCH_CRASH_AT": point}, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, (point, proc.stderr[-2000:])
+
+
+@pytest.mark.slow
+def test_sigkill_inside_ledger_folding_and_compaction_then_rerun_gives_every_frame_once(
+        cli_env: dict[str, str], registry_dir: Path, tmp_path: Path):
+    """Killed between a fold's segment and the removal of its records (in classify), between
+    compaction's merged part and the removal of the parts it replaces, and between the merge
+    of the ledger's segments and the removal of the old ones: every frame once after."""
+    from tasks.classify.verify import verify
+
+    inp = make_input(tmp_path / "data", batches=1, per_batch=17)
+    out = tmp_path / "out"
+    cmd = classify_cmd(inp, out, registry_dir)
+    cmd[cmd.index("--chunk-files") + 1] = "1"         # 17 commits: the run folds (16+)
+    compact = [sys.executable, "-m", "flows.cli", "compact", "--output", str(out), "--json"]
+    want = expected_frames(inp)
+
+    killed(cmd, cli_env, "fold:written")
+    assert len(list((out / COMMITS).glob("c-*.json"))) == 17          # records not removed
+    assert list((out / "_posebatch/ledger/segments").glob("s-*.parquet"))  # segment written
+    assert Ledger.load(str(out)).entries.num_rows == 17               # folded once, not twice
+    assert frames_of(out) == want
+
+    killed(compact, cli_env, "compact:removing")   # merged part in place, old parts not gone
+    assert len(frames_of(out)) == 2 * len(want)    # what a reader could see at that instant
+    killed(compact, cli_env, "fold:merged")        # reconciled; killed folding the moves
+    assert frames_of(out) == want
+
+    final = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-2000:]
+    summary = json.loads(final.stdout.strip().splitlines()[-1])
+    assert summary["ok"] and summary["new"] == 0 and summary["lost_parts"] == 0
+    assert frames_of(out) == want
+    led = Ledger.load(str(out))
+    assert sorted(led.entries.column("path").to_pylist()) == sorted(k for k, _ in want)
+    assert verify(led).problems == []                 # entries point at the merged part
+    assert len(list((out / "predictions").rglob("*.parquet"))) == 1
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_commit_fails_in_one_line_and_leaves_nothing_half_done(
+        cli_env: dict[str, str], registry_dir: Path, tmp_path: Path):
+    """RLIMIT_FSIZE (SIGXFSZ ignored) makes writing the Parquet part fail with EFBIG, like a
+    full disk: the run exits 2 with one line naming the cause, no row and no ledger entry is
+    committed, and a run without the limit gives every frame once. The Prefect API is the
+    session's server (PREFECT_API_URL), so the limit hits only what the run itself writes:
+    the part (about 5 KB and more) is over it, the commit record and lock file are not."""
+    import resource
+
+    inp = make_input(tmp_path / "data", batches=1, per_batch=3)
+    out = tmp_path / "out"
+    cmd = classify_cmd(inp, out, registry_dir)
+    limit = 3000
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**cli_env, "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=small_files)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "File too large" in last, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["ok"] is False
+    assert frames_of(out) == []                                      # no partial rows
+    led = Ledger.load(str(out))
+    assert led.entries.num_rows == 0 and led.records == []           # nothing committed
+    assert led.reconcile()["missing_parts"] == 0
+
+    final = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert frames_of(out) == expected_frames(inp)
+    assert not any((out / STAGING).iterdir())

@@ -92,3 +92,27 @@ def test_report_after_a_run_then_problems(tmp_path: Path):
     assert report["prefect"]["last_classify_run"]["state"] in ("FAILED", "CRASHED")
     assert any(p.startswith("last classification run") for p in report["problems"])
     assert npy_files(data / "incoming")[-1].startswith("batch_new/")
+
+
+def test_a_missing_or_damaged_output_part_is_a_problem(tmp_path: Path):
+    """Before: doctor said ok with a committed part deleted (the ledger still claimed its
+    rows). Now each missing or unreadable part is one problem line and the exit code is 1."""
+    from tasks.classify.ledger import Ledger
+    from tests.tasks.classify.test_verify import commit
+
+    data = tmp_path / "data"
+    register_tiny_model(data / "registry")
+    led = Ledger.load(str(data / "output"))
+    kept = commit(led, {"b/1.npy": b"one", "b/2.npy": None}, "c1")
+    gone = commit(led, {"b/3.npy": b"three"}, "c2", {"b/3.npy": 4})
+    code, report = doctor(data)
+    assert code == 0 and report["ok"] is True, report["problems"]
+    assert report["last_run"]["parts_checked"] == 3
+    (data / "output" / gone.parts[0].final).unlink()
+    (data / "output" / kept.parts[1].final).write_bytes(b"garbage")     # the rejections part
+    code, report = doctor(data)
+    assert code == 1 and report["ok"] is False
+    lines = [p for p in report["problems"] if "part" in p]
+    assert len(lines) == 2 and all("\n" not in p for p in lines)
+    assert lines[0].startswith(f"missing part {gone.parts[0].final}: 4 row(s)")
+    assert lines[1].startswith(f"unreadable part {kept.parts[1].final}")

@@ -88,7 +88,9 @@ def test_known_files_are_matched_by_path_size_and_mtime(tmp_path: Path):
                       "size": [c.size for c in ready[:3]],
                       "mtime_ns": [c.mtime_ns for c in ready[:3]],
                       "status": ["classified"] * 3, "reason": [None] * 3, "detail": [None] * 3,
-                      "frames": [1] * 3, "seq": [1] * 3, "commit_id": ["c"] * 3},
+                      "frames": [1] * 3, "seq": [1] * 3, "commit_id": ["c"] * 3,
+                      **{f: [None] * 3 for f in ("part", "committed_at", "model_version",
+                                                 "flow_run_id")}},
                      schema=ENTRY_SCHEMA)
     fresh, old = unseen(ready, known)
     assert [c.path for c in fresh] == [ready[3].path]

@@ -32,3 +32,9 @@ def test_disarmed_points_do_nothing() -> None:
     faults.arm("staged:2")
     faults.crash_point("staged")   # the first visit of two: still alive
     faults.arm("")                 # and re-arming resets the count
+
+
+def test_point_names_may_hold_colons_and_only_a_numeric_last_field_counts() -> None:
+    faults.arm("fold:written,compact:removing:3")
+    assert faults._ARMED == {"fold:written": 1, "compact:removing": 3}
+    faults.arm("")
