@@ -32,9 +32,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
+from flows.runtime.events import emit_monitor_alerts
 from flows.runtime.progress import report_files, start_files
 from flows.runtime.runners import Bulk, chunks_in_flight, on_dask
-from flows.settings import get_settings
+from flows.settings import Settings, get_settings
 from models.registry import Registry
 from tasks.classify.archive import archive_files
 from tasks.classify.discover import Candidate, plan_chunks, scan_input, unseen
@@ -47,6 +48,9 @@ from tasks.classify.verify import recover_lost
 from tasks.io import faults
 from tasks.io.schema import PREDICTIONS
 from tasks.io.storage import is_remote, relative_inside
+from tasks.monitor.drift import alerts
+from tasks.monitor.history import record_run
+from tasks.monitor.predictions import PredictionStats
 
 
 # -- tasks --------------------------------------------------------------------------------
@@ -157,6 +161,7 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
     run_id = flow_run.get_id()
     entry = Registry(registry_dir).resolve(model_version)  # pin one version for the run
     job = {"input_dir": input_dir, "registry_dir": registry_dir, "version": entry.version,
+           "class_names": entry.class_names, "low_confidence": settings.low_confidence,
            "batch_size": int(batch_size or settings.batch_size), "xla": settings.xla,
            "max_frames": int(max_frames_per_file or settings.max_frames_per_file),
            "move_processed": move_processed, "run_id": run_id}
@@ -179,6 +184,7 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
                             run_id=run_id, input_dir=input_dir, output_dir=output_dir,
                             model_version=entry.version, seconds=time.perf_counter() - t0,
                             work_seconds=work_seconds)
+    summary["monitoring"] = _monitor(tally, summary, entry.metadata.get("monitor"), settings)
     _publish(summary, run_markdown(summary, tally.kept, entry.metadata,
                                    settings.low_confidence))
     if summary["problem"]:  # the flow run ends Failed: automations and exit codes see it
@@ -253,6 +259,7 @@ def _classify_and_commit(chunks: list[list[Candidate]], ledger: Ledger,
         preload_on_workers(load_predictor, job["registry_dir"], job["version"],
                            job["batch_size"], job["xla"])
     tally, window, pending = RunTally(), chunks_in_flight(), deque()
+    tally.predictions = PredictionStats(job["class_names"], job["low_confidence"])
 
     def submit(i: int) -> None:
         pending.append((i, classify_chunk.submit(
@@ -271,7 +278,7 @@ def _classify_and_commit(chunks: list[list[Candidate]], ledger: Ledger,
                                   quote({c.path: (c.size, c.mtime_ns) for c in chunks[i]}),
                                   new_commit_id(), job["run_id"])
         report_files(i, len(chunks[i]))
-        tally.add(stats, stats["parts"])
+        tally.add(stats, stats["parts"], result.input_stats)
         _log_chunk(i, len(chunks), len(chunks[i]), result, stats)
         if job["move_processed"]:
             tally.moved += move_processed_files(job["input_dir"], job["move_processed"],
@@ -286,6 +293,26 @@ def _log_chunk(i: int, n: int, files: int, result: ChunkResult, stats: dict[str,
                           "committed as #%d", i + 1, n, files, stats["frames"],
                           result.seconds.get("total", 0.0), result.seconds.get("compute", 0.0),
                           counts or "nothing new", stats["seq"])
+
+
+def _monitor(tally: RunTally, summary: RunSummary, reference: dict[str, Any] | None,
+             settings: Settings) -> dict[str, Any]:
+    """Step 5: the run's monitoring row (``output/monitoring/runs/``, one per run, rewritten
+    if the run is retried) and a ``posebatch.monitor.alert`` event per crossed threshold."""
+    assert tally.predictions is not None  # set before the first chunk
+    row = record_run(summary["output_dir"], tally.predictions, tally.inputs, reference,
+                     {"flow_run_id": summary["flow_run_id"] or "local",
+                      "model_version": summary["model_version"],
+                      "files": summary["classified"], "files_rejected": summary["rejected"],
+                      "seconds": summary["work_seconds"], "kind": "classify"})
+    crossed = alerts(row, settings.monitor_psi_threshold, settings.monitor_min_est_accuracy)
+    if crossed:
+        get_run_logger().warning("monitoring: %s", "; ".join(a["message"] for a in crossed))
+        emit_monitor_alerts(crossed, summary["output_dir"], summary["flow_run_id"],
+                            summary["model_version"])
+    return {"est_accuracy": row["est_accuracy"], "est_macro_f1": row["est_macro_f1"],
+            "input_psi": row["input_psi"], "alerts": [a["message"] for a in crossed],
+            "path": row["path"]}
 
 
 def _publish(summary: RunSummary, markdown: str) -> None:

@@ -81,9 +81,11 @@ def feature_distance(features: np.ndarray, ref: Mapping[str, Any]) -> np.ndarray
     return np.sqrt(np.maximum(sq.min(axis=1), 0.0)) if len(d) else np.zeros(0)
 
 
-def ood_codes(frames: np.ndarray, ref: Mapping[str, Any] | None) -> list[list[str]]:
-    """Per frame the warning codes (``CODES``) that apply; ``ref`` None: skeleton check only."""
-    xy, score = decode(frames)
+def ood_codes(frames: np.ndarray, ref: Mapping[str, Any] | None,
+              decoded: tuple[np.ndarray, np.ndarray] | None = None) -> list[list[str]]:
+    """Per frame the warning codes (``CODES``) that apply; ``ref`` None: skeleton check only.
+    ``decoded``: ``decode(frames)`` when the caller has it already."""
+    xy, score = decode(frames) if decoded is None else decoded
     skeleton = implausible_skeleton(xy, score)
     far = np.zeros(len(xy), bool)
     if ref is not None:

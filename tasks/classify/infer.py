@@ -38,11 +38,15 @@ from typing import Any
 
 import numpy as np
 
+from models.keypoints import decode
 from models.ood import ood_codes
 from models.spec import HEATMAP_SHAPE
 from tasks.io.faults import crash_point
 from tasks.io.storage import Location
 from tasks.io.validate import Rejected, read_untrusted
+from tasks.monitor.inputs import InputStats
+
+WIDTH_EVERY = 8  # peak widths for monitoring from every 8th frame (tasks/monitor/inputs.py)
 
 FRAME_VALUES = int(np.prod(HEATMAP_SHAPE))
 
@@ -74,6 +78,7 @@ class ChunkResult:
     model_version: str
     batches: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    input_stats: InputStats = field(default_factory=InputStats)  # for the run's monitoring
 
 
 @dataclass
@@ -256,15 +261,19 @@ def classify_files(input_dir: str, files: list[tuple[str, int]], registry_dir: s
     fill = 0
     batches = 0
     compute = 0.0
+    stats = InputStats()
 
     def flush() -> None:
         nonlocal fill, batches, compute
         t0 = time.perf_counter()
         p = pred(buf)[:fill]
         compute += time.perf_counter() - t0
-        # Out-of-distribution codes join the frame's warnings: one vectorised pass a batch.
+        # Out-of-distribution codes join the frame's warnings, and the monitoring statistics
+        # count the batch: one decode, vectorised passes.
+        decoded = decode(buf[:fill])
+        stats.add(buf[:fill], decoded, WIDTH_EVERY)
         for f, frame, extra in zip(owner_file[:fill], owner_frame[:fill],
-                                   ood_codes(buf[:fill], pred.ood), strict=True):
+                                   ood_codes(buf[:fill], pred.ood, decoded), strict=True):
             if extra:
                 outcomes[f].warnings[frame].extend(extra)
         probs.append(p.copy())
@@ -305,4 +314,5 @@ def classify_files(input_dir: str, files: list[tuple[str, int]], registry_dir: s
         probabilities=np.concatenate(probs) if probs else np.zeros((0, width), np.float32),
         class_names=list(pred.class_names), model_version=pred.version, batches=batches,
         seconds={"load": t_loaded - t_start, "compute": compute, "total": total},
+        input_stats=stats,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -54,6 +54,7 @@ class RunSummary(TypedDict):
     restorable: int               # their files, forgotten and classified again from the input
     unrestorable: int             # their files whose content the input no longer holds
     compacted_partitions: int
+    monitoring: NotRequired[dict[str, Any]]  # est_accuracy, est_macro_f1, input_psi, alerts
     seconds: float
     work_seconds: float
     files_per_second: float
@@ -151,6 +152,10 @@ def summary_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
                  ("  their files not in the input (lost)", summary.get("unrestorable", 0))]
     rows += [(f"  label: {k}", v) for k, v in sorted(summary["labels"].items())]
     rows.append(("frames flagged out of distribution", summary.get("out_of_distribution", 0)))
+    mon = summary.get("monitoring") or {}
+    if mon.get("est_accuracy") is not None:
+        rows.append(("estimated accuracy (no labels)", f"{mon['est_accuracy']:.3f}"))
+    rows += [("  monitoring alert", a) for a in mon.get("alerts", [])]
     rows += [(f"  warning: {k}", v) for k, v in sorted(summary.get("warnings", {}).items())]
     rows += [
         ("throughput (files/s)", f"{summary['files_per_second']:.1f}"),

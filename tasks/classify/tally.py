@@ -17,6 +17,8 @@ from tasks.classify.ledger import Ledger
 from tasks.classify.outputs import Judged
 from tasks.classify.run_summary import RunFrames, RunSummary
 from tasks.io.storage import Location
+from tasks.monitor.inputs import InputStats
+from tasks.monitor.predictions import PredictionStats
 
 COUNTERS = ("labels", "reasons", "status", "warnings")
 
@@ -56,14 +58,21 @@ class RunTally:
     moved: int = 0
     skipped: list[tuple[str, str, str | None]] = field(default_factory=list)
     kept: RunFrames = field(default_factory=RunFrames)
+    # what the run's monitoring row is built from (tasks/monitor): counts, never frames
+    predictions: PredictionStats | None = None
+    inputs: InputStats = field(default_factory=InputStats)
 
-    def add(self, stats: dict[str, Any], parts: int) -> None:
+    def add(self, stats: dict[str, Any], parts: int, inputs: InputStats | None = None) -> None:
         for key in COUNTERS:
             self.counters[key].update(stats[key])
         self.frames += stats["frames"]
         self.parts += parts
         self.skipped += stats["skipped"]
         self.kept.add(stats["table"])
+        if self.predictions is not None:
+            self.predictions.add(stats["table"])
+        if inputs is not None:
+            self.inputs = self.inputs.merge(inputs)
 
 
 def unread_files(input_dir: str, skipped: list[tuple[str, str, str | None]]

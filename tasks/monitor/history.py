@@ -42,6 +42,7 @@ _JOINTS = pa.list_(_F64)          # 17 values, COCO keypoint order
 RUNS_SCHEMA = pa.schema([
     pa.field("flow_run_id", pa.string(), nullable=False),
     pa.field("run_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("kind", pa.string()),                 # classify, rescore or retrain
     pa.field("model_version", pa.string()),
     pa.field("frames", pa.int64(), nullable=False),
     pa.field("files", pa.int64()),                 # files classified
@@ -119,6 +120,7 @@ def _run_part(preds: PredictionStats, run_info: Mapping[str, Any]) -> dict[str, 
     seconds = run_info.get("seconds")
     return {"flow_run_id": str(run_info["flow_run_id"]),
             "run_at": run_info.get("run_at") or datetime.now(UTC),
+            "kind": run_info.get("kind", "classify"),
             "model_version": run_info.get("model_version"), "frames": preds.frames,
             "files": run_info.get("files"), "files_rejected": run_info.get("files_rejected"),
             "seconds": seconds,

@@ -65,20 +65,30 @@ class InputStats:
     height_counts: np.ndarray = field(default_factory=_zeros_counts)
     width_sum: np.ndarray = field(default_factory=lambda: np.zeros(NUM_KEYPOINTS))
     present: np.ndarray = field(default_factory=lambda: np.zeros(NUM_KEYPOINTS, np.int64))
+    width_n: np.ndarray = field(default_factory=lambda: np.zeros(NUM_KEYPOINTS, np.int64))
 
-    def add(self, frames: np.ndarray) -> InputStats:
-        """Count a batch of frames ``[N, 17, 64, 48]`` (or one frame ``[17, 64, 48]``)."""
+    def add(self, frames: np.ndarray, decoded: tuple[np.ndarray, np.ndarray] | None = None,
+            width_every: int = 1) -> InputStats:
+        """Count a batch of frames ``[N, 17, 64, 48]`` (or one frame ``[17, 64, 48]``).
+
+        ``decoded``: the batch's ``decode`` output when the caller has it already (the
+        classifier's OOD check decodes the same batch). ``width_every``: measure peak widths
+        on every n-th frame only; the window gather is the costly part, and a mean width
+        needs a sample, not every frame (heights and missing joints still count every frame).
+        """
         frames = np.asarray(frames, dtype=np.float32)
         frames = frames[None] if frames.ndim == 3 else frames
         if not len(frames):
             return self
-        xy, score = decode(frames)
+        xy, score = decode(frames) if decoded is None else decoded
         bins = np.searchsorted(HEIGHT_EDGES, score, side="right")  # 0: below 0
         for j in range(NUM_KEYPOINTS):
             self.height_counts[j] += np.bincount(bins[:, j], minlength=len(HEIGHT_EDGES) + 1)
         has_peak = score >= NO_PEAK
-        widths = peak_widths(frames, xy, score)
-        self.width_sum += np.where(has_peak, widths, 0.0).sum(axis=0)
+        k = max(1, int(width_every))
+        widths = peak_widths(frames[::k], xy[::k], score[::k])
+        self.width_sum += np.where(has_peak[::k], widths, 0.0).sum(axis=0)
+        self.width_n += has_peak[::k].sum(axis=0)
         self.present += has_peak.sum(axis=0)
         self.implausible += int(implausible_skeleton(xy, score).sum())
         self.frames += len(frames)
@@ -100,19 +110,22 @@ class InputStats:
         """A new accumulator holding both (chunks from threads or workers)."""
         return InputStats(self.frames + other.frames, self.implausible + other.implausible,
                           self.height_counts + other.height_counts,
-                          self.width_sum + other.width_sum, self.present + other.present)
+                          self.width_sum + other.width_sum, self.present + other.present,
+                          self.width_n + other.width_n)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able counts (what crosses a process boundary or is stored)."""
         return {"frames": self.frames, "implausible": self.implausible,
                 "height_counts": self.height_counts.tolist(),
-                "width_sum": self.width_sum.tolist(), "present": self.present.tolist()}
+                "width_sum": self.width_sum.tolist(), "present": self.present.tolist(),
+                "width_n": self.width_n.tolist()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InputStats:
         return cls(int(d["frames"]), int(d["implausible"]),
                    np.asarray(d["height_counts"], np.int64),
-                   np.asarray(d["width_sum"], np.float64), np.asarray(d["present"], np.int64))
+                   np.asarray(d["width_sum"], np.float64), np.asarray(d["present"], np.int64),
+                   np.asarray(d.get("width_n", d["present"]), np.int64))
 
     def summary(self) -> dict[str, Any]:
         """Per joint (COCO order): height quantiles ``QUANTILES``, mean width of the joints
@@ -122,7 +135,7 @@ class InputStats:
                           for c in self.height_counts]) if n else np.full(
             (NUM_KEYPOINTS, len(QUANTILES)), np.nan)
         with np.errstate(invalid="ignore", divide="ignore"):
-            width = np.where(self.present > 0, self.width_sum / self.present, np.nan)
+            width = np.where(self.width_n > 0, self.width_sum / self.width_n, np.nan)
             missing = 1.0 - self.present / n if n else np.full(NUM_KEYPOINTS, np.nan)
         return {"frames": self.frames,
                 **{f"height_p{round(q * 100)}": quant[:, i].tolist()

@@ -310,3 +310,44 @@ def test_a_lost_output_part_is_classified_again_or_fails_the_run_naming_the_lost
 
     assert verify(Ledger.load(str(out))).problems == []
     assert run(inp, out, registry_dir, chunk_files=2)["ok"]          # said once, not forever
+
+
+def test_every_run_appends_one_monitoring_row_and_a_crossed_threshold_emits_an_event(
+        prefect_server, registry_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A threshold no run can meet (estimated accuracy above 1): the run's row is written,
+    readable by DuckDB, and the flow sends a ``posebatch.monitor.alert`` event with the
+    metric, value and threshold; a second run (nothing new) appends its own row."""
+    import duckdb
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    from tasks.monitor.history import runs_glob
+
+    monkeypatch.setenv("POSEBATCH_MONITOR_MIN_EST_ACCURACY", "1.01")
+    inp = make_input(tmp_path / "data", batches=1, per_batch=6)
+    out = tmp_path / "out"
+    first = run(inp, out, registry_dir)
+    mon = first["monitoring"]
+    assert 0.0 < mon["est_accuracy"] <= 1.0
+    assert mon["alerts"] == [f"est_accuracy {mon['est_accuracy']:.3f} < 1.01"]
+    second = run(inp, out, registry_dir)
+    rows = duckdb.sql(f"select flow_run_id, kind, frames, est_accuracy from read_parquet("
+                      f"'{runs_glob(str(out))}', hive_partitioning=true) order by run_at"
+                      ).fetchall()
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        (first["flow_run_id"], "classify", 6), (second["flow_run_id"], "classify", 0)]
+    assert rows[0][3] == pytest.approx(mon["est_accuracy"])
+
+    events = []
+    with get_client(sync_client=True) as client:
+        for _ in range(50):  # events reach the server asynchronously
+            page = client.read_events(EventFilter(event=EventNameFilter(
+                name=["posebatch.monitor.alert"])), limit=50)
+            events = [e for e in page.events
+                      if e.payload.get("flow_run_id") == first["flow_run_id"]]
+            if events:
+                break
+            time.sleep(0.2)
+    assert [(e.payload["metric"], e.payload["threshold"]) for e in events] == [
+        ("est_accuracy", 1.01)]
+    assert events[0].payload["value"] == pytest.approx(mon["est_accuracy"])

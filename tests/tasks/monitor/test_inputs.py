@@ -81,3 +81,18 @@ def test_empty_summary_is_nan():
     s = InputStats().summary()
     assert s["frames"] == 0 and np.isnan(s["implausible_share"])
     assert np.isnan(s["height_p50"]).all()
+
+
+def test_a_caller_s_decode_and_a_width_sample_give_the_same_statistics():
+    """The classifier passes the batch's decode (shared with the OOD check) and measures
+    widths on every 8th frame: heights and missing joints still count every frame, and the
+    sampled mean width is still the frames' one width."""
+    frames = gaussian_frames(2.0, n=16)
+    whole = InputStats().add(frames)
+    sampled = InputStats().add(frames, decode(frames), width_every=8)
+    assert np.array_equal(sampled.height_counts, whole.height_counts)
+    assert np.array_equal(sampled.present, whole.present)
+    assert sampled.width_n.sum() == whole.width_n.sum() // 8
+    assert np.allclose(sampled.summary()["width_mean"], 2.0, rtol=0.1)   # pixel-grid noise
+    assert np.allclose(whole.summary()["width_mean"], 2.0, rtol=0.1)
+    assert InputStats.from_dict(sampled.to_dict()).summary() == sampled.summary()
