@@ -23,7 +23,6 @@ fold and compaction thresholds) come from the settings.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter, deque
 from typing import Any
@@ -37,17 +36,23 @@ from flows.runtime.progress import report_files, start_files
 from flows.runtime.runners import Bulk, chunks_in_flight, on_dask
 from flows.settings import Settings, get_settings
 from models.registry import Registry
-from tasks.classify.archive import archive_files
+from tasks.classify.archive import archive_files, remember_archive
 from tasks.classify.discover import Candidate, plan_chunks, scan_input, unseen
 from tasks.classify.infer import ChunkResult, classify_files, load_predictor
 from tasks.classify.ledger import Ledger, OutputLock, new_commit_id
-from tasks.classify.outputs import commit_chunk, compact, crowded_partitions, judge_chunk
+from tasks.classify.outputs import (
+    commit_chunk,
+    compact,
+    crowded_partitions,
+    judge_chunk,
+    lineage,
+)
 from tasks.classify.run_summary import RunSummary, run_markdown, summary_table
 from tasks.classify.tally import IncompleteRun, RunTally, build_summary, chunk_stats
 from tasks.classify.verify import recover_lost
 from tasks.io import faults
 from tasks.io.schema import PREDICTIONS
-from tasks.io.storage import is_remote, relative_inside
+from tasks.io.storage import absolute, relative_inside
 from tasks.monitor.drift import alerts
 from tasks.monitor.history import record_run
 from tasks.monitor.predictions import PredictionStats
@@ -101,10 +106,12 @@ def classify_chunk(input_dir: str, files: Bulk, registry_dir: str, model_version
 
 @task(name="commit-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def commit_chunk_task(ledger: Ledger, result: ChunkResult, sizes: dict[str, tuple[int, int]],
-                      commit_id: str, flow_run_id: str | None) -> dict[str, Any]:
+                      commit_id: str, flow_run_id: str | None,
+                      lineage: dict[str, Any] | None = None) -> dict[str, Any]:
     """Judge the chunk against the ledger and commit its rows and entries exactly once."""
     judged = judge_chunk(result, ledger)
-    record, tables = commit_chunk(ledger, judged, sizes, commit_id, flow_run_id)
+    record, tables = commit_chunk(ledger, judged, sizes, commit_id, flow_run_id,
+                                  lineage=lineage)
     stats = chunk_stats(judged, ledger, tables.get(PREDICTIONS))
     unreadable = [f"{p} ({d})" for p, kind, d in stats["skipped"] if kind == "unreadable"]
     if unreadable:
@@ -151,10 +158,10 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
     faults.arm(settings.crash_at)
     # Local paths absolute before they travel: a Dask worker would resolve a relative path in
     # its own working folder, find nothing, and the run would classify nothing.
-    input_dir = _absolute(input_dir or settings.incoming_dir)
-    output_dir = _absolute(output_dir or settings.output_dir)
-    registry_dir = _absolute(registry_dir or settings.registry_dir)
-    move_processed = _absolute(move_processed) if move_processed else None
+    input_dir = absolute(input_dir or settings.incoming_dir)
+    output_dir = absolute(output_dir or settings.output_dir)
+    registry_dir = absolute(registry_dir or settings.registry_dir)
+    move_processed = absolute(move_processed) if move_processed else None
     quiet = settings.quiet_seconds if quiet_seconds is None else float(quiet_seconds)
     from prefect.runtime import flow_run
 
@@ -164,13 +171,16 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
            "class_names": entry.class_names, "low_confidence": settings.low_confidence,
            "batch_size": int(batch_size or settings.batch_size), "xla": settings.xla,
            "max_frames": int(max_frames_per_file or settings.max_frames_per_file),
-           "move_processed": move_processed, "run_id": run_id}
+           "move_processed": move_processed, "run_id": run_id,
+           "lineage": lineage(entry, "classify")}
 
     with OutputLock(output_dir):
         ledger, rec, lost = _reconcile(output_dir, settings.fold_at, input_dir,
                                        move_processed, run_id)
         found = _discover(input_dir, quiet, ledger, _excluded(input_dir, output_dir,
                           move_processed), max_files, entry.version)
+        if move_processed:
+            remember_archive(output_dir, move_processed)
         moved = _move_known(ledger, found, input_dir, move_processed)
         chunks = plan_chunks(found["todo"], max(1, chunk_files or settings.chunk_files),
                              settings.chunk_bytes)
@@ -193,10 +203,6 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
 
 
 # -- the flow's steps -----------------------------------------------------------------------
-def _absolute(path: str | os.PathLike[str]) -> str:
-    return str(path) if is_remote(path) else os.path.abspath(path)
-
-
 def _excluded(input_dir: str, *inside: str | None) -> tuple[str, ...]:
     """The output and archive folders when they lie inside the input: never scanned."""
     return tuple(x for x in (relative_inside(p, input_dir) for p in inside) if x)
@@ -276,7 +282,7 @@ def _classify_and_commit(chunks: list[list[Candidate]], ledger: Ledger,
             submit(i + window)  # the next chunk computes while this one commits
         stats = commit_chunk_task(ledger, quote(result),
                                   quote({c.path: (c.size, c.mtime_ns) for c in chunks[i]}),
-                                  new_commit_id(), job["run_id"])
+                                  new_commit_id(), job["run_id"], job["lineage"])
         report_files(i, len(chunks[i]))
         tally.add(stats, stats["parts"], result.input_stats)
         _log_chunk(i, len(chunks), len(chunks[i]), result, stats)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fcntl
 import getpass
+import hashlib
 import json
 import os
 import platform
@@ -69,6 +70,14 @@ class ModelEntry:
     @property
     def temperature(self) -> float:
         return float(self.metadata.get("temperature", 1.0))
+
+    def model_sha256(self) -> str:
+        """The SHA-256 of the saved model file: which exact weights scored a row."""
+        h = hashlib.sha256()
+        with open(self.model_path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -11,7 +11,9 @@ import shutil
 import time
 from pathlib import Path
 
-from tasks.io.storage import is_remote
+from tasks.io.storage import Location, is_remote
+
+ARCHIVE_NOTE = "_posebatch/archive.json"  # in the output: where --move-processed moved files
 
 
 def free_name(dst: Path) -> Path:
@@ -47,3 +49,22 @@ def archive_files(input_dir: str, dest_dir: str, good: list[str], bad: list[str]
                 shutil.move(str(src), str(dst))
             moved += 1
     return moved
+
+
+def remember_archive(output_dir: str, dest_dir: str) -> None:
+    """Note in the output where its processed inputs went, so ``rescore`` finds them."""
+    import json
+
+    loc = Location(output_dir)
+    if known_archive(output_dir) != dest_dir:
+        loc.write_bytes(ARCHIVE_NOTE, json.dumps({"archive": dest_dir}).encode())
+
+
+def known_archive(output_dir: str) -> str | None:
+    """The last ``--move-processed`` folder used for this output (None: never)."""
+    import json
+
+    loc = Location(output_dir)
+    if not loc.exists(ARCHIVE_NOTE):
+        return None
+    return json.loads(loc.read_bytes(ARCHIVE_NOTE)).get("archive")

@@ -66,7 +66,9 @@ MAX_SEGMENTS = 8
 # unchanged (same path and content, only its time stamp changed: no new rows).
 # ``forgotten`` is not an outcome but an override: it cancels every earlier entry of the same
 # (path, sha256), so the file is new again (its part was lost, or ``posebatch ledger forget``).
-STATUSES = ("classified", "rejected", "duplicate", "unchanged")
+# ``rescored``: rows of an already classified file from another model version
+# (``posebatch rescore``); the entry's ``model_version`` says which.
+STATUSES = ("classified", "rejected", "duplicate", "unchanged", "rescored")
 FORGOTTEN = "forgotten"
 
 ENTRY_SCHEMA = pa.schema([
@@ -90,7 +92,7 @@ ENTRY_SCHEMA = pa.schema([
 ])
 ENTRY_FIELDS = ("path", "sha256", "size", "mtime_ns", "status", "reason", "detail", "frames")
 # The dataset whose part holds the rows of a file of each status (tasks/io/schema.py names).
-ROWS_IN = {"classified": "predictions", "rejected": "rejections"}
+ROWS_IN = {"classified": "predictions", "rejected": "rejections", "rescored": "predictions"}
 
 
 class LockHeld(Exception):

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from models.registry import ModelEntry
 from tasks.classify.discover import batch_of
 from tasks.classify.infer import ChunkResult
 from tasks.classify.ledger import (
@@ -36,16 +37,19 @@ from tasks.classify.ledger import (
 )
 from tasks.io.faults import crash_point
 from tasks.io.schema import (
+    LINEAGE,
     PARTITION_COLUMN,
     PREDICTIONS,
     PREDICTIONS_SCHEMA,
     REJECTIONS,
     REJECTIONS_SCHEMA,
+    conform,
     with_model_metadata,
 )
 from tasks.io.storage import Location
 
 COMPRESSION = "zstd"
+SCORED = ("classified", "rescored")   # statuses whose files have prediction rows
 
 
 @dataclass
@@ -67,7 +71,7 @@ class Judged:
                         "mtime_ns": mtime_ns, "status": st,
                         "reason": f.reason if st == "rejected" else None,
                         "detail": det if st == "duplicate" else f.detail,
-                        "frames": f.frames if st == "classified" else 0})
+                        "frames": f.frames if st in SCORED else 0})
         return out
 
 
@@ -90,17 +94,30 @@ def judge_chunk(result: ChunkResult, ledger: Ledger) -> Judged:
     return Judged(result, status, detail)
 
 
+def lineage(entry: ModelEntry, run_kind: str = "classify") -> dict[str, Any]:
+    """The lineage columns (``schema.LINEAGE``) of the rows a model version writes in a run."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("posebatch")
+    except PackageNotFoundError:  # run from a source tree without installing
+        ours = None
+    return {"model_sha256": entry.model_sha256(), "temperature": entry.temperature,
+            "posebatch_version": ours, "run_kind": run_kind}
+
+
 def _entropy(p: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = np.where(p > 0, np.log(np.where(p > 0, p, 1.0)), 0.0)
     return (-(p * logs).sum(axis=1)).astype(np.float32)
 
 
-def predictions_table(judged: Judged, classified_at: datetime,
-                      flow_run_id: str | None) -> pa.Table:
-    """One row per frame of the files judged ``classified`` (``PREDICTIONS_SCHEMA``)."""
+def predictions_table(judged: Judged, classified_at: datetime, flow_run_id: str | None,
+                      lineage: dict[str, Any] | None = None) -> pa.Table:
+    """One row per frame of the files judged ``classified`` or ``rescored``
+    (``PREDICTIONS_SCHEMA``); ``lineage``: the values of ``schema.LINEAGE`` for every row."""
     res = judged.result
-    keep_file = np.array([s == "classified" for s in judged.status] or [False], bool)
+    keep_file = np.array([s in SCORED for s in judged.status] or [False], bool)
     mask = keep_file[res.file_index] if len(res.file_index) else np.zeros(0, bool)
     probs = res.probabilities[mask]
     fidx = res.file_index[mask]
@@ -135,6 +152,8 @@ def predictions_table(judged: Judged, classified_at: datetime,
         "model_version": pa.array([res.model_version] * n, pa.string()),
         "flow_run_id": pa.array([flow_run_id] * n, pa.string()),
         "classified_at": pa.array([classified_at] * n, pa.timestamp("us", tz="UTC")),
+        **{k: pa.array([(lineage or {}).get(k)] * n, PREDICTIONS_SCHEMA.field(k).type)
+           for k in LINEAGE},
     }, schema=schema)
 
 
@@ -180,17 +199,20 @@ def stage_tables(loc: Location, commit_id: str, at: datetime,
 
 
 def commit_chunk(ledger: Ledger, judged: Judged, sizes: dict[str, tuple[int, int]],
-                 commit_id: str, flow_run_id: str | None,
-                 at: datetime | None = None) -> tuple[CommitRecord, dict[str, pa.Table]]:
-    """Stage the chunk's parts and commit them with its ledger entries (exactly once)."""
+                 commit_id: str, flow_run_id: str | None, at: datetime | None = None,
+                 lineage: dict[str, Any] | None = None
+                 ) -> tuple[CommitRecord, dict[str, pa.Table]]:
+    """Stage the chunk's parts and commit them with its ledger entries (exactly once).
+    ``lineage["run_kind"]`` (default ``classify``) is also the commit record's kind."""
     existing = ledger.record_for(commit_id)
     if existing is not None:  # a retried commit: only finish it
         return ledger.commit(existing), {}
     at = at or datetime.now(UTC)
-    tables = {PREDICTIONS: predictions_table(judged, at, flow_run_id),
+    kind = (lineage or {}).get("run_kind") or "classify"
+    tables = {PREDICTIONS: predictions_table(judged, at, flow_run_id, lineage),
               REJECTIONS: rejections_table(judged, at, flow_run_id)}
     parts = stage_tables(ledger.loc, commit_id, at, tables)
-    record = CommitRecord(seq=0, commit_id=commit_id, kind="classify",
+    record = CommitRecord(seq=0, commit_id=commit_id, kind=kind,
                           created_at=at.isoformat(), flow_run_id=flow_run_id,
                           model_version=judged.result.model_version,
                           entries=judged.entries(sizes), parts=parts)
@@ -241,8 +263,9 @@ def compact(ledger: Ledger, datasets: Sequence[str] = (PREDICTIONS, REJECTIONS),
             stamp = at.strftime("%Y%m%dT%H%M%S")
             new_parts, moves = [], {}
             for k, (version, tables) in enumerate(sorted(groups.items())):
-                schema = tables[0].schema
-                merged = pa.concat_tables([t.cast(schema) for t in tables])
+                schema = (PREDICTIONS_SCHEMA if dataset == PREDICTIONS else REJECTIONS_SCHEMA
+                          ).with_metadata(tables[0].schema.metadata or {})
+                merged = pa.concat_tables([conform(t, schema) for t in tables])
                 staged = f"{staging_dir(commit_id)}/{dataset}-{k}.parquet"
                 write_durable(loc, staged, parquet_bytes(merged))
                 new_parts.append(Part(staged, f"{folder}/part-{stamp}-{commit_id}-c{k}.parquet"))

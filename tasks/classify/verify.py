@@ -74,7 +74,8 @@ def expected_rows(entries: pa.Table) -> pa.Table:
     one row; columns part, path, sha256, rows (vectorised: ledgers hold millions)."""
     has = entries.filter(pc.is_valid(entries["part"]))
     status = has["status"]
-    rows = pc.if_else(pc.equal(status, "classified"), pc.cast(has["frames"], pa.int64()),
+    rows = pc.if_else(pc.is_in(status, pa.array(["classified", "rescored"])),
+                      pc.cast(has["frames"], pa.int64()),
                       pc.if_else(pc.equal(status, "rejected"), 1, 0))
     t = pa.table({"part": has["part"], "path": has["path"], "sha256": has["sha256"],
                   "rows": rows})
@@ -159,6 +160,15 @@ def select(entries: pa.Table, pattern: str | None = None, batch: str | None = No
     return entries.filter(pa.array(hit, pa.bool_()))
 
 
+def _same_files(entries: pa.Table, chosen: pa.Table) -> pa.Table:
+    """Every entry of the files (path, sha256) of ``chosen``: a file re-scored by other model
+    versions has rows in several parts, and forgetting it must remove them all."""
+    keys = set(zip(chosen["path"].to_pylist(), chosen["sha256"].to_pylist(), strict=True))
+    hit = [(p, s) in keys for p, s in zip(entries["path"].to_pylist(),
+                                          entries["sha256"].to_pylist(), strict=True)]
+    return entries.filter(pa.array(hit, pa.bool_()))
+
+
 def _with_copies(entries: pa.Table, chosen: pa.Table) -> pa.Table:
     """``chosen`` plus the duplicate entries of the same content: a copy recognised as a
     duplicate has no rows of its own, it relies on the original's, so it goes too."""
@@ -204,7 +214,7 @@ def forget(ledger: Ledger, chosen: pa.Table, reason: str,
            flow_run_id: str | None = None) -> dict[str, Any]:
     """Make the files of ``chosen`` (ledger entries) new again and remove their rows from the
     output, in one commit (see the module docstring). Hold the output lock."""
-    chosen = _with_copies(ledger.entries, chosen)
+    chosen = _with_copies(ledger.entries, _same_files(ledger.entries, chosen))
     keys = set(zip(chosen["path"].to_pylist(), chosen["sha256"].to_pylist(), strict=True))
     parts = {p for p in chosen["part"].to_pylist() if p}
     commit_id = new_commit_id()
@@ -257,7 +267,7 @@ def recover_lost(ledger: Ledger, input_dir: str, archive: str | None = None,
         return out
     e = ledger.entries
     chosen = e.filter(pc.is_in(e["part"], pa.array(verdict.lost, pa.string())))
-    chosen = _with_copies(e, chosen)
+    chosen = _with_copies(e, _same_files(e, chosen))
     forget(ledger, chosen, "lost_part", flow_run_id)
     inp = Location(input_dir)
     here = {sha for p, sha in zip(chosen["path"].to_pylist(), chosen["sha256"].to_pylist(),

@@ -29,7 +29,15 @@ PREDICTIONS_SCHEMA = pa.schema([
     pa.field("model_version", pa.string(), nullable=False),
     pa.field("flow_run_id", pa.string()),
     pa.field("classified_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    # Lineage: enough to trace and reproduce a row (null in rows written before they
+    # existed): the model file's SHA-256, the temperature applied, the posebatch version,
+    # and the run kind (``classify``, or ``rescore`` for a row re-scored by a newer model).
+    pa.field("model_sha256", pa.string()),
+    pa.field("temperature", pa.float32()),
+    pa.field("posebatch_version", pa.string()),
+    pa.field("run_kind", pa.string()),
 ])
+LINEAGE = ("model_sha256", "temperature", "posebatch_version", "run_kind")
 
 REJECTIONS_SCHEMA = pa.schema([
     pa.field("source_path", pa.string(), nullable=False),
@@ -39,6 +47,14 @@ REJECTIONS_SCHEMA = pa.schema([
     pa.field("rejected_at", pa.timestamp("us", tz="UTC"), nullable=False),
     pa.field("flow_run_id", pa.string()),
 ])
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with ``schema``'s columns in its order, the missing ones null: parts written
+    before a column existed merge with newer ones (compaction, forget)."""
+    cols = [table.column(f.name) if f.name in table.schema.names
+            else pa.nulls(table.num_rows, f.type) for f in schema]
+    return pa.Table.from_arrays(cols, schema=schema.with_metadata(table.schema.metadata or {}))
 
 
 def with_model_metadata(schema: pa.Schema, class_names: list[str], model_version: str) -> pa.Schema:

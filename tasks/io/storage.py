@@ -49,6 +49,12 @@ def is_remote(location: str | os.PathLike[str]) -> bool:
     return urlparse(str(location)).scheme in REMOTE_SCHEMES
 
 
+def absolute(location: str | os.PathLike[str]) -> str:
+    """A local path made absolute (a Dask worker resolves a relative one in its own working
+    folder); a remote URI as given."""
+    return str(location) if is_remote(location) else os.path.abspath(location)
+
+
 def relative_inside(child: str | None, parent: str) -> str | None:
     """``child`` relative to ``parent`` (POSIX) when it lies strictly inside it; None otherwise
     and for remote locations. Used to keep an output or archive inside the input unscanned."""

@@ -1,0 +1,145 @@
+"""Re-scoring: which classified files a model version scores again, where their inputs are
+now, and how each file's outcome is judged (no Prefect; ``flows/rescore.py`` runs it).
+
+A file is re-scored whole (every frame) and exactly once per (content, model version): the
+ledger records each re-scored file as a ``rescored`` entry of its commit, whose
+``model_version`` is the new model's, so a killed run resumes with what is left and a second
+run finds nothing to do. The rows keep the file's original ``source_path`` and content hash,
+so readers tell the versions of one frame apart by ``model_version`` alone.
+
+Inputs are looked for where the ledger's path says: in the input folder, then in the
+``--move-processed`` archive (under the same path, or a copy the archive renamed to keep
+both). A file is only re-scored when the bytes found hash to the content the ledger
+recorded: a missing or changed input is reported, never guessed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tasks.classify.infer import ChunkResult
+from tasks.classify.ledger import Ledger
+from tasks.classify.outputs import SCORED, Judged
+from tasks.io.storage import Location, is_remote
+
+
+@dataclass(frozen=True)
+class Target:
+    """A classified file to score again: its ledger identity and where its bytes are now."""
+
+    path: str            # the ledger's path: the rows' source_path
+    sha256: str
+    frames: int
+    size: int
+    mtime_ns: int
+    base: str = ""       # the folder holding it now (input or archive); "" until located
+    rel: str = ""        # its path below ``base``
+
+
+def scored_by(entries: pa.Table, version: str) -> set[str]:
+    """Contents (sha256) that ``version`` has rows for already (classified or re-scored)."""
+    mine = entries.filter(pc.and_(pc.is_in(entries["status"], pa.array(list(SCORED))),
+                                  pc.equal(entries["model_version"], version)))
+    return set(mine["sha256"].to_pylist())
+
+
+def plan(entries: pa.Table, version: str, *, since: str | None = None,
+         until: str | None = None, batch: str | None = None, path: str | None = None,
+         only: set[tuple[str, str]] | None = None) -> tuple[list[Target], int]:
+    """The classified files matching every filter that ``version`` has not scored, in path
+    order, and how many matching files it has scored already.
+
+    ``since``/``until``: ``YYYY-MM-DD``, the UTC day the file was classified (inclusive);
+    ``batch``: a top-level input folder; ``path``: a glob over the path (``*`` spans
+    folders); ``only``: (path, sha256) pairs picked by a predictions filter (label,
+    confidence)."""
+    e = entries.filter(pc.equal(entries["status"], "classified"))
+    done = scored_by(entries, version)
+    out: list[Target] = []
+    already = 0
+    cols = ("path", "sha256", "frames", "size", "mtime_ns", "committed_at")
+    for p, sha, frames, size, mtime, at in zip(*(e[c].to_pylist() for c in cols), strict=True):
+        day = (at or "")[:10]
+        if (since and day < since) or (until and day > until) \
+                or (batch and not p.startswith(batch.rstrip("/") + "/")) \
+                or (path and not (p == path or fnmatchcase(p, path))) \
+                or (only is not None and (p, sha) not in only):
+            continue
+        if sha in done:
+            already += 1
+            continue
+        done.add(sha)   # a copy under another path is the same content: once
+        out.append(Target(p, sha, int(frames or 0), int(size or 0), int(mtime or 0)))
+    return sorted(out, key=lambda t: t.path), already
+
+
+def _sha_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def locate(targets: list[Target], input_dir: str, archive: str | None = None
+           ) -> tuple[list[Target], list[Target]]:
+    """(found, missing): each target with the folder that holds it now. The input and the
+    archive under the ledger's path are taken as found (the content is checked when the
+    file is read, ``judge``); an archived copy under a suffixed name only if its hash
+    matches."""
+    inp = Location(input_dir)
+    found, missing = [], []
+    for t in targets:
+        if inp.exists(t.path):
+            found.append(dataclasses.replace(t, base=input_dir, rel=t.path))
+            continue
+        where = _in_archive(t, archive) if archive and not is_remote(archive) else None
+        if where:
+            found.append(dataclasses.replace(t, base=archive, rel=where))
+        else:
+            missing.append(t)
+    return found, missing
+
+
+def _in_archive(t: Target, archive: str) -> str | None:
+    dst = Path(archive, t.path)
+    if dst.is_file():
+        return t.path
+    for copy in sorted(dst.parent.glob(f"{dst.stem}.*{dst.suffix}")):
+        if copy.is_file() and copy.stat().st_size == t.size and _sha_file(copy) == t.sha256:
+            return copy.relative_to(archive).as_posix()
+    return None
+
+
+def judge(result: ChunkResult, targets: dict[str, Target], ledger: Ledger,
+          version: str) -> tuple[Judged, dict[str, list[str]]]:
+    """Each read file's fate: ``rescored``, or left out (None) and reported as ``changed``
+    (its bytes are not the recorded content), ``rejected`` (the validator refuses it now),
+    ``unreadable`` or ``already`` (the version scored this content meanwhile).
+
+    The outcomes get the ledger's path back (a file read from the archive keeps the path its
+    rows always had)."""
+    done = scored_by(ledger.entries, version)
+    files, status = [], []
+    report: dict[str, list[str]] = {"changed": [], "rejected": [], "unreadable": [],
+                                    "already": []}
+    for f in result.files:
+        t = targets[f.path]
+        f = dataclasses.replace(f, path=t.path)
+        files.append(f)
+        why = ("unreadable" if f.skipped else "changed" if f.sha256 != t.sha256
+               else "rejected" if f.reason else "already" if t.sha256 in done else None)
+        status.append(None if why else "rescored")
+        if why:
+            report[why].append(t.path)
+        else:
+            done.add(t.sha256)
+    res = dataclasses.replace(result, files=files)
+    return Judged(res, status, [None] * len(files)), report
