@@ -37,7 +37,14 @@ from flows.runtime.runners import Bulk, chunks_in_flight, on_dask
 from flows.settings import Settings, get_settings
 from models.registry import Registry
 from tasks.classify.archive import archive_files, remember_archive
-from tasks.classify.discover import Candidate, plan_chunks, scan_input, unseen
+from tasks.classify.discover import (
+    Candidate,
+    backlog,
+    plan_chunks,
+    scan_input,
+    take,
+    unseen,
+)
 from tasks.classify.infer import ChunkResult, classify_files, load_predictor
 from tasks.classify.ledger import Ledger, OutputLock, new_commit_id
 from tasks.classify.outputs import (
@@ -147,11 +154,13 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
                   batch_size: int | None = None, max_files: int | None = None,
                   move_processed: str | None = None, quiet_seconds: float | None = None,
                   max_frames_per_file: int | None = None, chunk_files: int | None = None,
-                  data_root: str | None = None) -> RunSummary:
+                  max_bytes: int | None = None, data_root: str | None = None) -> RunSummary:
     """Classify what is new and complete in ``input_dir`` into ``output_dir`` (Parquet).
 
     Defaults come from the settings (``POSEBATCH_*``, data root ``./data``): input
     ``incoming/``, output ``output/``, registry ``registry/``, the production model.
+    ``max_files``/``max_bytes`` cap a run (the oldest batches first); what is left is the
+    summary's ``backlog``.
     """
     t0 = time.perf_counter()
     settings = get_settings(data_root)
@@ -178,7 +187,7 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
         ledger, rec, lost = _reconcile(output_dir, settings.fold_at, input_dir,
                                        move_processed, run_id)
         found = _discover(input_dir, quiet, ledger, _excluded(input_dir, output_dir,
-                          move_processed), max_files, entry.version)
+                          move_processed), max_files, max_bytes, entry.version)
         if move_processed:
             remember_archive(output_dir, move_processed)
         moved = _move_known(ledger, found, input_dir, move_processed)
@@ -229,11 +238,13 @@ def _reconcile(output_dir: str, fold_at: int, input_dir: str, archive: str | Non
 
 
 def _discover(input_dir: str, quiet: float, ledger: Ledger, exclude: tuple[str, ...],
-              max_files: int | None, version: str) -> dict[str, Any]:
-    """Step 2: complete batches' files, new and known; ``todo`` is this run's share of new."""
+              max_files: int | None, max_bytes: int | None, version: str) -> dict[str, Any]:
+    """Step 2: complete batches' files, new and known; ``todo`` is this run's share of new
+    (the oldest batches first), ``backlog`` what it leaves."""
     found = discover_inputs(input_dir, quiet, ledger, exclude)
     scan, fresh, known = found["scan"], found["fresh"], found["known"]
-    found = {**found, "todo": fresh[:max_files] if max_files is not None else fresh}
+    todo, left = take(fresh, max_files, max_bytes)
+    found = {**found, "todo": todo, "backlog": backlog(left)}
     get_run_logger().info("%d file(s) seen, %d in incomplete batches %s, %d already "
                           "processed, %d new; model %s", scan.seen, len(scan.waiting),
                           scan.waiting_batches, len(known), len(fresh), version)

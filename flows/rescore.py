@@ -17,6 +17,7 @@ Orchestration only; the rules live in ``tasks/classify/rescore.py``. One run:
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
 from prefect import flow, get_run_logger, task
@@ -86,7 +87,7 @@ def commit_rescore(ledger: Ledger, result: ChunkResult, targets: dict[str, Targe
 def rescore_flow(model_version: str | None = None, since: str | None = None,
                  until: str | None = None, batch: str | None = None, path: str | None = None,
                  label: list[str] | None = None, max_confidence: float | None = None,
-                 dry_run: bool = False,
+                 since_days: int | None = None, dry_run: bool = False,
                  input_dir: str | None = None, output_dir: str | None = None,
                  registry_dir: str | None = None, archive_dir: str | None = None,
                  batch_size: int | None = None, data_root: str | None = None
@@ -95,7 +96,8 @@ def rescore_flow(model_version: str | None = None, since: str | None = None,
     by the day they were classified (``since``/``until``, ``YYYY-MM-DD``), ``batch``, a
     ``path`` glob, the current ``label`` or a ``max_confidence`` of any of their frames; new
     rows next to the old ones. ``archive_dir`` defaults to the last ``--move-processed``
-    folder the classify flow used on this output."""
+    folder the classify flow used on this output. ``since_days``: the last N days (the
+    after-promotion deployment's window), when ``since`` is not given."""
     t0 = time.perf_counter()
     settings = get_settings(data_root)
     input_dir = absolute(input_dir or settings.incoming_dir)
@@ -107,6 +109,8 @@ def rescore_flow(model_version: str | None = None, since: str | None = None,
 
     run_id = flow_run.get_id()
     archive_dir = archive_dir or known_archive(output_dir)
+    if since is None and since_days is not None:
+        since = (datetime.now(UTC) - timedelta(days=since_days)).date().isoformat()
     keep = _by_prediction(output_dir, label, max_confidence)
     with OutputLock(output_dir):
         ledger, _, _ = reconcile_output(output_dir, settings.fold_at)

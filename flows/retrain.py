@@ -29,6 +29,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.runtime.events import emit_model_promoted
 from flows.runtime.progress import emit_stage
 from flows.settings import get_settings
 from models.network import INPUT_LAYOUT
@@ -177,6 +178,9 @@ def register_task(registry_dir: str, model: Any, summary: RetrainSummary, promot
                                     expected_production=expected_production)
         except ProductionChanged as exc:
             promote, reason = False, f"not promoted: {exc} (during training)"
+    if promote:  # the rescore/after-promotion deployment may be listening
+        emit_model_promoted(str(Path(registry_dir).resolve()), entry.version,
+                            registry.history()[-1].get("from"), "promote")
     summary["version"] = entry.version
     summary["promoted"] = promote
     summary["promotion_reason"] = reason

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     chunk_files: int = 2048            # files per classify-chunk task: a few thousand frames
     chunk_bytes: int = 512 << 20       # and at most this much input per chunk
     compact_above: int = 32            # compact a day partition holding more parts than this
+    backlog_max_age_hours: float = 26  # doctor: a complete batch waiting longer is a problem
     fold_at: int = 16                  # fold ledger records into a segment at this many
     # runtime switches
     xla: bool = False                  # XLA-compile the model (POSEBATCH_XLA=1; see infer.py)

@@ -137,8 +137,11 @@ def classify(
         "--model-version", help="Registry version, e.g. v0003 [default: production].",
         show_default=False)] = None,
     max_files: Annotated[int | None, typer.Option(
-        "--max-files", min=1, help="Classify at most N new files this run (in path order).",
-        show_default=False)] = None,
+        "--max-files", min=1, help="Classify at most N new files this run (the oldest "
+        "batches first; the rest is the summary's backlog).", show_default=False)] = None,
+    max_bytes: Annotated[int | None, typer.Option(
+        "--max-bytes", min=1, help="Classify at most this many bytes of new input this run "
+        "(the oldest batches first; at least one file).", show_default=False)] = None,
     move_processed: Annotated[Path | None, typer.Option(
         "--move-processed", help="Move processed files here (rejected ones under "
         "_rejected/); without it the input is never modified.", show_default=False)] = None,
@@ -176,6 +179,7 @@ def classify(
     bsz = batch_size or settings.batch_size
     params = {"input_dir": inp, "output_dir": out, "registry_dir": reg,
               "model_version": version, "batch_size": bsz, "max_files": max_files,
+              "max_bytes": max_bytes,
               "move_processed": str(move_processed) if move_processed else None,
               "quiet_seconds": quiet_seconds, "chunk_files": chunk_files,
               "data_root": str(settings.data_root)}

@@ -35,6 +35,32 @@ def _row(entry: Any, production: str | None) -> dict[str, Any]:
             "data_fingerprint": meta.get("data_fingerprint")}
 
 
+def _announce(reg: Any, version: str, previous: str | None, action: str,
+              data: Path | None) -> str | None:
+    """Send ``posebatch.model.promoted`` to the configured Prefect server (``PREFECT_API_URL``
+    or the one ``posebatch serve`` runs), where the ``rescore/after-promotion`` deployment
+    may be listening; returns the event id. No server: nothing to tell (None), and no
+    temporary server is started just for an event nobody would hear."""
+    import os
+
+    from flows.runtime.serve import known_api_url
+
+    settings = setup(data, prefect=True)
+    api = os.environ.get("PREFECT_API_URL") or known_api_url(settings)
+    if not api:
+        return None
+    os.environ["PREFECT_API_URL"] = api
+    from flows.runtime.events import emit_model_promoted
+
+    try:
+        return emit_model_promoted(str(reg.root.resolve()), version, previous, action,
+                                   wait=True)
+    except Exception as exc:  # noqa: BLE001 - the switch is done; the event is best effort
+        typer.echo(f"warning: production switched, but the event was not sent to {api}: "
+                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
+        return None
+
+
 def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.4f}"
 
@@ -104,8 +130,9 @@ def _promote_cmd(version: Annotated[str, typer.Argument(help="The version to pro
         reg.promote(version, reason or "manual promotion")
     except RegistryError as exc:
         fail(str(exc), as_json)
-    emit({"ok": True, "from": before, "to": version, "production": version}, as_json,
-         f"production: {before or '(none)'} -> {version}")
+    event = _announce(reg, version, before, "promote", data)
+    emit({"ok": True, "from": before, "to": version, "production": version, "event": event},
+         as_json, f"production: {before or '(none)'} -> {version}")
 
 
 def _rollback_cmd(to: Annotated[str | None, typer.Option(
@@ -122,8 +149,9 @@ def _rollback_cmd(to: Annotated[str | None, typer.Option(
         before, after = reg.rollback(to, reason)
     except RegistryError as exc:
         fail(str(exc), as_json)
-    emit({"ok": True, "from": before, "to": after, "production": after}, as_json,
-         f"rolled back: {before} -> {after}")
+    event = _announce(reg, after, before, "rollback", data)
+    emit({"ok": True, "from": before, "to": after, "production": after, "event": event},
+         as_json, f"rolled back: {before} -> {after}")
 
 
 def _history_cmd(registry: RegistryOpt = None, data: DataOpt = None,
@@ -165,13 +193,15 @@ def _import_cmd(path: Annotated[Path, typer.Argument(help="A .keras or legacy .h
     reg = _registry(registry, data)
     from models.importer import ImportError_, import_into_registry
 
+    before = reg.production_version()
     try:
         entry, promoted = import_into_registry(reg, path, names, output, promote)
     except ImportError_ as exc:
         fail(str(exc), as_json)
+    event = _announce(reg, entry.version, before, "import", data) if promoted else None
     meta = entry.metadata
     emit({"ok": True, "version": entry.version, "path": str(entry.path.resolve()),
-          "promoted": promoted, "production": reg.production_version(),
+          "promoted": promoted, "production": reg.production_version(), "event": event,
           "input_adapter": meta["import"]["input_adapter"],
           "output_transform": meta["import"]["output_transform"], "output": "logits"},
          as_json,

@@ -177,14 +177,25 @@ def prefect_section(settings: Settings) -> tuple[dict[str, Any], list[str]]:
 
 
 def input_section(input_dir: str, quiet_seconds: float, entries: Any,
-                  exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-    from tasks.classify.discover import scan_input, unseen
+                  max_age_hours: float, exclude: tuple[str, ...] = ()
+                  ) -> tuple[dict[str, Any], list[str]]:
+    """Pending input and its backlog; a complete batch waiting longer than
+    ``max_age_hours`` (the settings' ``backlog_max_age_hours``) is a problem: runs are not
+    keeping up (or not running)."""
+    from tasks.classify.discover import backlog, scan_input, unseen
 
     scan = scan_input(input_dir, quiet_seconds, exclude=exclude)
     fresh, _ = unseen(scan.ready, entries)
+    left = backlog(fresh)
+    problems = []
+    age = left["oldest_age_hours"]
+    if isinstance(age, float) and age > max_age_hours:
+        problems.append(f"backlog: {left['files']} file(s) waiting, the oldest batch "
+                        f"{left['oldest_batch']} for {age:.1f} h (more than "
+                        f"{max_age_hours:g} h)")
     return {"input": input_dir, "files": scan.seen, "ready": len(scan.ready),
             "pending": len(fresh), "still_arriving": len(scan.waiting),
-            "incomplete_batches": scan.waiting_batches[:20]}
+            "incomplete_batches": scan.waiting_batches[:20], "backlog": left}, problems
 
 
 def disk_section(paths: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
@@ -236,8 +247,11 @@ def diagnose(settings: Settings, input_dir: str | None = None, output_dir: str |
         report["prefect"], more = got
         problems += more
     if entries is not None:
-        report["input"] = section("input", input_section, input_dir, settings.quiet_seconds,
-                                  entries)
+        got = section("input", input_section, input_dir, settings.quiet_seconds, entries,
+                      settings.backlog_max_age_hours)
+        if got:
+            report["input"], more = got
+            problems += more
     got = section("disk", disk_section, {"data_root": str(root), "output": output_dir})
     if got:
         report["disk"], more = got

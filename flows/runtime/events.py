@@ -31,3 +31,22 @@ def emit_monitor_alerts(alerts: list[dict[str, Any]], output_dir: str, flow_run_
                                                 "flow_run_id": flow_run_id,
                                                 "output_dir": output_dir})
     return sent
+
+
+def emit_model_promoted(registry_dir: str, version: str, previous: str | None,
+                        action: str, wait: bool = False) -> str | None:
+    """``posebatch.model.promoted`` (payload: version, previous, action, registry_dir): the
+    ``rescore/after-promotion`` deployment's trigger. ``wait``: flush before returning (a
+    command that exits right after). Returns the event id, None when events are off."""
+    from prefect.events import emit_event
+
+    event = emit_event(event=MODEL_PROMOTED,
+                       resource={"prefect.resource.id": f"posebatch.registry.{registry_dir}",
+                                 "prefect.resource.name": registry_dir},
+                       payload={"version": version, "previous": previous, "action": action,
+                                "registry_dir": registry_dir})
+    if wait and event is not None:
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all()
+    return str(event.id) if event is not None else None

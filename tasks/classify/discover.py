@@ -190,3 +190,40 @@ def plan_chunks(files: list[Candidate], max_files: int, max_bytes: int) -> list[
     if cur:
         out.append(cur)
     return out
+
+
+def oldest_first(files: list[Candidate]) -> list[Candidate]:
+    """Batches in the order they became complete (a batch's newest file time), each batch's
+    files in path order: after an outage the oldest nights are caught up first."""
+    done_at: dict[str, int] = {}
+    for c in files:
+        done_at[c.batch] = max(done_at.get(c.batch, 0), c.mtime_ns)
+    return sorted(files, key=lambda c: (done_at[c.batch], c.batch, c.path))
+
+
+def take(files: list[Candidate], max_files: int | None, max_bytes: int | None
+         ) -> tuple[list[Candidate], list[Candidate]]:
+    """(this run's share, the backlog): the oldest files first, at most ``max_files`` files
+    and ``max_bytes`` bytes (always at least one file, so a large file cannot stall)."""
+    ordered = oldest_first(files)
+    n = len(ordered) if max_files is None else min(len(ordered), max(0, max_files))
+    if max_bytes is not None:
+        total = 0
+        for i, c in enumerate(ordered[:n]):
+            total += c.size
+            if total > max_bytes and i > 0:
+                n = i
+                break
+    return ordered[:n], ordered[n:]
+
+
+def backlog(left: list[Candidate], now: float | None = None) -> dict[str, object]:
+    """What a run left for the next: files, bytes, and the oldest waiting batch with its age
+    (since its newest file was written)."""
+    if not left:
+        return {"files": 0, "bytes": 0, "oldest_batch": None, "oldest_age_hours": None}
+    oldest = oldest_first(left)[0]
+    age = max(c.mtime_ns for c in left if c.batch == oldest.batch) / 1e9
+    return {"files": len(left), "bytes": sum(c.size for c in left),
+            "oldest_batch": oldest.batch or oldest.path,
+            "oldest_age_hours": round(((time.time() if now is None else now) - age) / 3600, 2)}

@@ -34,7 +34,8 @@ class RunSummary(TypedDict):
     batches_waiting: list[str]
     already_processed: int
     new: int
-    deferred: int                 # new, left for the next run (--max-files)
+    deferred: int                 # new, left for the next run (--max-files, --max-bytes)
+    backlog: dict[str, Any]       # that backlog: files, bytes, oldest_batch, oldest_age_hours
     classified: int
     frames: int
     rejected: int
@@ -133,7 +134,7 @@ def summary_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         ("files in incomplete batches", summary["not_ready"]),
         ("files already processed", summary["already_processed"]),
         ("files new", summary["new"]),
-        ("files left for the next run (--max-files)", summary["deferred"]),
+        ("files left for the next run (--max-files/--max-bytes)", summary["deferred"]),
         ("files classified", summary["classified"]),
         ("frames classified", summary["frames"]),
         ("files rejected", summary["rejected"]),
@@ -152,6 +153,11 @@ def summary_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
                  ("  their files not in the input (lost)", summary.get("unrestorable", 0))]
     rows += [(f"  label: {k}", v) for k, v in sorted(summary["labels"].items())]
     rows.append(("frames flagged out of distribution", summary.get("out_of_distribution", 0)))
+    left = summary.get("backlog") or {}
+    if left.get("files"):
+        rows += [("  backlog bytes", left.get("bytes", 0)),
+                 ("  oldest waiting batch", f"{left.get('oldest_batch')} "
+                                            f"({left.get('oldest_age_hours')} h old)")]
     mon = summary.get("monitoring") or {}
     if mon.get("est_accuracy") is not None:
         rows.append(("estimated accuracy (no labels)", f"{mon['est_accuracy']:.3f}"))

@@ -121,6 +121,7 @@ def build_summary(found: dict[str, Any], tally: RunTally, **run: Any) -> RunSumm
         "files_seen": scan.seen, "not_ready": len(scan.waiting),
         "batches_waiting": scan.waiting_batches, "already_processed": len(known),
         "new": len(fresh), "deferred": len(fresh) - len(todo),
+        "backlog": found.get("backlog") or {"files": len(fresh) - len(todo)},
         "classified": status["classified"], "frames": tally.frames,
         "rejected": status["rejected"], "rejected_by_reason": dict(tally.counters["reasons"]),
         "duplicates": status["duplicate"], "unchanged": status["unchanged"],

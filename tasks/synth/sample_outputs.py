@@ -79,6 +79,10 @@ def synth_predictions(n: int, start: date, days: int, seed: int = 0, batches: in
         "model_version": pa.array(versions, pa.string()),
         "flow_run_id": pa.array([f"run-{b}" for b in batch_of], pa.string()),
         "classified_at": pa.array(ts, pa.timestamp("us", tz="UTC")),
+        "model_sha256": pa.array([f"sha-of-{v}" for v in versions], pa.string()),
+        "temperature": pa.array(np.ones(n, np.float32)),
+        "posebatch_version": pa.array(["sample"] * n, pa.string()),
+        "run_kind": pa.array(["classify"] * n, pa.string()),
     }
     return pa.table(columns, schema=PREDICTIONS_SCHEMA)
 

@@ -351,3 +351,25 @@ def test_every_run_appends_one_monitoring_row_and_a_crossed_threshold_emits_an_e
     assert [(e.payload["metric"], e.payload["threshold"]) for e in events] == [
         ("est_accuracy", 1.01)]
     assert events[0].payload["value"] == pytest.approx(mon["est_accuracy"])
+
+
+def test_a_byte_cap_takes_the_oldest_batch_first_and_reports_the_backlog(
+        prefect_server, registry_dir: Path, tmp_path: Path):
+    """After an outage: two nights of input, a run capped in bytes takes the older night
+    and says what it left (files, bytes, the oldest waiting batch)."""
+    inp = make_input(tmp_path / "data", batches=2, per_batch=3)
+    old, new = time.time() - 48 * 3600, time.time() - 24 * 3600
+    for batch, t in (("batch_001", old), ("batch_000", new)):   # the second batch is older
+        for p in (inp / batch).iterdir():
+            os.utime(p, (t, t))
+    size = next((inp / "batch_001").glob("*.npy")).stat().st_size
+    out = tmp_path / "out"
+    first = run(inp, out, registry_dir, max_bytes=3 * size)
+    assert first["classified"] == 3 and first["deferred"] == 3
+    assert {Path(p).parent.name for p in predictions(out).column("source_path").to_pylist()} \
+        == {"batch_001"}
+    left = first["backlog"]
+    assert (left["files"], left["bytes"], left["oldest_batch"]) == (3, 3 * size, "batch_000")
+    assert 23.9 < left["oldest_age_hours"] < 24.5
+    second = run(inp, out, registry_dir, max_bytes=3 * size)
+    assert second["classified"] == 3 and second["backlog"]["files"] == 0

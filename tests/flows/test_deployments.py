@@ -28,15 +28,17 @@ PREFECT = [sys.executable, "-m", "prefect"]
 POSEBATCH = [sys.executable, "-m", "flows.cli"]
 
 
-def test_prefect_yaml_declares_both_deployments_on_a_process_pool():
-    """Fast checks of the file itself; the slow test below deploys it for real."""
+def test_prefect_yaml_declares_every_deployment_on_a_process_pool():
+    """Fast checks of the file itself; the slow tests below deploy it for real."""
     from flows.classify import classify_flow
+    from flows.rescore import rescore_flow
     from flows.retrain import retrain_flow
 
     project = load_project()
     deps = {d["name"]: d for d in project["deployments"]}
-    assert set(deps) == {"nightly", "on-demand"}
-    flows = {"nightly": classify_flow, "on-demand": retrain_flow}
+    assert set(deps) == {"nightly", "on-demand", "after-promotion"}
+    flows = {"nightly": classify_flow, "on-demand": retrain_flow,
+             "after-promotion": rescore_flow}
     for name, dep in deps.items():
         path, func = dep["entrypoint"].split(":")
         assert (PROJECT_DIR / path).is_file()
@@ -48,6 +50,9 @@ def test_prefect_yaml_declares_both_deployments_on_a_process_pool():
     assert deps["nightly"]["schedules"][0]["timezone"] == "UTC"
     (trig,) = deps["on-demand"]["triggers"]
     assert trig["expect"] == ["posebatch.labeled.updated"]
+    (rescore,) = deps["after-promotion"]["triggers"]
+    assert rescore["expect"] == ["posebatch.model.promoted"] and rescore["enabled"] is False
+    assert deps["after-promotion"]["parameters"]["since_days"] == 7
     assert project["pull"][0]["prefect.deployments.steps.set_working_directory"]
 
 
@@ -137,6 +142,7 @@ def test_deploy_run_nightly_and_trigger_retraining(site):
     run(PREFECT + ["work-pool", "create", "posebatch", "--type", "process"], env)
     out = run(PREFECT + ["--no-prompt", "deploy", "--all"], env, cwd=PROJECT_DIR).stdout
     assert "classify/nightly" in out and "retrain/on-demand" in out
+    assert "rescore/after-promotion" in out
     nightly = deployment(api, "classify", "nightly")
     (sched,) = nightly["schedules"]
     assert sched["schedule"] == {**sched["schedule"], "cron": "0 2 * * *", "timezone": "UTC"}
@@ -221,3 +227,58 @@ def test_serve_registers_the_schedule_with_its_timezone(site):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     assert not (data / "prefect" / "serve.json").exists()
+
+
+def automation(api: str, name: str) -> dict[str, Any]:
+    resp = httpx.post(f"{api}/automations/filter", json={}, timeout=10)
+    resp.raise_for_status()
+    (found,) = [a for a in resp.json() if a["name"] == name]
+    return found
+
+
+@pytest.mark.slow
+def test_a_promotion_event_runs_the_after_promotion_rescore(site):
+    """Deployed with its trigger off; enabled as the README says; ``posebatch models
+    promote`` emits ``posebatch.model.promoted`` and the worker re-scores the classified
+    frames with the new version: one new row per frame, the old rows kept."""
+    from models.network import build_cnn
+    from models.registry import Registry
+    from models.spec import class_names
+    from tests.support.rescore_support import rows_by_version
+
+    env, api, data, tmp = site["env"], site["api"], site["data"], site["tmp"]
+    subprocess.run(PREFECT + ["work-pool", "create", "posebatch", "--type", "process"],
+                   env=env, capture_output=True, timeout=120)          # may exist already
+    run(PREFECT + ["--no-prompt", "deploy", "--all"], env, cwd=PROJECT_DIR)
+    auto = automation(api, "rescore-after-promotion")
+    assert auto["enabled"] is False                                     # off by default
+    output = tmp / "rescore-output"
+    registry = data / "registry"
+    run(POSEBATCH + ["classify", "--input", str(data / "incoming"), "--output", str(output),
+                     "--registry", str(registry), "--quiet-seconds", "0", "--json"], env)
+    dep = deployment(api, "rescore", "after-promotion")
+    httpx.patch(f"{api}/deployments/{dep['id']}", timeout=10, json={"parameters": {
+        **dep["parameters"], "input_dir": str(data / "incoming"), "output_dir": str(output),
+        "registry_dir": str(registry)}}).raise_for_status()
+    httpx.patch(f"{api}/automations/{auto['id']}", json={"enabled": True},
+                timeout=10).raise_for_status()
+    new = Registry(registry).register(build_cnn(17, filters=(8, 8), dense=16),
+                                      {"class_names": class_names(), "temperature": 1.0})
+    worker = site["procs"].start(PREFECT + ["worker", "start", "--pool", "posebatch"], env,
+                                 tmp / "worker-rescore.log", cwd=tmp)
+    sent = json.loads(run(POSEBATCH + ["models", "promote", new.version, "--registry",
+                                       str(registry), "--json"], env
+                          ).stdout.strip().splitlines()[-1])
+    assert sent["event"] and sent["to"] == new.version
+
+    def finished() -> list[dict[str, Any]]:
+        return [r for r in flow_runs(api, "rescore", dep["id"])
+                if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
+
+    runs = wait_for(finished, timeout=300, step=2)
+    assert runs and runs[0]["state_type"] == "COMPLETED", (tmp / "worker-rescore.log"
+                                                           ).read_text()[-3000:]
+    assert runs[0]["parameters"]["model_version"] == new.version
+    rows = rows_by_version(output)
+    assert rows[new.version] == rows["v0001"] and len(rows["v0001"]) == 10
+    stop_process(worker)

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,14 @@ def test_report_after_a_run_then_problems(tmp_path: Path):
     code, report = doctor(data)
     assert code == 1 and report["ok"] is False
     assert report["input"]["pending"] == 3
+    assert not any(p.startswith("backlog") for p in report["problems"])   # fresh: not late
+    old = time.time() - 30 * 3600                   # the batch has waited 30 h: runs are late
+    for p in (data / "incoming" / "batch_new").iterdir():
+        os.utime(p, (old, old))
+    code, report = doctor(data)
+    assert report["input"]["backlog"]["oldest_batch"] == "batch_new"
+    assert any(p.startswith("backlog: 3 file(s) waiting, the oldest batch batch_new for 30")
+               for p in report["problems"]), report["problems"]
     assert any(p.startswith("model file missing") for p in report["problems"]), report
     assert report["prefect"]["last_classify_run"]["state"] in ("FAILED", "CRASHED")
     assert any(p.startswith("last classification run") for p in report["problems"])

@@ -110,3 +110,19 @@ def test_chunks_hold_at_most_the_files_and_bytes_asked_and_keep_the_order():
     assert [[c.size for c in ch] for ch in chunks] == [[4, 4], [4], [9], [1, 1]]
     assert [c.path for ch in chunks for c in ch] == [c.path for c in files]
     assert plan_chunks([], 2, 8) == []
+
+
+def test_a_capped_run_takes_the_oldest_batches_first_and_reports_the_backlog():
+    from tasks.classify.discover import Candidate, backlog, take
+
+    h = 3600 * S
+    files = [Candidate("new/a.npy", "new", 10, 50 * h), Candidate("old/b.npy", "old", 10, 1 * h),
+             Candidate("old/a.npy", "old", 10, 2 * h), Candidate("mid/a.npy", "mid", 30, 9 * h)]
+    todo, left = take(files, max_files=None, max_bytes=25)
+    assert [c.path for c in todo] == ["old/a.npy", "old/b.npy"]      # oldest batch, in path order
+    assert [c.path for c in left] == ["mid/a.npy", "new/a.npy"]
+    assert backlog(left, now=60 * 3600) == {"files": 2, "bytes": 40, "oldest_batch": "mid",
+                                            "oldest_age_hours": 51.0}
+    assert [c.path for c in take(files, 1, None)[0]] == ["old/a.npy"]
+    assert [c.path for c in take(files, None, 1)[0]] == ["old/a.npy"]   # never zero files
+    assert backlog([])["files"] == 0
