@@ -186,7 +186,7 @@ def test_failed_run_absence_and_monitor_event_each_notify_once(alert_site):
 
     changed = posebatch_json(["alerts", "apply", "--data", str(data)],
                              {**env, "POSEBATCH_ALERT_ABSENCE_HOURS": "26"})["automations"]
-    assert changed == {FAILED: "unchanged", ABSENT: "updated", MONITOR: "unchanged"}
+    assert changed == {FAILED: "unchanged", ABSENT: "updated", MONITOR: "unchanged"}, changed
     removed = posebatch_json(["alerts", "remove", "--data", str(data)], env)["removed"]
     assert sorted(removed) == sorted(names)
     left = {a["name"] for a in server_automations(api)}    # serve's deployment trigger stays
