@@ -60,7 +60,6 @@ from tasks.classify.verify import recover_lost
 from tasks.io import faults
 from tasks.io.schema import PREDICTIONS
 from tasks.io.storage import absolute, relative_inside
-from tasks.monitor.drift import alerts
 from tasks.monitor.history import record_run
 from tasks.monitor.predictions import PredictionStats
 
@@ -322,13 +321,13 @@ def _monitor(tally: RunTally, summary: RunSummary, reference: dict[str, Any] | N
                       "model_version": summary["model_version"],
                       "files": summary["classified"], "files_rejected": summary["rejected"],
                       "seconds": summary["work_seconds"], "kind": "classify"})
-    crossed = alerts(row, settings.monitor_psi_threshold, settings.monitor_min_est_accuracy)
+    sent = emit_monitor_alerts(row, settings.monitor_psi_threshold,
+                               settings.monitor_min_est_accuracy)
+    crossed = [e["payload"]["reason"] for e in sent]
     if crossed:
-        get_run_logger().warning("monitoring: %s", "; ".join(a["message"] for a in crossed))
-        emit_monitor_alerts(crossed, summary["output_dir"], summary["flow_run_id"],
-                            summary["model_version"])
+        get_run_logger().warning("monitoring: %s", "; ".join(crossed))
     return {"est_accuracy": row["est_accuracy"], "est_macro_f1": row["est_macro_f1"],
-            "input_psi": row["input_psi"], "alerts": [a["message"] for a in crossed],
+            "input_psi": row["input_psi"], "alerts": crossed,
             "path": row["path"]}
 
 

@@ -31,6 +31,16 @@ class Settings(BaseSettings):
     # (0.85: the robustness suite's target for data shifted 2x).
     monitor_psi_threshold: float = 0.25
     monitor_min_est_accuracy: float = 0.85
+    # Alerts (flows/runtime/alerts.py, `posebatch alerts apply`): Prefect automations notify
+    # through a notification block: a generic webhook block that `alerts apply` creates from
+    # alert_webhook_url, or an existing block named by alert_block ("slack-webhook/ops",
+    # "sendgrid-email/oncall": any Prefect notification block, made in the UI or in code).
+    # alert_absence_hours: no Completed classify run for this long notifies (26 h: a nightly
+    # run plus two hours of slack; the server's minimum is 10 seconds).
+    alert_webhook_url: str = ""
+    alert_block: str = ""
+    alert_webhook_block: str = "posebatch-alerts"   # name of the block `apply` writes
+    alert_absence_hours: float = 26.0
     telemetry: bool = False
     # classification's work units and output upkeep
     chunk_files: int = 2048            # files per classify-chunk task: a few thousand frames

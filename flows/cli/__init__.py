@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from flows.cli import (
+    alerts,
     classify,
     demo,
     generate,
@@ -29,7 +30,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (generate, classify, rescore, retrain, models, ledger, ops, query, monitor, demo):
+for module in (generate, classify, rescore, retrain, models, ledger, ops, query, monitor, alerts,
+               demo):
     module.register(app)
 
 

@@ -7,6 +7,7 @@ over the last ``--days`` days, with the runs the settings' thresholds would aler
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -17,7 +18,7 @@ from flows.cli.query import OutputOpt
 # What the human table shows per run (the JSON carries every scalar column).
 RUN_COLUMNS = ["run_at", "flow_run_id", "model_version", "frames", "est_accuracy", "est_macro_f1",
                "class_mix_psi", "input_psi", "confidence_psi", "low_confidence_share",
-               "ood_share"]
+               "ood_share", "labeled_frames", "accuracy", "macro_f1"]
 
 
 def monitor(
@@ -30,6 +31,7 @@ def monitor(
     label-free accuracy estimate, drift scores against the model's training reference,
     confidence, out-of-distribution and missing-joint shares; runs that would alert under
     POSEBATCH_MONITOR_PSI_THRESHOLD / POSEBATCH_MONITOR_MIN_EST_ACCURACY are listed."""
+    from tasks.monitor.feedback import read_feedback, with_realized
     from tasks.monitor.trend import read_runs, trend
 
     if days < 1:
@@ -37,7 +39,7 @@ def monitor(
     settings = setup(data)
     out = str(output or settings.output_dir)
     try:
-        runs = read_runs(out, days)
+        runs = with_realized(read_runs(out, days), read_feedback(out))
     except Exception as exc:  # unreadable history: one line, not a traceback
         fail(f"cannot read the run history under {out}: {exc}", as_json)
     result = trend(runs, settings.monitor_psi_threshold, settings.monitor_min_est_accuracy)
@@ -76,6 +78,56 @@ def _human(result: dict[str, Any], runs: Any) -> str:
     return "\n".join(lines)
 
 
+def feedback(
+    labels_csv: Annotated[Path, typer.Argument(
+        help="CSV with source_path[,frame_index],label (like the generator's "
+        "incoming_labels.csv; no frame_index: every frame of the file).")],
+    data: DataOpt = None,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record true labels for frames already classified (OUTPUT/monitoring/feedback), so
+    `posebatch monitor` shows realized accuracy and macro-F1 next to the estimate. The same
+    CSV twice records nothing twice; unknown labels and rows matching no prediction are
+    counted and reported."""
+    from models.spec import class_names
+    from tasks.monitor.feedback import (
+        PREDICTION_COLUMNS,
+        FeedbackError,
+        match_labels,
+        parse_labels,
+        record_feedback,
+    )
+    from tasks.read.query import QueryError, read_predictions
+
+    settings = setup(data)
+    out = str(output or settings.output_dir)
+    try:
+        labels = parse_labels(labels_csv.read_text(encoding="utf-8-sig"))
+        preds = read_predictions(out, columns=PREDICTION_COLUMNS)
+    except (OSError, FeedbackError, QueryError) as exc:
+        fail(str(exc), as_json)
+    res = match_labels(labels, preds, class_names())
+    path, new = (record_feedback(out, res["matched"]) if res["matched"].num_rows
+                 else (None, False))
+    result = {"ok": True, "labels_csv": str(labels_csv), "rows": labels.num_rows,
+              "matched_frames": res["matched"].num_rows, "recorded": new, "path": path,
+              "unmatched_rows": res["unmatched_rows"], "rejected_rows": res["rejected_rows"],
+              "rejected": res["rejected"]}
+    emit(result, as_json, _feedback_human(result))
+
+
+def _feedback_human(r: dict[str, Any]) -> str:
+    state = ("recorded" if r["recorded"] else
+             "already recorded (nothing new)" if r["path"] else "nothing to record")
+    lines = [f"{r['rows']} label rows: {r['matched_frames']} classified frames matched, "
+             f"{state}", f"  no prediction for {r['unmatched_rows']} rows",
+             f"  unknown label in {r['rejected_rows']} rows"]
+    lines += [f"    {x['source_path']}: {x['true_label']!r}" for x in r["rejected"][:5]]
+    return "\n".join(lines)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
     app.command("monitor")(monitor)
+    app.command("feedback")(feedback)

@@ -283,13 +283,30 @@ def report(
         (f"until {until}." if until else "until now.")
     typer.echo(f"plotting {pred.num_rows} predictions, {rej.num_rows} rejections ...",
                err=True)
+    runs = _monitor_history(output)
     page = build_report(pred, rej, low_confidence=threshold, training=training,
-                        model_note=note, title=title, scope=scope)
+                        model_note=note, title=title, scope=scope, monitoring=runs,
+                        thresholds={"psi": settings.monitor_psi_threshold,
+                                    "min_est_accuracy": settings.monitor_min_est_accuracy})
     to.parent.mkdir(parents=True, exist_ok=True)
     to.write_text(page, encoding="utf-8")
     emit({"ok": True, "path": str(to), "frames": pred.num_rows, "rejections": rej.num_rows,
            "training_distribution": training is not None, "missing": missing,
+           "monitored_runs": runs.num_rows if runs is not None else 0,
            "bytes": len(page.encode())}, as_json, f"wrote {to}")
+
+
+def _monitor_history(output: str) -> Any:
+    """The run history with realized accuracy (``posebatch monitor``'s table), or None
+    when it cannot be read: the rest of the report does not depend on it."""
+    from tasks.monitor.feedback import read_feedback, with_realized
+    from tasks.monitor.trend import read_runs
+
+    try:
+        return with_realized(read_runs(str(output)), read_feedback(str(output)))
+    except Exception as exc:  # noqa: BLE001 - reported, the report goes on without it
+        typer.echo(f"monitoring history unreadable, section left out: {exc}", err=True)
+        return None
 
 
 def show(

@@ -7,30 +7,42 @@ API it does nothing (events are best effort: the data they describe is already c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 MONITOR_ALERT = "posebatch.monitor.alert"
+MONITOR_RESOURCE = "posebatch.monitor"   # resource id prefix: posebatch.monitor.<run id>
 MODEL_PROMOTED = "posebatch.model.promoted"
 
 
-def _emit(event: str, resource: dict[str, str], payload: dict[str, Any]) -> bool:
+def monitor_alert_events(row: Mapping[str, Any], psi_threshold: float,
+                         min_est_accuracy: float) -> list[dict[str, Any]]:
+    """The ``emit_event`` keyword arguments for each threshold ``row`` (a monitoring row,
+    ``tasks.monitor.history.monitor_row``) crosses: event ``MONITOR_ALERT``, resource
+    ``posebatch.monitor.<flow_run_id>`` (what the alert automation matches), payload
+    ``metric``, ``value``, ``threshold``, ``reason``, ``model_version``, ``frames``,
+    ``flow_run_id``."""
+    from tasks.monitor.drift import alert_items
+
+    run_id = str(row.get("flow_run_id") or "unknown")
+    resource = {"prefect.resource.id": f"{MONITOR_RESOURCE}.{run_id}",
+                "prefect.resource.name": f"monitoring of run {run_id}"}
+    return [{"event": MONITOR_ALERT, "resource": resource,
+             "payload": {**item, "model_version": row.get("model_version"),
+                         "frames": row.get("frames"), "flow_run_id": run_id}}
+            for item in alert_items(row, psi_threshold, min_est_accuracy)]
+
+
+def emit_monitor_alerts(row: Mapping[str, Any], psi_threshold: float,
+                        min_est_accuracy: float) -> list[dict[str, Any]]:
+    """Emit ``posebatch.monitor.alert`` once per crossed threshold (inside a flow run,
+    Prefect relates each event to the run, its flow and deployment). Returns what was sent."""
     from prefect.events import emit_event
 
-    return emit_event(event=event, resource=resource, payload=payload) is not None
-
-
-def emit_monitor_alerts(alerts: list[dict[str, Any]], output_dir: str, flow_run_id: str | None,
-                        model_version: str | None) -> int:
-    """One ``posebatch.monitor.alert`` per crossed threshold (payload: metric, value,
-    threshold, message, model version, flow run, output). Returns how many were sent."""
-    resource = {"prefect.resource.id": f"posebatch.output.{output_dir}",
-                "prefect.resource.name": output_dir}
-    sent = 0
-    for alert in alerts:
-        sent += _emit(MONITOR_ALERT, resource, {**alert, "model_version": model_version,
-                                                "flow_run_id": flow_run_id,
-                                                "output_dir": output_dir})
-    return sent
+    events = monitor_alert_events(row, psi_threshold, min_est_accuracy)
+    for kwargs in events:
+        emit_event(**kwargs)
+    return events
 
 
 def emit_model_promoted(registry_dir: str, version: str, previous: str | None,

@@ -62,32 +62,32 @@ def confidence_counts(confidence: np.ndarray) -> np.ndarray:
     return np.bincount(bins, minlength=len(CONFIDENCE_EDGES) + 1)
 
 
-def alerts(row: Mapping[str, Any], psi_threshold: float, min_est_accuracy: float,
-           min_frames: int = MIN_FRAMES_FOR_PSI) -> list[dict[str, Any]]:
-    """The thresholds a run's monitoring row crosses, as ``{metric, value, threshold,
-    message}`` (empty: no alert); what the flow's ``posebatch.monitor.alert`` events carry.
-
-    Scores that are NaN or missing (no reference, no frames) never alert: missing data is not
-    drift. PSI is not judged on a run of fewer than ``min_frames`` frames: on decile bins
-    sampling noise alone gives a PSI of about ``9 / frames``, near the threshold for a small
-    run."""
-    out = []
+def alert_items(row: Mapping[str, Any], psi_threshold: float, min_est_accuracy: float,
+                min_frames: int = MIN_FRAMES_FOR_PSI) -> list[dict[str, Any]]:
+    """Each threshold a run's monitoring row crosses, as ``{metric, value, threshold,
+    reason}`` (empty: no alert): the payload of a ``posebatch.monitor.alert`` event. Scores
+    that are NaN or missing (no reference, no frames) never alert: missing data is not drift.
+    PSI is not judged on a run of fewer than ``min_frames`` frames: on decile bins sampling
+    noise alone gives a PSI of about ``9 / frames``, near the threshold for a small run."""
+    items = []
     frames = row.get("frames")
     judge_psi = frames is None or frames >= min_frames
     for key in ("class_mix_psi", "input_psi", "confidence_psi") if judge_psi else ():
         v = row.get(key)
         if v is not None and np.isfinite(v) and v > psi_threshold:
-            out.append({"metric": key, "value": float(v), "threshold": psi_threshold,
-                        "message": f"{key} {v:.3f} > {psi_threshold:g}"})
+            items.append({"metric": key, "value": float(v), "threshold": psi_threshold,
+                          "reason": f"{key} {v:.3f} > {psi_threshold:g}"})
     acc = row.get("est_accuracy")
     if acc is not None and np.isfinite(acc) and acc < min_est_accuracy:
-        out.append({"metric": "est_accuracy", "value": float(acc),
-                    "threshold": min_est_accuracy,
-                    "message": f"est_accuracy {acc:.3f} < {min_est_accuracy:g}"})
-    return out
+        items.append({"metric": "est_accuracy", "value": float(acc),
+                      "threshold": min_est_accuracy,
+                      "reason": f"est_accuracy {acc:.3f} < {min_est_accuracy:g}"})
+    return items
 
 
 def alert_reasons(row: Mapping[str, Any], psi_threshold: float, min_est_accuracy: float,
                   min_frames: int = MIN_FRAMES_FOR_PSI) -> list[str]:
-    """Why a run's monitoring row should alert, one line per crossed threshold."""
-    return [a["message"] for a in alerts(row, psi_threshold, min_est_accuracy, min_frames)]
+    """Why a run's monitoring row should alert (empty: no alert), as one line per crossed
+    threshold (``alert_items`` has the same as data)."""
+    return [i["reason"] for i in alert_items(row, psi_threshold, min_est_accuracy,
+                                             min_frames)]

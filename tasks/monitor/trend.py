@@ -20,6 +20,7 @@ from tasks.monitor.history import RUNS_DIR, RUNS_SCHEMA
 
 # The scalar metrics a trend is shown for, in display order.
 TREND_METRICS = ("frames", "frames_per_second", "est_accuracy", "est_macro_f1",
+                 "accuracy", "macro_f1",
                  "class_mix_psi", "input_psi", "input_psi_max", "confidence_psi",
                  "confidence_p05", "confidence_p50", "low_confidence_share", "ood_share",
                  "missing_rate", "implausible_share")

@@ -127,3 +127,30 @@ def class_mix(classes: Sequence[str], observed: Sequence[float],
     ax.set_title("Class mix: predictions vs training data")
     ax.legend()
     return png(fig)
+
+
+def run_series(runs: Sequence[str], series: Mapping[str, Sequence[float | None]], title: str,
+               ylabel: str, threshold: float | None = None, threshold_label: str = "",
+               ylim: tuple[float, float] | None = None) -> bytes:
+    """One line per metric over the monitored runs (None: a gap), the alert threshold as a
+    dashed line so a reader sees at a glance which runs crossed it."""
+    fig = _figure(10, 3.5)
+    ax = fig.add_subplot()
+    x = np.arange(len(runs))
+    for (name, values), color in zip(series.items(), _colors(len(series)), strict=True):
+        y = np.array([np.nan if v is None else v for v in values], dtype=float)
+        if np.isfinite(y).any():
+            ax.plot(x, y, marker="o", color=color, label=name)
+    if threshold is not None:
+        ax.axhline(threshold, color="#c44e52", linestyle="--",
+                   label=threshold_label or f"threshold {threshold:g}")
+    step = max(1, len(runs) // 12)
+    ax.set_xticks(x[::step], list(runs)[::step], rotation=45 if len(runs) > 6 else 0,
+                  ha="right" if len(runs) > 6 else "center")
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    return png(fig)

@@ -144,14 +144,56 @@ def _drift_section(pred: pa.Table, training: Mapping[str, float] | None,
     return out
 
 
+MONITOR_PLOTS = (
+    ("Estimated vs realized accuracy", ("est_accuracy", "accuracy", "est_macro_f1",
+                                        "macro_f1"), "share of frames", "min_est_accuracy"),
+    ("Drift scores (PSI against the training reference)",
+     ("class_mix_psi", "input_psi", "input_psi_max", "confidence_psi"), "PSI", "psi"),
+    ("Input statistics", ("missing_rate", "implausible_share", "ood_share"),
+     "share of joints / frames", None),
+    ("Confidence", ("confidence_p05", "confidence_p25", "confidence_p50",
+                    "low_confidence_share"), "calibrated confidence / share", None),
+)
+
+
+def _monitoring_section(runs: pa.Table | None, thresholds: Mapping[str, float]) -> list[str]:
+    """The run history (``tasks.monitor``): each plot one group of metrics over the runs,
+    with its alert threshold drawn, then the runs that crossed one."""
+    from tasks.monitor.drift import alert_reasons
+
+    out = ["<h2>Monitoring</h2>"]
+    if runs is None or not runs.num_rows:
+        return out + ["<p>No monitored runs (the history under monitoring/runs is empty).</p>"]
+    rows = runs.to_pylist()
+    names = [f"{r['run_at']:%m-%d %H:%M}" for r in rows]
+    out.append(f"<p>{len(rows)} runs; realized accuracy where labels were fed back "
+               "(<code>posebatch feedback</code>).</p>")
+    for title, metrics, ylabel, key in MONITOR_PLOTS:
+        limit = thresholds.get(key) if key else None
+        label = f"{key} {limit:g}" if limit is not None else ""
+        out += [f"<h3>{html.escape(title)}</h3>",
+                _img(plots.run_series(names, {m: [r.get(m) for r in rows] for m in metrics},
+                                      title, ylabel, limit, label), title)]
+    alerts = [[f"{r['run_at']:%Y-%m-%d %H:%M}", r["flow_run_id"], "; ".join(reasons)]
+              for r in rows if (reasons := alert_reasons(r, thresholds["psi"],
+                                                         thresholds["min_est_accuracy"]))]
+    out.append(_table(["run at", "flow run", "alert reasons"], alerts) if alerts
+               else "<p>No run crosses the alert thresholds.</p>")
+    return out
+
+
 def build_report(predictions: pa.Table, rejections: pa.Table, *, low_confidence: float,
                  training: Mapping[str, float] | None, model_note: str,
-                 title: str = "posebatch report", scope: str = "") -> str:
+                 title: str = "posebatch report", scope: str = "",
+                 monitoring: pa.Table | None = None,
+                 thresholds: Mapping[str, float] | None = None) -> str:
     """The whole report as one HTML string.
 
     ``predictions`` needs ``REPORT_COLUMNS``; ``rejections`` needs ``reason``; either may be
     empty. ``training`` is ``{class: count}`` of the production model's training data or
-    ``None`` (then the drift section says so).
+    ``None`` (then the drift section says so). ``monitoring``: the run history
+    (``tasks.monitor.trend.read_runs``, with ``feedback.with_realized`` columns if any) and
+    ``thresholds`` (``psi``, ``min_est_accuracy``) add the Monitoring section.
     """
     now = datetime.now(UTC).isoformat(timespec="seconds")
     n = predictions.num_rows
@@ -174,6 +216,9 @@ def build_report(predictions: pa.Table, rejections: pa.Table, *, low_confidence:
         parts.append("<h2>Predictions</h2><p>No predictions in this range.</p>")
     parts += _rejection_section(rejections)
     parts += _drift_section(predictions, training, model_note)
+    if monitoring is not None:
+        parts += _monitoring_section(monitoring, thresholds or {"psi": 0.25,
+                                                               "min_est_accuracy": 0.85})
     body = "\n".join(parts)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>"

@@ -13,8 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,7 +20,17 @@ import httpx
 import pytest
 
 from flows.runtime.serve import PROJECT_DIR, load_project, start_server, stop_process
-from tests.support.ops import make_batches, npy_files, predictions, register_tiny_model
+from tests.support.ops import (
+    Procs,
+    deployment,
+    flow_runs,
+    make_batches,
+    npy_files,
+    predictions,
+    register_tiny_model,
+    run,
+    wait_for,
+)
 
 PREFECT = [sys.executable, "-m", "prefect"]
 POSEBATCH = [sys.executable, "-m", "flows.cli"]
@@ -58,26 +66,6 @@ def test_prefect_yaml_declares_every_deployment_on_a_process_pool():
 
 # --- the real thing ------------------------------------------------------------------------
 
-class Procs:
-    """Processes started by a test; all killed (by process group id) at the end."""
-
-    def __init__(self) -> None:
-        self.items: list[subprocess.Popen[Any]] = []
-
-    def start(self, args: list[str], env: dict[str, str], log: Path, **kw: Any
-              ) -> subprocess.Popen[Any]:
-        fh = open(log, "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(args, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, **kw)
-        fh.close()
-        self.items.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in reversed(self.items):
-            stop_process(proc)
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory):
     """A Prefect server, a data root with a registered model, and a process registry."""
@@ -102,38 +90,6 @@ def site(tmp_path_factory: pytest.TempPathFactory):
         procs.stop_all()
         stop_process(server)
     assert server.poll() is not None
-
-
-def run(args: list[str], env: dict[str, str], timeout: float = 300, **kw: Any
-        ) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout,
-                         stdin=subprocess.DEVNULL, **kw)
-    assert res.returncode == 0, f"{args}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
-    return res
-
-
-def flow_runs(api: str, flow: str, deployment_id: str | None = None) -> list[dict[str, Any]]:
-    body: dict[str, Any] = {"flows": {"name": {"any_": [flow]}}}
-    if deployment_id:
-        body["deployments"] = {"id": {"any_": [deployment_id]}}
-    resp = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10)
-    resp.raise_for_status()
-    return resp.json()
-
-
-def deployment(api: str, flow: str, name: str) -> dict[str, Any]:
-    resp = httpx.get(f"{api}/deployments/name/{flow}/{name}", timeout=10)
-    resp.raise_for_status()
-    return resp.json()
-
-
-def wait_for(fn, timeout: float, step: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(step)
 
 
 @pytest.mark.slow

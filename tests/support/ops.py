@@ -5,10 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pyarrow.dataset as ds
 
+from flows.runtime.processes import stop_process
 from models.registry import Registry
 from models.spec import class_names
 from tasks.synth.generate import generate_dataset
@@ -168,3 +173,57 @@ def remote_rows(uri: str, name: str = "predictions") -> list[dict]:
     table = ds.dataset(loc.path(name), filesystem=loc.fs, format="parquet",
                        partitioning="hive").to_table()
     return _stable_rows(table)
+
+
+# --- processes, runs and polling against a real Prefect server (deployments, alerts) ----
+
+class Procs:
+    """Processes started by a test; all killed (by process group id) at the end."""
+
+    def __init__(self) -> None:
+        self.items: list[subprocess.Popen[Any]] = []
+
+    def start(self, args: list[str], env: dict[str, str], log: Path, **kw: Any
+              ) -> subprocess.Popen[Any]:
+        fh = open(log, "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(args, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, **kw)
+        fh.close()
+        self.items.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.items):
+            stop_process(proc)
+
+
+def run(args: list[str], env: dict[str, str], timeout: float = 300, **kw: Any
+        ) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout,
+                         stdin=subprocess.DEVNULL, **kw)
+    assert res.returncode == 0, f"{args}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    return res
+
+
+def flow_runs(api: str, flow: str, deployment_id: str | None = None) -> list[dict[str, Any]]:
+    body: dict[str, Any] = {"flows": {"name": {"any_": [flow]}}}
+    if deployment_id:
+        body["deployments"] = {"id": {"any_": [deployment_id]}}
+    resp = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10)
+    resp.raise_for_status()
+    return resp.json()
+
+
+def deployment(api: str, flow: str, name: str) -> dict[str, Any]:
+    resp = httpx.get(f"{api}/deployments/name/{flow}/{name}", timeout=10)
+    resp.raise_for_status()
+    return resp.json()
+
+
+def wait_for(fn, timeout: float, step: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)

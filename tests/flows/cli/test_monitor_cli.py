@@ -31,3 +31,39 @@ def test_monitor_without_history(tmp_path):
     assert json.loads(res.stdout.strip().splitlines()[-1])["runs"] == 0
     bad = CliRunner().invoke(app, ["monitor", "--data", str(tmp_path), "--days", "0"])
     assert bad.exit_code == 2
+
+
+def test_feedback_twice_counts_once_and_monitor_shows_realized(tmp_path):
+    from datetime import date
+
+    from tasks.io.schema import PREDICTIONS
+    from tasks.synth.sample_outputs import synth_predictions, write_partitioned
+    from tests.tasks.monitor.test_feedback import labels_csv
+
+    out = tmp_path / "output"
+    write_history(str(out))                              # runs run-0 .. run-3
+    preds = synth_predictions(200, date(2024, 6, 1), 1, seed=9, batches=4)
+    write_partitioned(preds, out, PREDICTIONS)           # 50 frames per run
+    csv = tmp_path / "labels.csv"
+    csv.write_text(labels_csv(preds, range(100)) + "ghost/x.npy,0,flying\n")
+    args = ["feedback", str(csv), "--data", str(tmp_path), "--json"]
+    first = json.loads(CliRunner().invoke(app, args).stdout.strip().splitlines()[-1])
+    assert first["matched_frames"] == 100 and first["recorded"]
+    assert first["rejected_rows"] == 1 and first["unmatched_rows"] == 0
+    second = json.loads(CliRunner().invoke(app, args).stdout.strip().splitlines()[-1])
+    assert second["matched_frames"] == 100 and not second["recorded"]
+
+    res = CliRunner().invoke(app, ["monitor", "--data", str(tmp_path), "--days", "100000",
+                                   "--json"])
+    hist = {r["flow_run_id"]: r for r in
+            json.loads(res.stdout.strip().splitlines()[-1])["history"]}
+    truth = {f"run-{b}": [k % 3 != 0 for k in range(50 * b, 50 * b + 50)] for b in (0, 1)}
+    for run, right in truth.items():
+        assert hist[run]["labeled_frames"] == 50
+        assert hist[run]["accuracy"] == sum(right) / 50
+    assert hist["run-2"]["accuracy"] is None and hist["run-3"]["labeled_frames"] is None
+    text = CliRunner().invoke(app, ["monitor", "--data", str(tmp_path), "--days", "100000"])
+    assert "macro_f1" in text.stdout and "accuracy" in text.stdout
+    bad = CliRunner().invoke(app, ["feedback", str(tmp_path / "none.csv"), "--data",
+                                   str(tmp_path)])
+    assert bad.exit_code == 2 and "none.csv" in bad.stderr

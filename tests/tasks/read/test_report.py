@@ -18,6 +18,9 @@ from tasks.read.report import NO_TRAINING, REPORT_COLUMNS, build_report, trainin
 from tasks.synth.sample_outputs import synth_predictions, synth_rejections, write_partitioned
 from tests.support import chromium
 
+MONITOR_TITLES = ["Estimated vs realized accuracy",
+                  "Drift scores (PSI against the training reference)", "Input statistics",
+                  "Confidence"]
 SECTIONS = ["Frames per day", "Frames per label", "Confidence per label",
             "Low-confidence share over time", "Rejections by reason", "Class mix vs training"]
 
@@ -36,6 +39,45 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> tuple[pa.Table, pa.Table
     training = {c: 100 for c in class_names()}
     return (read_predictions(out, columns=REPORT_COLUMNS),
             read_rejections(out, columns=["reason"]), training)
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> pa.Table:
+    """Four monitored runs (the class mix ever more skewed), realized accuracy on two."""
+    from tasks.monitor.feedback import match_labels, parse_labels, with_realized
+    from tasks.monitor.trend import read_runs
+    from tests.tasks.monitor.test_feedback import labels_csv
+    from tests.tasks.monitor.test_trend import write_history
+
+    out = str(tmp_path_factory.mktemp("monitor_out"))
+    write_history(out)
+    preds = synth_predictions(200, date(2024, 6, 1), 1, seed=9, batches=2)
+    fb = match_labels(parse_labels(labels_csv(preds, range(200))), preds,
+                      class_names())["matched"]
+    return with_realized(read_runs(out), fb)
+
+
+@pytest.fixture(scope="module")
+def monitored_page(tables, history) -> str:
+    pred, rej, training = tables
+    return build_report(pred, rej, low_confidence=0.6, training=training,
+                        model_note="production model v0007", title="Nightly poses",
+                        scope="test", monitoring=history,
+                        thresholds={"psi": 0.05, "min_est_accuracy": 0.85})
+
+
+def test_report_monitoring_section(tables, history, monitored_page, page):
+    assert "<h2>Monitoring</h2>" in monitored_page and "<h2>Monitoring</h2>" not in page
+    for title in MONITOR_TITLES:
+        assert f"<h3>{title}</h3>" in monitored_page
+    assert len(png_sizes(monitored_page)) == 6 + 4
+    assert "<td>run-3</td>" in monitored_page and "class_mix_psi" in monitored_page
+    realized = [r["accuracy"] for r in history.to_pylist()]
+    assert realized[:2] != [None, None] and realized[2:] == [None, None]
+    pred, rej, _ = tables
+    empty = build_report(pred.slice(0, 0), rej.slice(0, 0), low_confidence=0.5,
+                         training=None, model_note="-", monitoring=history.slice(0, 0))
+    assert "No monitored runs" in empty and png_sizes(empty) == []
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +219,16 @@ def test_report_columns_exist_in_the_dataset():
     from tasks.read.query import dataset_schema
 
     assert set(REPORT_COLUMNS) <= set(dataset_schema(PREDICTIONS).names)
+
+
+@pytest.mark.slow
+def test_monitoring_section_in_headless_chromium(monitored_page, chromium_binary, tmp_path):
+    html_file = tmp_path / "monitored.html"
+    html_file.write_text(monitored_page, encoding="utf-8")
+    text = chromium.page_text(chromium.dump_dom(chromium_binary, html_file, tmp_path / "p"))
+    assert "Monitoring" in text and "4 runs" in text
+    for title in MONITOR_TITLES:
+        assert title in text
+    images = chromium.image_report(chromium_binary, html_file, tmp_path)
+    assert len(images) == 10 and all(i["complete"] and i["w"] > 0 for i in images), images
+    assert [(i["w"], i["h"]) for i in images] == png_sizes(monitored_page)
