@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import typer
 
-from flows.cli import classify, demo, generate, ledger, models, monitor, ops, query, retrain
+from flows.cli import (
+    classify,
+    demo,
+    diff,
+    generate,
+    ledger,
+    models,
+    monitor,
+    ops,
+    query,
+    retrain,
+)
 
 app = typer.Typer(
     name="posebatch",
@@ -18,7 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (generate, classify, retrain, models, ledger, ops, query, monitor, demo):
+for module in (generate, classify, retrain, models, ledger, ops, query, diff, monitor, demo):
     module.register(app)
 
 
