@@ -265,18 +265,23 @@ def _columns(dataset: ds.Dataset, columns: Sequence[str] | str | None,
     return wanted, keys
 
 
-def _read_error(name: str, exc: BaseException) -> QueryError:
+PICK_HINT = ("move the damaged file aside; one row per frame reads every file's footer, "
+             "--model-version all or a version reads only the --since/--until days")
+
+
+def _read_error(name: str, exc: BaseException,
+                hint: str = "move the damaged file aside, or narrow --since/--until to skip "
+                            "it") -> QueryError:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return QueryError(f"cannot read the {name} dataset: {first} (move the damaged file "
-                      "aside, or narrow --since/--until to skip it)")
+    return QueryError(f"cannot read the {name} dataset: {first} ({hint})")
 
 
 def _to_table(dataset: ds.Dataset, name: str, columns: Sequence[str],
-              expr: ds.Expression | None) -> pa.Table:
+              expr: ds.Expression | None, hint: str | None = None) -> pa.Table:
     try:
         return dataset.to_table(columns=list(columns), filter=expr)
     except (pa.ArrowException, OSError) as exc:
-        raise _read_error(name, exc) from None
+        raise (_read_error(name, exc, hint) if hint else _read_error(name, exc)) from None
 
 
 def _finish(table: pa.Table, wanted: Sequence[str], keys: list[tuple[str, str]],
@@ -373,7 +378,7 @@ def dataset_versions(dataset: ds.Dataset, name: str = PREDICTIONS) -> list[str]:
                 got = {v for v in pc.unique(col.column(0)).to_pylist() if v is not None}
             found |= got
     except (pa.ArrowException, OSError) as exc:
-        raise _read_error(name, exc) from None
+        raise _read_error(name, exc, PICK_HINT) from None
     return sorted(found, key=version_sort_key)
 
 
@@ -441,7 +446,8 @@ def _losers(dataset: ds.Dataset, pre: ds.Expression | None,
     that coarser key has one row under the full key); only when some key repeats, the full
     identity of the rows sharing a repeated hash, and the pick runs on those alone.
     """
-    coarse = _to_table(dataset, PREDICTIONS, ["content_sha256", "frame_index"], pre)
+    coarse = _to_table(dataset, PREDICTIONS, ["content_sha256", "frame_index"], pre,
+                       PICK_HINT)
     counts = coarse.group_by(["content_sha256", "frame_index"]).aggregate(
         [("frame_index", "count")])
     repeated = counts.filter(pc.greater(counts.column("frame_index_count"), 1))
@@ -450,7 +456,7 @@ def _losers(dataset: ds.Dataset, pre: ds.Expression | None,
     shas = pc.unique(repeated.column("content_sha256"))
     expr = ds.field("content_sha256").isin(shas)
     expr = expr if pre is None else pre & expr
-    rows = _to_table(dataset, PREDICTIONS, list(_IDENTITY), expr)
+    rows = _to_table(dataset, PREDICTIONS, list(_IDENTITY), expr, PICK_HINT)
     winners = rows.take(pick_rows(rows, production))
     losers = rows.join(winners, keys=list(_IDENTITY), join_type="left anti")
     return losers if losers.num_rows else None
