@@ -111,7 +111,8 @@ def rescore_flow(model_version: str | None = None, since: str | None = None,
     archive_dir = archive_dir or known_archive(output_dir)
     if since is None and since_days is not None:
         since = (datetime.now(UTC) - timedelta(days=since_days)).date().isoformat()
-    keep = _by_prediction(output_dir, label, max_confidence)
+    keep = _by_prediction(output_dir, label, max_confidence,
+                          Registry(registry_dir).production_version())
     with OutputLock(output_dir):
         ledger, _, _ = reconcile_output(output_dir, settings.fold_at)
         targets, already = plan(ledger.entries, entry.version, since=since, until=until,
@@ -135,15 +136,16 @@ def rescore_flow(model_version: str | None = None, since: str | None = None,
     return summary
 
 
-def _by_prediction(output_dir: str, label: list[str] | None,
-                   max_confidence: float | None) -> set[tuple[str, str]] | None:
-    """(path, sha256) of the files with a frame of ``label`` or at most ``max_confidence``."""
+def _by_prediction(output_dir: str, label: list[str] | None, max_confidence: float | None,
+                   production: str | None) -> set[tuple[str, str]] | None:
+    """(path, sha256) of the files with a frame whose current row (production's, else the
+    latest) has ``label`` or at most ``max_confidence``."""
     if not label and max_confidence is None:
         return None
     from tasks.read.query import read_predictions
 
     table = read_predictions(output_dir, labels=label, max_confidence=max_confidence,
-                             columns=["source_path", "content_sha256"])
+                             columns=["source_path", "content_sha256"], production=production)
     return set(zip(table["source_path"].to_pylist(), table["content_sha256"].to_pylist(),
                    strict=True))
 

@@ -12,6 +12,7 @@ from flows.cli import (
     alerts,
     classify,
     demo,
+    diff,
     generate,
     ledger,
     models,
@@ -30,8 +31,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (generate, classify, rescore, retrain, models, ledger, ops, query, monitor, alerts,
-               demo):
+for module in (generate, classify, rescore, retrain, models, ledger, ops, query, diff, monitor,
+               alerts, demo):
     module.register(app)
 
 

@@ -33,6 +33,15 @@ FormatOpt = Annotated[str | None, typer.Option(
     "--format", help="table, csv, json (JSON Lines) or parquet; default: from the --to "
     "suffix, else table.")]
 ToOpt = Annotated[Path | None, typer.Option("--to", help="Write to this file, not stdout.")]
+ModelVersionOpt = Annotated[list[str] | None, typer.Option(
+    "--model-version", help="Which rows of frames scored by several model versions: "
+    "current (default: one row per frame, the production model's row, else the latest), "
+    "latest (one row per frame, the latest classified_at), production (only the "
+    "production model's rows), all (every row), or a version such as v0002 (only its rows; "
+    "repeat for several versions).", show_default=False)]
+RegistryOpt = Annotated[Path | None, typer.Option(
+    "--registry", help="Model registry whose production alias --model-version "
+    "current/production use (default: DATA/registry).", show_default=False)]
 LowOpt = Annotated[float | None, typer.Option(
     "--low-confidence", help="Low-confidence threshold (default: settings.low_confidence).")]
 
@@ -69,6 +78,32 @@ def _write(table: Any, fmt: str | None, to: Path | None, as_json: bool,
     sys.stdout.buffer.flush()
 
 
+def production_version(registry_dir: Path) -> str | None:
+    """The registry's production version, or None (no registry, no alias, unreadable)."""
+    from models.registry import Registry
+
+    try:
+        return Registry(registry_dir).production_version()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def version_mode(values: list[str] | None, as_json: bool) -> tuple[str, list[str] | None]:
+    """``--model-version`` values as ``(mode, model_versions)``: none is ``current``; one
+    value is a mode or a version; several are versions (every row of each)."""
+    from tasks.read.query import MODES
+
+    if not values:
+        return "current", None
+    if len(values) == 1:
+        return values[0], None
+    modes = [v for v in values if v in MODES]
+    if modes:
+        fail(f"--model-version {modes[0]} cannot be combined with other --model-version "
+             "values: repeat it only with version names", as_json)
+    return "all", list(dict.fromkeys(values))
+
+
 def query(
     data: DataOpt = None,
     output: OutputOpt = None,
@@ -82,8 +117,7 @@ def query(
         "--max-confidence", help="Confidence <= this.")] = None,
     batch: Annotated[list[str] | None, typer.Option(
         "--batch", help="Only this input batch folder (repeatable).")] = None,
-    model_version: Annotated[list[str] | None, typer.Option(
-        "--model-version", help="Only this model version (repeatable).")] = None,
+    model_version: ModelVersionOpt = None,
     path: Annotated[str | None, typer.Option(
         "--path", help="Glob over source_path, e.g. 'batch_007/*' ('*' crosses '/').")] = None,
     rejections: Annotated[bool, typer.Option(
@@ -101,21 +135,26 @@ def query(
         "--summary", help="Frames, mean confidence and low-confidence share per day and "
         "label.")] = False,
     low_confidence: LowOpt = None,
+    registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Filter the predictions (or rejections) and print them or save them to a file.
 
-    Filters run inside the Parquet scan: a --since query never opens older partitions.
-    The aligned table shows at most 200 rows; --format csv|json|parquet and --to give all.
-    With --json the rows go inside the JSON object (or its "path" with --to).
+    A frame re-scored by several model versions is one row by default (--model-version
+    current: the production model's row, else the latest); --model-version all shows every
+    row. The aligned table shows at most 200 rows; --format csv|json|parquet and --to give
+    all. With --json the rows go inside the JSON object (or its "path" with --to).
     """
     from tasks.read.query import QueryError
 
     settings = setup(data)
     output = output or str(settings.output_dir)
+    mode, versions = version_mode(model_version, as_json)
     filters = dict(since=since, until=until, labels=label, min_confidence=min_confidence,
                    max_confidence=max_confidence, batches=batch,
-                   model_versions=model_version, path=path)
+                   model_versions=versions, path=path, model_version=mode,
+                   production=None if rejections or mode not in ("current", "production")
+                   else production_version(registry or settings.registry_dir))
     try:
         if rejections:
             _query_rejections(output, _misplaced(filters, summary), since, until, reason, path,
@@ -135,7 +174,8 @@ def _misplaced(filters: dict[str, Any], summary: bool) -> list[str]:
     """The given prediction-only flags, named as typed, for the --rejections error."""
     return [name for name, v in (("--label", filters["labels"]),
                                  ("--batch", filters["batches"]),
-                                 ("--model-version", filters["model_versions"]),
+                                 ("--model-version", filters["model_versions"] or
+                                  filters["model_version"] != "current"),
                                  ("--min-confidence", filters["min_confidence"]),
                                  ("--max-confidence", filters["max_confidence"]),
                                  ("--summary", summary or None)) if v]
@@ -151,7 +191,8 @@ def _query_predictions(output: str, filters: dict[str, Any], columns: str | None
     cols = columns or (TABLE_COLUMNS if table_fmt and not as_json else None)
     table = read_predictions(output, **filters, columns=cols,
                              limit=_limit(limit, table_fmt, as_json, to), order_by=order_by)
-    _write(table, fmt, to, as_json, {"dataset": "predictions"})
+    _write(table, fmt, to, as_json, {"dataset": "predictions",
+                                     "model_version": filters["model_version"]})
 
 
 def _query_rejections(output: str, misplaced: list[str], since: str | None,
@@ -192,6 +233,7 @@ def _query_summary(output: str, filters: dict[str, Any], threshold: float,
         result = result.sort_by(keys) if keys else result
         result = result.slice(0, limit) if limit is not None else result
     _write(result, fmt, to, as_json, {"dataset": "predictions", "summary": True,
+                                      "model_version": filters["model_version"],
                                       "low_confidence": threshold,
                                       "frames": table.num_rows})
 
@@ -210,25 +252,35 @@ def _limit(limit: int | None, table_fmt: bool, as_json: bool, to: Path | None) -
 
 def sql(
     statement: Annotated[str, typer.Argument(
-        help="SQL over the views `predictions` and `rejections`, e.g. "
+        help="SQL over the views `predictions` (one row per frame by default, see "
+        "--model-version), `predictions_all` (every row) and `rejections`, e.g. "
         "\"SELECT label, count(*) FROM predictions WHERE date >= '2024-05-01' GROUP BY 1\".")],
     data: DataOpt = None,
     output: OutputOpt = None,
     fmt: FormatOpt = None,
     to: ToOpt = None,
+    model_version: Annotated[str, typer.Option(
+        "--model-version", help="What the `predictions` view holds: current (one row per "
+        "frame: the production model's row, else the latest), latest, production, all, or "
+        "one version's rows (e.g. v0002). `predictions_all` always holds every row.")
+    ] = "current",
+    registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run SQL (DuckDB) over the predictions and rejections, hive partitions included.
 
     `date` is a DATE column, so filtering on it prunes partitions. A dataset that does not
-    exist yet is an empty view.
+    exist yet is an empty view. The `predictions` view's definition is in the README
+    ("Model versions").
     """
     from tasks.read.query import QueryError
     from tasks.read.sql import run_sql
 
     settings = setup(data)
+    prod = production_version(registry or settings.registry_dir) \
+        if model_version in ("current", "production") else None
     try:
-        table = run_sql(output or str(settings.output_dir), statement)
+        table = run_sql(output or str(settings.output_dir), statement, model_version, prod)
     except QueryError as exc:
         fail(str(exc), as_json)
     _write(table, fmt, to, as_json, {"dataset": "sql"})
@@ -243,14 +295,20 @@ def report(
         "--to", help="HTML file to write (default: DATA/reports/report-YYYY-MM-DD.html).",
         show_default=False)] = None,
     registry: Annotated[Path | None, typer.Option(
-        "--registry", help="Model registry for the training class mix (default: "
-        "DATA/registry).", show_default=False)] = None,
+        "--registry", help="Model registry for the training class mix and the production "
+        "version (default: DATA/registry).", show_default=False)] = None,
     low_confidence: LowOpt = None,
     title: Annotated[str, typer.Option("--title", help="Report title.")] = "posebatch report",
+    model_version: Annotated[str, typer.Option(
+        "--model-version", help="Which rows are counted: current (default: one row per "
+        "frame, the production model's row, else the latest), latest, production, all, or "
+        "one version (e.g. v0002).")] = "current",
     as_json: JsonOpt = False,
 ) -> None:
     """Write a self-contained HTML report: frames per day and label, confidence per label,
-    low-confidence share over time, rejections by reason, class-mix drift vs training."""
+    low-confidence share over time, rejections by reason, class-mix drift vs training, and,
+    when the predictions hold several model versions, how the production version differs
+    from the one before it (agreement, label flips, confidence shift)."""
     from tasks.io.schema import PREDICTIONS, REJECTIONS
     from tasks.read.query import NoData, QueryError, empty_table, read_predictions, read_rejections
     from tasks.read.report import REPORT_COLUMNS, build_report, training_distribution
@@ -259,11 +317,15 @@ def report(
     output = output or str(settings.output_dir)
     threshold = settings.low_confidence if low_confidence is None else low_confidence
     to = to or settings.data_root / "reports" / f"report-{datetime.now(UTC):%Y-%m-%d}.html"
+    prod = production_version(registry or settings.registry_dir)
     typer.echo(f"reading {output} ...", err=True)
     missing = []
+    diff = None
     try:
         try:
-            pred = read_predictions(output, since=since, until=until, columns=REPORT_COLUMNS)
+            pred = read_predictions(output, since=since, until=until, columns=REPORT_COLUMNS,
+                                    model_version=model_version, production=prod)
+            diff = _report_diff(output, prod, since, until)
         except NoData:
             missing.append(PREDICTIONS)
             pred = empty_table(PREDICTIONS, REPORT_COLUMNS)
@@ -287,12 +349,16 @@ def report(
     page = build_report(pred, rej, low_confidence=threshold, training=training,
                         model_note=note, title=title, scope=scope, monitoring=runs,
                         thresholds={"psi": settings.monitor_psi_threshold,
-                                    "min_est_accuracy": settings.monitor_min_est_accuracy})
+                                    "min_est_accuracy": settings.monitor_min_est_accuracy},
+                        diff=diff)
     to.parent.mkdir(parents=True, exist_ok=True)
     to.write_text(page, encoding="utf-8")
     emit({"ok": True, "path": str(to), "frames": pred.num_rows, "rejections": rej.num_rows,
            "training_distribution": training is not None, "missing": missing,
            "monitored_runs": runs.num_rows if runs is not None else 0,
+           "model_version": model_version,
+           "diff": None if diff is None else {k: diff[k] for k in (
+               "from_version", "to_version", "frames", "agreement", "flipped")},
            "bytes": len(page.encode())}, as_json, f"wrote {to}")
 
 
@@ -306,6 +372,24 @@ def _monitor_history(output: str) -> Any:
         return with_realized(read_runs(str(output)), read_feedback(str(output)))
     except Exception as exc:  # noqa: BLE001 - reported, the report goes on without it
         typer.echo(f"monitoring history unreadable, section left out: {exc}", err=True)
+        return None
+
+
+def _report_diff(output: str, production: str | None, since: str | None,
+                 until: str | None) -> dict[str, Any] | None:
+    """The report's "Model versions" section data: production vs the version before it
+    (the two newest without production); None with one version or no common frame."""
+    from tasks.read.diff import compare, default_pair, read_pair
+    from tasks.read.query import QueryError, model_versions_in
+
+    versions = model_versions_in(output)
+    if len(versions) < 2:
+        return None
+    try:
+        pair = default_pair(versions, production)
+        old, new = read_pair(output, *pair, since=since, until=until)
+        return compare(old, new)
+    except QueryError:
         return None
 
 

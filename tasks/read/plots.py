@@ -154,3 +154,32 @@ def run_series(runs: Sequence[str], series: Mapping[str, Sequence[float | None]]
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     return png(fig)
+
+
+def flip_matrix(labels: Sequence[str], matrix: Sequence[Sequence[int]], from_version: str,
+                to_version: str) -> bytes:
+    """Frames per (old label, new label) as a heat map, counts written in the cells; the
+    colour is log-scaled so a few flips still show next to a large diagonal."""
+    from matplotlib.colors import LogNorm
+
+    counts = np.asarray(matrix, dtype=float)
+    k = len(labels)
+    size = 0.42 * k + 2.5
+    fig = _figure(size + 1.5, size)
+    ax = fig.add_subplot()
+    shown = np.where(counts > 0, counts, np.nan)
+    norm = LogNorm(vmin=1, vmax=max(counts.max(), 2))
+    image = ax.imshow(shown, cmap="viridis", norm=norm)
+    for i in range(k):
+        for j in range(k):
+            if counts[i, j]:
+                ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7,
+                        color="black" if norm(counts[i, j]) > 0.6 else "white",
+                        fontweight="bold" if i != j else "normal")
+    ax.set_xticks(np.arange(k), labels, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(np.arange(k), labels, fontsize=8)
+    ax.set_xlabel(f"new label ({to_version})")
+    ax.set_ylabel(f"old label ({from_version})")
+    ax.set_title(f"Label flips {from_version} -> {to_version}")
+    fig.colorbar(image, ax=ax, shrink=0.7, label="frames")
+    return png(fig)

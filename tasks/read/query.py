@@ -6,6 +6,13 @@ into the Parquet scan: the ``date=YYYY-MM-DD`` partition filter prunes whole dir
 before a file is opened, and row-group statistics skip the rest. Nothing is filtered in
 Python after the scan.
 
+Model versions: after ``posebatch rescore`` a frame may have one row per model version. By
+default ``read_predictions`` returns one row per frame (``model_version="current"``: the
+production version's row, else the latest); see ``read_predictions`` and ``pick_rows``. The
+pick is skipped when the file footers prove a single version; otherwise it costs one narrow
+scan of ``(content_sha256, frame_index)`` over the whole dataset (the pick is over every row
+of a frame, whatever the time filters), and a second narrow one only if some frame repeats.
+
 Time bounds: ``since`` is inclusive; ``until`` is inclusive too (a date means the whole day,
 a datetime that instant). Naive datetimes are UTC, like the partitions.
 """
@@ -18,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -34,6 +42,9 @@ from tasks.io.schema import (
 from tasks.io.storage import Location
 from tasks.io.validate import REASONS
 
+MODES = ("current", "production", "latest", "all")
+FRAME_KEY = ("source_path", "content_sha256", "frame_index")
+_IDENTITY = FRAME_KEY + ("model_version", "classified_at")
 TIMESTAMP_COLUMN = {PREDICTIONS: "classified_at", REJECTIONS: "rejected_at"}
 _SCHEMAS = {PREDICTIONS: PREDICTIONS_SCHEMA, REJECTIONS: REJECTIONS_SCHEMA}
 _RELATIVE = re.compile(r"^(\d+)([dhm])$")
@@ -235,9 +246,10 @@ def _time_filter(name: str, since: When, until: When) -> ds.Expression | None:
     return expr
 
 
-def _scan(dataset: ds.Dataset, name: str, expr: ds.Expression | None,
-          columns: Sequence[str] | None, limit: int | None,
-          order_by: str | Sequence[str] | None) -> pa.Table:
+def _columns(dataset: ds.Dataset, columns: Sequence[str] | str | None,
+             order_by: str | Sequence[str] | None,
+             limit: int | None) -> tuple[list[str], list[tuple[str, str]]]:
+    """The wanted columns and sort keys, checked against the dataset's schema."""
     known = dataset.schema.names
     if isinstance(columns, str):
         columns = [c.strip() for c in columns.split(",") if c.strip()]
@@ -250,22 +262,50 @@ def _scan(dataset: ds.Dataset, name: str, expr: ds.Expression | None,
             raise QueryError(f"cannot order by {key!r}: it holds lists")
     if limit is not None and limit < 0:
         raise QueryError("--limit must be 0 or more")
-    read = wanted + [k for k, _ in keys if k not in wanted]
+    return wanted, keys
+
+
+PICK_HINT = ("move the damaged file aside; one row per frame reads every file's footer, "
+             "--model-version all or a version reads only the --since/--until days")
+
+
+def _read_error(name: str, exc: BaseException,
+                hint: str = "move the damaged file aside, or narrow --since/--until to skip "
+                            "it") -> QueryError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return QueryError(f"cannot read the {name} dataset: {first} ({hint})")
+
+
+def _to_table(dataset: ds.Dataset, name: str, columns: Sequence[str],
+              expr: ds.Expression | None, hint: str | None = None) -> pa.Table:
     try:
-        if limit is not None and not keys:
-            # head() stops once it has enough rows; reading one file ahead (not the default
-            # four) keeps it from decoding files it will not need: 10x faster for --limit 200.
-            return dataset.head(limit, columns=read, filter=expr, fragment_readahead=1)
-        table = dataset.to_table(columns=read, filter=expr)
+        return dataset.to_table(columns=list(columns), filter=expr)
     except (pa.ArrowException, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise QueryError(f"cannot read the {name} dataset: {first} (move the damaged file "
-                         "aside, or narrow --since/--until to skip it)") from None
+        raise (_read_error(name, exc, hint) if hint else _read_error(name, exc)) from None
+
+
+def _finish(table: pa.Table, wanted: Sequence[str], keys: list[tuple[str, str]],
+            limit: int | None) -> pa.Table:
     if keys:
         table = table.sort_by(keys)
-        if limit is not None:
-            table = table.slice(0, limit)
-    return table.select(wanted)
+    if limit is not None:
+        table = table.slice(0, limit)
+    return table.select(list(wanted))
+
+
+def _scan(dataset: ds.Dataset, name: str, expr: ds.Expression | None,
+          columns: Sequence[str] | None, limit: int | None,
+          order_by: str | Sequence[str] | None) -> pa.Table:
+    wanted, keys = _columns(dataset, columns, order_by, limit)
+    read = wanted + [k for k, _ in keys if k not in wanted]
+    if limit is not None and not keys:
+        # head() stops once it has enough rows; reading one file ahead (not the default
+        # four) keeps it from decoding files it will not need: 10x faster for --limit 200.
+        try:
+            return dataset.head(limit, columns=read, filter=expr, fragment_readahead=1)
+        except (pa.ArrowException, OSError) as exc:
+            raise _read_error(name, exc) from None
+    return _finish(_to_table(dataset, name, read, expr), wanted, keys, limit)
 
 
 def prediction_filter(*, since: When = None, until: When = None,
@@ -299,6 +339,129 @@ def prediction_filter(*, since: When = None, until: When = None,
     return expr
 
 
+def version_sort_key(version: str) -> tuple:
+    """Natural order of version names: ``v0002 < v0010``, ``v9 < v10``."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t)
+                 for t in re.findall(r"\d+|\D+", version))
+
+
+def _fragment_versions(fragment: ds.Fragment) -> set[str] | None:
+    """The model versions of one file from its row-group statistics (footer only), or None
+    when the statistics do not prove them (missing, or a row group with min != max)."""
+    found: set[str] = set()
+    fragment.ensure_complete_metadata()
+    for rg in fragment.row_groups:
+        if rg.num_rows == 0:
+            continue
+        stats = (rg.statistics or {}).get("model_version") or {}
+        lo, hi = stats.get("min"), stats.get("max")
+        if lo is None or lo != hi:
+            return None
+        found.add(str(lo))
+    return found
+
+
+def dataset_versions(dataset: ds.Dataset, name: str = PREDICTIONS) -> list[str]:
+    """The distinct ``model_version`` values of a predictions dataset, naturally sorted.
+
+    Cheap: each file's footer statistics usually prove its versions (a classify run or a
+    compaction writes one version per file), so no data page is read; a file whose
+    statistics do not (several versions in one row group, no statistics) has its
+    ``model_version`` column read (dictionary-encoded, a few KB).
+    """
+    found: set[str] = set()
+    try:
+        for fragment in dataset.get_fragments():
+            got = _fragment_versions(fragment)
+            if got is None:
+                col = fragment.to_table(columns=["model_version"], schema=dataset.schema)
+                got = {v for v in pc.unique(col.column(0)).to_pylist() if v is not None}
+            found |= got
+    except (pa.ArrowException, OSError) as exc:
+        raise _read_error(name, exc, PICK_HINT) from None
+    return sorted(found, key=version_sort_key)
+
+
+def model_versions_in(output: Path | str) -> list[str]:
+    """The model versions found in ``OUTPUT/predictions`` (``NoData`` when there is none)."""
+    return dataset_versions(open_dataset(output, PREDICTIONS))
+
+
+def check_mode(mode: str, production: str | None, known: Sequence[str] | None = None) -> str:
+    """Validate a ``model_version`` mode; returns it. ``known`` (versions in the data) is
+    only needed to check a specific version; ``None`` skips that check."""
+    if not mode:
+        raise QueryError(f"empty --model-version: use {', '.join(MODES)} or a version")
+    if mode == "production" and production is None:
+        raise QueryError("--model-version production: no production model is registered; "
+                         "use current, latest, all or a version")
+    if mode not in MODES and known is not None and mode not in known:
+        close = difflib.get_close_matches(mode, list(known), n=1)
+        did = f" (did you mean {close[0]!r}?)" if close else ""
+        raise QueryError(f"unknown model version {mode!r}{did}: versions found in the "
+                         f"predictions are {', '.join(known) or 'none'}; or use "
+                         f"{', '.join(MODES)}")
+    return mode
+
+
+def pick_rows(table: pa.Table, production: str | None = None) -> pa.Array:
+    """Indices (ascending) of the picked row of each frame of ``table``.
+
+    A frame is ``FRAME_KEY``; its picked row is the ``production`` version's row if it has
+    one, else the row with the latest ``classified_at``, ties going to the larger
+    ``model_version`` (natural order). ``production=None`` gives "latest". ``table`` needs
+    ``FRAME_KEY``, ``model_version`` and ``classified_at``.
+    """
+    n = table.num_rows
+    if n == 0:
+        return pa.array([], pa.int64())
+    versions = table.column("model_version")
+    names = sorted({v for v in pc.unique(versions).to_pylist() if v is not None},
+                   key=version_sort_key)
+    rank = pc.fill_null(pc.index_in(versions, pa.array(names, pa.string())), -1)
+    prod = (pc.fill_null(pc.equal(versions, production), False) if production
+            else pa.array(np.zeros(n, bool)))
+    order = pc.sort_indices(pa.table({"p": prod, "t": table.column("classified_at"),
+                                      "v": rank}),
+                            sort_keys=[("p", "descending"), ("t", "descending"),
+                                       ("v", "descending")])
+    ranked = table.select(list(FRAME_KEY)).take(order).append_column(
+        "_pos", pa.array(np.arange(n, dtype=np.int64)))
+    first = ranked.group_by(list(FRAME_KEY)).aggregate([("_pos", "min")])
+    picked = pc.take(order, first.column("_pos_min"))
+    return pc.take(picked, pc.sort_indices(picked))
+
+
+def pick_current(table: pa.Table, production: str | None = None) -> pa.Table:
+    """One row per frame (see ``pick_rows``), in the table's order."""
+    return table.take(pick_rows(table, production))
+
+
+def _losers(dataset: ds.Dataset, pre: ds.Expression | None,
+            production: str | None) -> pa.Table | None:
+    """The rows (``_IDENTITY`` columns) that lose the per-frame pick, or ``None`` when no
+    frame has more than one row (then there is nothing to drop).
+
+    Two narrow scans: ``(content_sha256, frame_index)`` first (a frame with one row under
+    that coarser key has one row under the full key); only when some key repeats, the full
+    identity of the rows sharing a repeated hash, and the pick runs on those alone.
+    """
+    coarse = _to_table(dataset, PREDICTIONS, ["content_sha256", "frame_index"], pre,
+                       PICK_HINT)
+    counts = coarse.group_by(["content_sha256", "frame_index"]).aggregate(
+        [("frame_index", "count")])
+    repeated = counts.filter(pc.greater(counts.column("frame_index_count"), 1))
+    if repeated.num_rows == 0:
+        return None
+    shas = pc.unique(repeated.column("content_sha256"))
+    expr = ds.field("content_sha256").isin(shas)
+    expr = expr if pre is None else pre & expr
+    rows = _to_table(dataset, PREDICTIONS, list(_IDENTITY), expr, PICK_HINT)
+    winners = rows.take(pick_rows(rows, production))
+    losers = rows.join(winners, keys=list(_IDENTITY), join_type="left anti")
+    return losers if losers.num_rows else None
+
+
 def read_predictions(output: Path | str, *, since: When = None, until: When = None,
                      labels: Sequence[str] | None = None,
                      min_confidence: float | None = None,
@@ -308,18 +471,80 @@ def read_predictions(output: Path | str, *, since: When = None, until: When = No
                      path: str | None = None,
                      columns: Sequence[str] | str | None = None,
                      limit: int | None = None,
-                     order_by: str | Sequence[str] | None = None) -> pa.Table:
+                     order_by: str | Sequence[str] | None = None,
+                     model_version: str = "current",
+                     production: str | None = None) -> pa.Table:
     """Predictions under ``OUTPUT/predictions`` that match every given filter.
+
+    ``model_version`` says which rows of a frame scored by several model versions (a frame
+    is ``(source_path, content_sha256, frame_index)``) are returned:
+
+    - ``"current"`` (default): one row per frame, the ``production`` version's row where the
+      frame has one, else the latest (max ``classified_at``; a tie goes to the larger
+      version);
+    - ``"latest"``: one row per frame, the latest (``production`` ignored);
+    - ``"production"``: only the ``production`` version's rows (``production`` required);
+    - ``"all"``: every row;
+    - any other value: only that version's rows (unknown version: ``QueryError`` listing
+      the versions found).
+
+    ``production`` is the registry's production version (the CLI passes
+    ``Registry(...).production_version()``); this function reads no registry.
+    ``model_versions`` narrows the rows *before* the pick (only those versions compete);
+    the other filters apply to the picked rows, as SQL over the ``predictions`` view does.
+    With a single model version in the data (proved from the file footers) nothing is
+    picked and every filter stays inside the scan.
 
     ``labels``/``batches``/``model_versions`` match any of the values; ``path`` is a glob
     over ``source_path`` (fnmatch rules); ``columns`` may include the partition ``date``.
     Raises ``QueryError`` (``NoData`` for a missing/empty dataset) with a one-line message.
     """
+    check_mode(model_version, production)
     expr = prediction_filter(since=since, until=until, labels=labels,
                              min_confidence=min_confidence, max_confidence=max_confidence,
-                             batches=batches, model_versions=model_versions, path=path)
-    return _scan(open_dataset(output, PREDICTIONS), PREDICTIONS, expr, columns, limit,
-                 order_by)
+                             batches=batches, path=path)
+    pre = ds.field("model_version").isin(list(model_versions)) if model_versions else None
+    dataset = open_dataset(output, PREDICTIONS)
+    if model_version not in ("current", "latest"):
+        only = production if model_version == "production" else model_version
+        if only != "all":
+            e = ds.field("model_version") == only
+            pre = e if pre is None else pre & e
+        table = _scan(dataset, PREDICTIONS, _and(pre, expr), columns, limit, order_by)
+        if table.num_rows == 0 and only != "all":
+            _check_version(dataset, model_version, only)
+        return table
+    pick_production = production if model_version == "current" else None
+    if len(dataset_versions(dataset)) <= 1 or \
+            (model_versions and len(set(model_versions)) == 1):
+        return _scan(dataset, PREDICTIONS, _and(pre, expr), columns, limit, order_by)
+    losers = _losers(dataset, pre, pick_production)
+    if losers is None:
+        return _scan(dataset, PREDICTIONS, _and(pre, expr), columns, limit, order_by)
+    wanted, keys = _columns(dataset, columns, order_by, limit)
+    read = list(dict.fromkeys(wanted + [k for k, _ in keys] + list(_IDENTITY)))
+    table = _to_table(dataset, PREDICTIONS, read, _and(pre, expr))
+    ident = table.select(list(_IDENTITY)).append_column(
+        "_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    keep = ident.join(losers, keys=list(_IDENTITY), join_type="left anti").column("_row")
+    table = table.take(pc.take(keep, pc.sort_indices(keep)))
+    return _finish(table, wanted, keys, limit)
+
+
+def _and(a: ds.Expression | None, b: ds.Expression | None) -> ds.Expression | None:
+    return b if a is None else a if b is None else a & b
+
+
+def _check_version(dataset: ds.Dataset, mode: str, version: str | None) -> None:
+    """After an empty result for one version: say so if the version is not in the data."""
+    known = dataset_versions(dataset)
+    if version in known:
+        return
+    if mode == "production":
+        raise QueryError(f"the production model {version} has no predictions: versions "
+                         f"found are {', '.join(known) or 'none'}; use --model-version "
+                         "current, latest or all")
+    check_mode(mode, None, known)
 
 
 def read_rejections(output: Path | str, *, since: When = None, until: When = None,

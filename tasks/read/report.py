@@ -182,11 +182,50 @@ def _monitoring_section(runs: pa.Table | None, thresholds: Mapping[str, float]) 
     return out
 
 
+def diff_section(diff: Mapping[str, Any]) -> list[str]:
+    """The "Model versions" section: ``tasks.read.diff.compare``'s result as HTML."""
+    f, t = diff["from_version"], diff["to_version"]
+    hc = diff["high_confidence_flips"]
+    kpis = [("frames scored by both", diff["frames"]), ("agreement", _pct(diff["agreement"])),
+            ("flipped", diff["flipped"]),
+            (f"flips with new confidence ≥ {diff['min_confidence']:g}", hc["total"])]
+    out = [f"<h2>Model versions: {html.escape(f)} → {html.escape(t)}</h2>",
+           f"<p>On the frames both versions scored ({diff['only_from']} scored by "
+           f"{html.escape(f)} only, {diff['only_to']} by {html.escape(t)} only). The pair is "
+           "the production version and the version before it (without a production version "
+           "in the data: the two newest). Confidence shift = mean new confidence − mean old "
+           "confidence, per old label.</p>",
+           "".join(f'<div class="kpi"><b>{v}</b>{html.escape(k)}</div>' for k, v in kpis),
+           _img(plots.flip_matrix(diff["labels"], diff["matrix"], f, t),
+                f"label flips {f} to {t}")]
+    if diff["flips"]:
+        out += ["<h3>Largest flips</h3>", _table(
+            ["old label", "new label", "frames"],
+            [[d["old_label"], d["new_label"], d["frames"]] for d in diff["flips"][:15]])]
+    out += ["<h3>Confidence shift per old label</h3>", _table(
+        ["old label", "frames", "agreement", "mean old confidence", "mean new confidence",
+         "shift"],
+        [[d["label"], d["frames"], _pct(d["agreement"]), d["mean_old_confidence"],
+          d["mean_new_confidence"], f"{d['shift']:+.3f}"] for d in diff["confidence_shift"]])]
+    out.append(f"<h3>High-confidence flips to review ({hc['total']}, "
+               f"{len(hc['rows'])} shown)</h3>")
+    if hc["rows"]:
+        out.append(_table(["source_path", "frame", "old → new", "old confidence",
+                           "new confidence"],
+                          [[r["source_path"], r["frame_index"],
+                            f"{r['old_label']} → {r['new_label']}", r["old_confidence"],
+                            r["new_confidence"]] for r in hc["rows"]]))
+    else:
+        out.append("<p>None.</p>")
+    return out
+
+
 def build_report(predictions: pa.Table, rejections: pa.Table, *, low_confidence: float,
                  training: Mapping[str, float] | None, model_note: str,
                  title: str = "posebatch report", scope: str = "",
                  monitoring: pa.Table | None = None,
-                 thresholds: Mapping[str, float] | None = None) -> str:
+                 thresholds: Mapping[str, float] | None = None,
+                 diff: Mapping[str, Any] | None = None) -> str:
     """The whole report as one HTML string.
 
     ``predictions`` needs ``REPORT_COLUMNS``; ``rejections`` needs ``reason``; either may be
@@ -194,6 +233,9 @@ def build_report(predictions: pa.Table, rejections: pa.Table, *, low_confidence:
     ``None`` (then the drift section says so). ``monitoring``: the run history
     (``tasks.monitor.trend.read_runs``, with ``feedback.with_realized`` columns if any) and
     ``thresholds`` (``psi``, ``min_est_accuracy``) add the Monitoring section.
+    ``predictions`` should hold one row per frame (``read_predictions``' default
+    ``model_version="current"``). ``diff`` (from ``tasks.read.diff.compare``) adds the
+    "Model versions" section.
     """
     now = datetime.now(UTC).isoformat(timespec="seconds")
     n = predictions.num_rows
@@ -216,6 +258,8 @@ def build_report(predictions: pa.Table, rejections: pa.Table, *, low_confidence:
         parts.append("<h2>Predictions</h2><p>No predictions in this range.</p>")
     parts += _rejection_section(rejections)
     parts += _drift_section(predictions, training, model_note)
+    if diff:
+        parts += diff_section(diff)
     if monitoring is not None:
         parts += _monitoring_section(monitoring, thresholds or {"psi": 0.25,
                                                                "min_est_accuracy": 0.85})

@@ -83,11 +83,19 @@ def test_inputs_are_found_in_the_archive_and_missing_ones_are_named_not_guessed(
     assert len(rows_by_version(out)[new]) == 5
 
 
-def test_filters_select_by_batch_and_day_and_a_run_with_nothing_found_fails(history):
+def test_filters_select_by_batch_day_and_label_and_a_run_with_nothing_found_fails(history):
     inp, out, reg, _, new = history
     assert rescore(inp, out, reg, model_version=new, batch="batch_000",
                    dry_run=True)["selected_files"] == 6
     assert rescore(inp, out, reg, model_version=new, since="2999-01-01",
+                   dry_run=True)["selected_files"] == 0
+    table = ds.dataset(out / "predictions", partitioning="hive").to_table()
+    label = table["label"][0].as_py()
+    with_label = {p for p, lab in zip(table["source_path"].to_pylist(),
+                                      table["label"].to_pylist(), strict=True) if lab == label}
+    assert rescore(inp, out, reg, model_version=new, label=[label],
+                   dry_run=True)["selected_files"] == len(with_label)
+    assert rescore(inp, out, reg, model_version=new, max_confidence=0.0,
                    dry_run=True)["selected_files"] == 0
     shutil.rmtree(inp)                                   # every input gone
     with pytest.raises(RuntimeError, match="none of the 12 file"):

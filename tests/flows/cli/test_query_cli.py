@@ -109,7 +109,7 @@ def test_json_lines_parquet_file_and_json_object(data, tmp_path):
     table = pq.read_table(target)
     want = [r for r in rows if r["confidence"] <= 0.5]
     assert result == {"ok": True, "rows": len(want), "path": str(target), "format": "parquet",
-                      "dataset": "predictions"}
+                      "dataset": "predictions", "model_version": "current"}
     assert sorted(table.column("source_path").to_pylist()) == sorted(
         r["source_path"] for r in want)
 

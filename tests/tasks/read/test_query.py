@@ -150,14 +150,21 @@ def test_since_does_not_open_older_partitions(outputs, tmp_path):
             f.write_bytes(b"not parquet at all")
             corrupted += 1
     assert corrupted >= 4
-    got = read_predictions(copy, since="2024-05-03", labels=["dummy"])
+    # Row modes (every row, one version's rows) prune; one row per frame ("current", the
+    # default) picks over every row of a frame, so it reads every file's footer.
+    got = read_predictions(copy, since="2024-05-03", labels=["dummy"], model_version="all")
     assert keys(got) == keys([r for r in rows if r["date"] >= date(2024, 5, 3)
                               and r["label"] == "dummy"])
-    assert read_predictions(copy, since="2024-05-03T12:00", limit=3).num_rows == 3
+    assert read_predictions(copy, since="2024-05-03T12:00", limit=3,
+                            model_version="all").num_rows == 3
+    assert read_predictions(copy, since="2024-05-03", model_version="v0003").num_rows == \
+        sum(r["date"] >= date(2024, 5, 3) and r["model_version"] == "v0003" for r in rows)
+    with pytest.raises(QueryError, match="--model-version all or a version"):
+        read_predictions(copy, since="2024-05-03")
     with pytest.raises(QueryError, match="cannot read the predictions dataset"):
-        read_predictions(copy)
+        read_predictions(copy, model_version="all")
     with pytest.raises(QueryError):
-        read_predictions(copy, until="2024-05-02")
+        read_predictions(copy, until="2024-05-02", model_version="all")
 
 
 def test_staging_and_hidden_files_are_ignored(outputs, tmp_path):
