@@ -249,6 +249,8 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     logger.info("registered %s (%s): %s", reg["version"],
                 "promoted" if ok else "not promoted", reason)
     _artifacts(summary, reg["version"])
+    _monitor(settings, scan.class_names, evaluation, reg["version"], len(scan.files),
+             time.monotonic() - t_start)
     return retrain_result(summary, reg, Registry(registry).production_version(), scan, split,
                           seconds=round(time.monotonic() - t_start, 1))
 
@@ -265,6 +267,22 @@ def _log_split(scan: Scan, split: Split) -> dict[str, int]:
     if split.note:
         logger.warning("split: %s", split.note)
     return frames
+
+
+def _monitor(settings: Any, class_names: list[str], evaluation: dict[str, Any], version: str,
+             files: int, seconds: float) -> None:
+    """The run's row in the monitoring history (``kind = retrain``): the new model on its own
+    test split, the baseline its later classify runs are read against."""
+    from prefect.runtime import flow_run
+
+    from tasks.monitor.history import record_run
+    from tasks.monitor.predictions import PredictionStats
+
+    stats = PredictionStats(class_names, settings.low_confidence).add_probabilities(
+        evaluation["test_probabilities"])
+    record_run(str(settings.output_dir), stats, None, evaluation.get("monitor"),
+               {"flow_run_id": str(flow_run.get_id() or "local"), "kind": "retrain",
+                "model_version": version, "files": files, "seconds": seconds})
 
 
 def _artifacts(summary: RetrainSummary, version: str) -> None:

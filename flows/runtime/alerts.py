@@ -107,11 +107,22 @@ def automation_cores(plans: list[dict[str, Any]], block_document_id: Any) -> lis
 
 
 def _comparable(automation: Any) -> dict[str, Any]:
-    """What ``apply`` compares: everything but ids (the trigger's id is random)."""
+    """What ``apply`` compares: everything but ids (the trigger's id is random), with lists of
+    names sorted: a trigger's ``expect`` is a set, and a set of the same names can dump in
+    another order, which read as "changed" about once in five runs."""
     data = automation.model_dump(mode="json", include={"name", "description", "enabled",
                                                        "tags", "trigger", "actions"})
     data["trigger"].pop("id", None)
-    return data
+    return _sorted_lists(data)
+
+
+def _sorted_lists(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_lists(v) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_sorted_lists(v) for v in value]
+        return sorted(items) if all(isinstance(v, str) for v in items) else items
+    return value
 
 
 # --- against a Prefect server -------------------------------------------------------------

@@ -62,6 +62,22 @@ class PredictionStats:
         self.frames += table.num_rows
         return self
 
+    def add_probabilities(self, probs: np.ndarray) -> PredictionStats:
+        """Fold calibrated ``[N, C]`` probabilities in (frames without a predictions table,
+        e.g. a retrain's test split): labels and confidences are their top-1."""
+        probs = np.asarray(probs, np.float64)
+        if not len(probs):
+            return self
+        top = probs.argmax(axis=1)
+        n, c = probs.shape
+        offsets = pa.array(np.arange(0, (n + 1) * c, c, dtype=np.int32))
+        return self.add(pa.table({
+            "label": pa.array(np.array(self.class_names, dtype=object)[top], pa.string()),
+            "confidence": pa.array(probs[np.arange(n), top].astype(np.float32)),
+            "probabilities": pa.ListArray.from_arrays(offsets, pa.array(probs.ravel(),
+                                                                         pa.float32())),
+        }))
+
     def confidence_quantiles(self, qs: Sequence[float] = CONFIDENCE_QUANTILES
                              ) -> list[float]:
         """Quantiles read from the grid counts (linear within a 0.005 bin)."""

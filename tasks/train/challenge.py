@@ -44,9 +44,10 @@ def evaluate_challenger(model: Any, scan: Scan, split: Split, max_frames: int,
     metrics["seconds"] = time.monotonic() - t0
     x_train, y_train = features_of(scan, split.train)
     ece = expected_calibration_error
+    test_probs = softmax(test_logits, temperature)
     return {
-        "monitor": monitor_reference(scan, split, softmax(test_logits, temperature), test_y,
-                                     max_frames),
+        "monitor": monitor_reference(scan, split, test_probs, test_y, max_frames),
+        "test_probabilities": test_probs,   # the run's monitoring row (not saved)
         "metrics": metrics,
         "shift_metrics": shift_metrics,
         "ood": fit_reference(x_train, y_train, features_of(scan, split.val)[0]),

@@ -5,6 +5,7 @@ that cannot clear the promotion margin is registered but not promoted."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -77,6 +78,16 @@ def test_retrain_registers_promotes_and_classify_uses_it(prefect_server, root: P
     assert 0.0 <= out["shift_metrics"]["cnn"]["macro_f1"] <= 1.0
     assert meta["metrics"]["shift"]["cnn"]["n"] > 0
     assert meta["ood"]["threshold"] > 0 and len(meta["ood"]["means"]) == len(class_names())
+    # The run's monitoring row: the new model on its own test split (kind retrain).
+    import duckdb
+
+    from tasks.monitor.history import runs_glob
+
+    (row,) = duckdb.sql(f"select kind, model_version, frames, est_accuracy from read_parquet("
+                        f"'{runs_glob(str(root / 'output'))}', hive_partitioning=true)"
+                        ).fetchall()
+    assert row[:3] == ("retrain", "v0001", out["split"]["frames"]["test"])
+    assert 0.0 < row[3] <= 1.0
     # The monitoring reference (tasks/monitor): the test split's heatmap statistics and
     # calibrated confidences, the training mix; strict JSON, so NaN never reaches it.
     mon = meta["monitor"]
@@ -94,6 +105,21 @@ def test_retrain_registers_promotes_and_classify_uses_it(prefect_server, root: P
     assert table.num_rows == 12
     assert set(table.column("model_version").to_pylist()) == {"v0001"}
     assert set(table.column("label").to_pylist()) <= set(class_names())
+
+
+def scores(reason: str) -> tuple[float, float]:
+    """(challenger, production) macro-F1 as the gate's reason states them."""
+    m = re.search(r"challenger macro-F1 ([0-9.]+) vs production ([0-9.]+)", reason)
+    assert m, reason
+    return float(m.group(1)), float(m.group(2))
+
+
+def shift_scores(reason: str) -> tuple[float, float, float]:
+    """(challenger, production, floor) on the shifted split, from the gate's reason."""
+    m = re.search(r"shifted test split ([0-9.]+) vs production ([0-9.]+) - \|margin\| "
+                  r"[0-9.]+ = (-?[0-9.]+)", reason)
+    assert m, reason
+    return float(m.group(1)), float(m.group(2)), float(m.group(3))
 
 
 def test_gate_keeps_production_when_the_challenger_is_not_better(prefect_server,
@@ -124,15 +150,29 @@ def test_gate_keeps_production_when_the_challenger_is_not_better(prefect_server,
     else:
         assert "left out)" in out["reason"] and "never trained on" in out["reason"]
 
-    # The other way: a negative margin lets the same gate promote the challenger.
-    better = retrain_flow(data_root=str(root), epochs=1, seed=2, margin=-1.0)
-    assert better["promoted"] and better["reason"].startswith("promoted: challenger")
-    assert reg.production_version() == better["version"]
-    assert reg.history()[-1]["from"] == champion and reg.history()[-1]["action"] == "promote"
+    # The gate decides on the scores: the same training (same seed) judged with margins just
+    # above and just below the measured difference flips from "no" to "yes".
+    challenger, production = scores(out["reason"])
+    gap = challenger - production
+    above = retrain_flow(data_root=str(root), epochs=1, seed=2, margin=gap + 0.02)
+    assert not above["promoted"], above["reason"]
+    assert scores(above["reason"]) == pytest.approx((challenger, production), abs=0.01)
+    below = retrain_flow(data_root=str(root), epochs=1, seed=2, margin=gap - 0.02)
+    if below["promoted"]:
+        assert below["reason"].startswith("promoted: challenger")
+        assert reg.production_version() == below["version"]
+        assert reg.history()[-1]["from"] == champion
+        assert reg.history()[-1]["action"] == "promote"
+    else:  # cleared the first rule, refused by the shift rule: its numbers must say so
+        assert below["reason"].startswith("not promoted: worse on shift"), below["reason"]
+        mine, theirs, floor = shift_scores(below["reason"])
+        assert mine < floor == pytest.approx(theirs - abs(gap - 0.02), abs=1e-3)
+        assert reg.production_version() == champion
 
+    before_forced = reg.production_version()
     forced = retrain_flow(data_root=str(root), epochs=1, seed=3, promote="always")
     assert forced["promoted"] and reg.production_version() == forced["version"]
-    assert reg.history()[-1]["from"] == better["version"]
+    assert reg.history()[-1]["from"] == before_forced
 
 
 def test_tune_runs_a_bounded_search_and_records_it(prefect_server, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import threading
+import uuid
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -199,3 +200,16 @@ def _deployed(api: str) -> bool:
     except httpx.HTTPStatusError:
         return False
     return True
+
+
+def test_the_same_automation_compares_equal_whatever_the_order_of_its_sets():
+    from flows.runtime.alerts import _comparable
+
+    settings = Settings(alert_webhook_url="http://127.0.0.1:1/hook")
+    (want,) = automation_cores(plan_alerts(settings)[:1], uuid.uuid4())
+    data = want.model_dump()
+    data["trigger"]["expect"] = set(reversed(sorted(data["trigger"]["expect"])))
+    related = data["trigger"]["match_related"]
+    related["prefect.resource.name"] = list(reversed(related["prefect.resource.name"]))
+    again = type(want).model_validate(data)
+    assert _comparable(again) == _comparable(want)
