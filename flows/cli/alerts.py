@@ -12,19 +12,15 @@ from typing import Any
 
 import typer
 
-from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup
+from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup, use_server
 
 
 def _server(data: Any, as_json: bool) -> Any:
     """Settings, with ``PREFECT_API_URL`` pointing at the server to talk to."""
     settings = setup(data, prefect=True)
-    from flows.runtime.serve import known_api_url
-
-    api = os.environ.get("PREFECT_API_URL") or known_api_url(settings)
-    if not api:
+    if not use_server(settings):
         fail("no Prefect server: set PREFECT_API_URL or run `posebatch serve` for this "
              "data root", as_json)
-    os.environ["PREFECT_API_URL"] = api
     return settings
 
 

@@ -53,3 +53,17 @@ def fail(message: str, as_json: bool = False, code: int = 2) -> None:
 def progress_enabled() -> bool:
     """Progress bars only on a terminal; scripts and CI get plain log lines."""
     return sys.stderr.isatty()
+
+
+def use_server(settings: Settings) -> str | None:
+    """The Prefect server a command talks to: ``PREFECT_API_URL``, else the one ``posebatch
+    serve`` runs for this data root; exported as ``PREFECT_API_URL`` for Prefect's client.
+    None: there is none (the caller decides whether that is an error)."""
+    import os
+
+    from flows.runtime.serve import known_api_url
+
+    api = os.environ.get("PREFECT_API_URL") or known_api_url(settings)
+    if api:
+        os.environ["PREFECT_API_URL"] = api
+    return api

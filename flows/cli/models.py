@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup
+from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup, use_server
 
 RegistryOpt = Annotated[Path | None, typer.Option(
     "--registry", help="Model registry (default DATA/registry).", show_default=False)]
@@ -41,15 +41,9 @@ def _announce(reg: Any, version: str, previous: str | None, action: str,
     or the one ``posebatch serve`` runs), where the ``rescore/after-promotion`` deployment
     may be listening; returns the event id. No server: nothing to tell (None), and no
     temporary server is started just for an event nobody would hear."""
-    import os
-
-    from flows.runtime.serve import known_api_url
-
-    settings = setup(data, prefect=True)
-    api = os.environ.get("PREFECT_API_URL") or known_api_url(settings)
+    api = use_server(setup(data, prefect=True))
     if not api:
         return None
-    os.environ["PREFECT_API_URL"] = api
     from flows.runtime.events import emit_model_promoted
 
     try:

@@ -6,13 +6,12 @@ Thin wrappers: the logic lives in ``flows/runtime/serve.py``, ``flows/runtime/wa
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup
+from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup, use_server
 
 PortOpt = Annotated[int, typer.Option(
     "--port", help="Port of the local Prefect server `serve` starts on 127.0.0.1 when "
@@ -66,17 +65,14 @@ def notify_labeled(
     PREFECT_API_URL, or the server `posebatch serve` started for this data root.
     """
     settings = setup(data, prefect=True)
-    from flows.runtime.serve import known_api_url
-
     labeled = (labeled or settings.labeled_dir).resolve()
     registry = (registry or settings.registry_dir).resolve()
     if not labeled.is_dir():
         fail(f"labeled folder {labeled} does not exist", as_json)
-    api = os.environ.get("PREFECT_API_URL") or known_api_url(settings)
+    api = use_server(settings)
     if not api:
         fail("no Prefect server to notify: set PREFECT_API_URL or run `posebatch serve` "
              "for this data root", as_json)
-    os.environ["PREFECT_API_URL"] = api
     from flows.runtime.watch import emit_labeled_updated
 
     try:
