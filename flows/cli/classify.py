@@ -7,6 +7,7 @@ the three start-up costs overlap instead of adding up.
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,7 +43,7 @@ def run_classify(params: dict[str, Any], registry: str, version: str, batch_size
     server = start_early_server()  # first: before any thread exists; stopped at exit
     on_dask = spec is not None and spec.kind != "threads"
     if not on_dask:  # on Dask the workers load the model (flows/runners), not this process
-        threading.Thread(target=_preload, args=(registry, version, batch_size),
+        threading.Thread(target=_preload, args=(registry, version, batch_size, params),
                          name="posebatch-model-load", daemon=True).start()
     from flows.classify import add_progress_listener, classify_flow
     from flows.runtime.runners import with_task_runner
@@ -67,15 +68,61 @@ def run_classify(params: dict[str, Any], registry: str, version: str, batch_size
             remove()
 
 
-def _preload(registry: str, version: str, batch_size: int) -> None:
-    """Import TensorFlow and compile the model while Prefect starts (errors resurface later,
-    when the flow loads the model itself)."""
+def _preload(registry: str, version: str, batch_size: int,
+             params: dict[str, Any] | None = None) -> None:
+    """Import TensorFlow and compile the model while Prefect starts, if the input holds
+    anything new (``anything_new``): a run that finds nothing never imports TensorFlow.
+    Errors resurface later, when the flow loads the model itself."""
     try:
+        if params is not None and not anything_new(params):
+            return
         from tasks.classify.infer import load_predictor
 
         load_predictor(registry, version, batch_size)
     except Exception:  # noqa: BLE001 - reported by the flow's own load
         pass
+
+
+def anything_new(params: dict[str, Any]) -> bool:
+    """Whether the flow will find files to classify: the same discovery (complete batches,
+    minus what the ledger knows by path, size and mtime), read without the output's lock.
+
+    Only a hint for the preload: the flow decides under the lock. A wrong "nothing new"
+    (a file arriving meanwhile) costs the flow its own model load; a wrong "new" an
+    unneeded one. Any error counts as new (the behaviour before the hint)."""
+    from tasks.classify.discover import scan_input, unseen
+    from tasks.classify.ledger import Ledger
+
+    try:
+        inp, out = params["input_dir"], params["output_dir"]
+        quiet = params.get("quiet_seconds")
+        if quiet is None:
+            from flows.settings import get_settings
+
+            quiet = get_settings(params.get("data_root")).quiet_seconds
+        exclude = tuple(x for x in (_inside(out, inp), _inside(params.get("move_processed"),
+                                                                inp)) if x)
+        scan = scan_input(inp, float(quiet), exclude=exclude)
+        if not scan.ready:
+            return False
+        fresh, _ = unseen(scan.ready, Ledger.load(out).entries)
+        return bool(fresh)
+    except Exception:  # noqa: BLE001 - unknown: preload as before
+        return True
+
+
+def _inside(child: str | None, parent: str) -> str | None:
+    """``child`` relative to ``parent`` when it lies inside it (local paths), else None
+    (the flow's own rule for folders it skips in the input)."""
+    from tasks.io.storage import is_remote
+
+    if not child or is_remote(parent) or is_remote(child):
+        return None
+    try:
+        rel = Path(child).resolve().relative_to(Path(parent).resolve())
+    except ValueError:
+        return None
+    return rel.as_posix() if rel.parts else None
 
 
 def register(app: typer.Typer) -> None:
@@ -139,6 +186,8 @@ def classify(
     summary = _run_or_fail(params, reg, version, bsz, as_json, spec)
     from flows.classify import format_summary
 
+    # Whether this process imported TensorFlow (a run that finds nothing new should not).
+    summary = {**summary, "tensorflow_imported": "tensorflow" in sys.modules}
     emit(summary, as_json, format_summary(summary))
 
 
