@@ -315,6 +315,9 @@ def main() -> None:
         m = add("nothing new, running server", posebatch(big, "big", fresh=False,
                                                          extra=running))
         assert m["summary"]["classified"] == 0, m["summary"]
+        m = add("(d) posebatch classify, running server", posebatch(big, "big-running",
+                                                                    extra=running))
+        assert m["summary"]["classified"] == n_big, m["summary"]
     server.stop()
     report(rows, n_big, n_small, args, load_before, work)
 
@@ -349,7 +352,13 @@ def report(rows: dict[str, list[dict]], n_big: int, n_small: int, args: argparse
                f"flow {s['seconds']:.1f} s, work phase {s['work_seconds']:.1f} s "
                f"({work_fps:.0f} frames/s; chunks {chunk_total:.1f} s, model {chunk_model:.1f} s)"))
     print(line("(d) posebatch classify, small", n_small))
-    print(line("(a) plain script", n_big, "bench/plain_classify.py"))
+    dr = best("(d) posebatch classify, running server")
+    print(line("(d) posebatch classify, running server", n_big,
+               f"flow {dr['summary']['seconds']:.1f} s, work phase "
+               f"{dr['summary']['work_seconds']:.1f} s"))
+    plain = last_json(a["out"])
+    print(line("(a) plain script", n_big, f"bench/plain_classify.py; its loop "
+               f"{plain['work_seconds']:.1f} s ({n_big / plain['work_seconds']:.0f} frames/s)"))
     print(line("(e) per-frame predict", n_big, f"extrapolated from {args.ref_files} files"))
     print(line("nothing new, own server", n_big,
                f"TensorFlow imported: {idle['summary'].get('tensorflow_imported')}"))
@@ -365,6 +374,7 @@ def report(rows: dict[str, list[dict]], n_big: int, n_small: int, args: argparse
     growth = d["rss"] - ds["rss"]
     ratios = {
         "end to end vs (a) plain script": (a["wall"] / d["wall"], 1.0, ">="),
+        "end to end, running server, vs (a) plain script": (a["wall"] / dr["wall"], None, ""),
         "work phase vs (b) model only (predict_on_batch)": (work_fps / fps["keras"], 0.6, ">="),
         "work phase vs (c) read + hash": (work_fps / (rh["files"] / rh["seconds"]), None, ""),
         "(e) per-frame vs end to end": (e["wall"] / d["wall"], 30.0, ">="),
