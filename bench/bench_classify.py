@@ -231,7 +231,7 @@ def prepare(work: Path, files: int, small: int) -> dict[str, Path]:
 
 # -- the benchmark -------------------------------------------------------------------------
 CHUNK_LINE = re.compile(r"chunk \d+/\d+: (\d+) files, (\d+) frames in ([\d.]+) s "
-                        r"\(model ([\d.]+) s\)")
+                        r"\(model ([\d.]+) s")
 
 
 def main() -> None:

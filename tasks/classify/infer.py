@@ -22,7 +22,16 @@ Why it is fast and bounded:
   pool runs at most ``readahead_mb`` of file bytes ahead (a little more than one batch of
   frames: enough to keep the model fed), so memory is bounded whatever the number of files,
   and frames stream through one reused batch buffer.
-- each file is read once: the bytes are hashed and handed to the validator from memory.
+- each file is read once, into one buffer sized by the file: the bytes are hashed and
+  decoded from memory (``tasks.io.validate.read_untrusted``: the header parse cached by its
+  bytes, one min/max pass for range, finiteness and warnings; the frames are a view on
+  the buffer), then copied once, into the batch.
+- the network's stem is run pool-first (``pool_before_transpose``): the same numbers as
+  the saved graph, without moving every batch to channels-last at full size. TensorFlow's
+  thread pools are sized to the cores this process may use (``configure_threads``).
+- ``ChunkResult.seconds`` says where a chunk's time went on the consuming thread:
+  ``read_wait`` (waiting for the readers), ``copy`` (into the batch), ``compute`` (the
+  model), ``ood`` (out-of-distribution checks), ``load`` and ``total``.
 """
 
 from __future__ import annotations
