@@ -21,8 +21,7 @@ Why it is fast and bounded:
   computes the previous batch (hashing, NumPy checks and file reads release the GIL); the
   pool runs at most ``readahead_mb`` of file bytes ahead (a little more than one batch of
   frames: enough to keep the model fed), so memory is bounded whatever the number of files,
-  and frames stream through two reused batch buffers (one filling while the model computes
-  the other).
+  and frames stream through one reused batch buffer.
 - each file is read once, into one buffer sized by the file: the bytes are hashed and
   decoded from memory (``tasks.io.validate.read_untrusted``: the header parse cached by its
   bytes, one min/max pass for range, finiteness and warnings; the frames are a view on
@@ -318,16 +317,6 @@ def prefetch(items: Iterable[tuple[str, int]], fn: Callable[[str], Any], threads
 BatchCallback = Callable[[dict[str, Any]], None]
 
 
-class _Batch:
-    """One model batch being filled: the frames (aligned, handed to TensorFlow in place) and
-    for each row the file and frame it came from."""
-
-    def __init__(self, size: int):
-        self.frames = aligned_zeros((size, *HEATMAP_SHAPE))
-        self.owner_file = np.zeros(size, np.int32)
-        self.owner_frame = np.zeros(size, np.int32)
-
-
 def classify_files(input_dir: str, files: list[tuple[str, int]], registry_dir: str,
                    model_version: str, batch_size: int = 256, max_frames: int = 4096,
                    io_threads: int = 2, readahead_mb: int = 64,
@@ -336,101 +325,71 @@ def classify_files(input_dir: str, files: list[tuple[str, int]], registry_dir: s
 
     Bad files come back as rejected outcomes (never an exception); frames of good files come
     back with their probabilities. ``on_batch`` gets a small dict after every model batch.
-
-    Two batch buffers take turns: the model computes one (on its own thread; TensorFlow
-    releases the GIL) while this thread fills the other from the readers and records the
-    previous batch (its out-of-distribution checks, its rows), so copying and bookkeeping
-    overlap the model instead of adding to it. At most one batch is computed at a time.
     """
     t_start = time.perf_counter()
     pred = load_predictor(registry_dir, model_version, batch_size)
     t_loaded = time.perf_counter()
     loc = Location(input_dir)
     bsz = pred.batch_size
-    slots = [_Batch(bsz), _Batch(bsz)]
-    cur = 0
+    buf = aligned_zeros((bsz, *HEATMAP_SHAPE))
+    owner_file = np.zeros(bsz, np.int32)
+    owner_frame = np.zeros(bsz, np.int32)
     probs: list[np.ndarray] = []
     file_idx: list[np.ndarray] = []
     frame_idx: list[np.ndarray] = []
     outcomes: list[FileOutcome] = []
     fill = 0
     batches = 0
-    # Where the chunk's time goes: on the model's thread ``compute`` (the calls); on this
-    # thread ``read_wait`` (waiting for the readers), ``copy`` (frames into the batch),
-    # ``model_wait`` (waiting for the model), ``ood`` (out-of-distribution checks).
-    stage = {"read_wait": 0.0, "copy": 0.0, "compute": 0.0, "model_wait": 0.0, "ood": 0.0}
-    pending: tuple[int, int, Any] | None = None  # (slot, frames, future) being computed
+    # Where the chunk's time goes (seconds on this thread): waiting for the readers, copying
+    # frames into the batch, the model call, the out-of-distribution checks.
+    stage = {"read_wait": 0.0, "copy": 0.0, "compute": 0.0, "ood": 0.0}
 
-    def run_model(batch: np.ndarray) -> tuple[np.ndarray, float]:
+    def flush() -> None:
+        nonlocal fill, batches
         t0 = time.perf_counter()
-        out = pred(batch)
-        return out, time.perf_counter() - t0
-
-    def record(done: tuple[int, int, Any]) -> None:
-        """Wait for a submitted batch and record its rows (its buffer is free afterwards)."""
-        nonlocal batches
-        k, n, fut = done
-        t0 = time.perf_counter()
-        p, seconds = fut.result()
+        p = pred(buf)[:fill]
         t1 = time.perf_counter()
-        stage["model_wait"] += t1 - t0
-        stage["compute"] += seconds
-        slot = slots[k]
+        stage["compute"] += t1 - t0
         # Out-of-distribution codes join the frame's warnings: one vectorised pass a batch.
-        for f, frame, extra in zip(slot.owner_file[:n].tolist(), slot.owner_frame[:n].tolist(),
-                                   ood_codes(slot.frames[:n], pred.ood), strict=True):
+        for f, frame, extra in zip(owner_file[:fill].tolist(), owner_frame[:fill].tolist(),
+                                   ood_codes(buf[:fill], pred.ood), strict=True):
             if extra:
                 outcomes[f].warnings[frame].extend(extra)
         stage["ood"] += time.perf_counter() - t1
-        probs.append(p[:n].copy())
-        file_idx.append(slot.owner_file[:n].copy())
-        frame_idx.append(slot.owner_frame[:n].copy())
+        probs.append(p.copy())
+        file_idx.append(owner_file[:fill].copy())
+        frame_idx.append(owner_frame[:fill].copy())
         batches += 1
         if on_batch is not None:
-            on_batch({"batch": batches, "frames": n, "files_done": len(outcomes),
+            on_batch({"batch": batches, "frames": fill, "files_done": len(outcomes),
                       "files": len(files), "seconds": time.perf_counter() - t_start})
+        fill = 0
         crash_point("batch")
 
-    def flush(model: ThreadPoolExecutor) -> None:
-        """Start the model on the filled buffer, record the previous batch meanwhile, and
-        switch to the other buffer (free once its batch is recorded)."""
-        nonlocal pending, cur, fill
-        previous = pending
-        pending = (cur, fill, model.submit(run_model, slots[cur].frames))
-        if previous is not None:
-            record(previous)
-        cur, fill = 1 - cur, 0
-
     budget = max(1, readahead_mb) << 20
-    with ThreadPoolExecutor(1, thread_name_prefix="posebatch-model") as model:
-        reader = prefetch(files, lambda rel: read_input(loc, rel, max_frames), io_threads,
-                          budget)
+    reader = prefetch(files, lambda rel: read_input(loc, rel, max_frames), io_threads, budget)
+    t0 = time.perf_counter()
+    for outcome, frames in reader:
+        t1 = time.perf_counter()
+        stage["read_wait"] += t1 - t0
+        i = len(outcomes)
+        outcomes.append(outcome)
+        start = 0
+        while frames is not None and start < len(frames):
+            take = min(bsz - fill, len(frames) - start)
+            buf[fill:fill + take] = frames[start:start + take]
+            owner_file[fill:fill + take] = i
+            owner_frame[fill:fill + take] = np.arange(start, start + take, dtype=np.int32)
+            fill += take
+            start += take
+            if fill == bsz:
+                stage["copy"] += time.perf_counter() - t1
+                flush()
+                t1 = time.perf_counter()
         t0 = time.perf_counter()
-        for outcome, frames in reader:
-            t1 = time.perf_counter()
-            stage["read_wait"] += t1 - t0
-            i = len(outcomes)
-            outcomes.append(outcome)
-            start = 0
-            while frames is not None and start < len(frames):
-                take = min(bsz - fill, len(frames) - start)
-                slot = slots[cur]
-                slot.frames[fill:fill + take] = frames[start:start + take]
-                slot.owner_file[fill:fill + take] = i
-                slot.owner_frame[fill:fill + take] = np.arange(start, start + take,
-                                                               dtype=np.int32)
-                fill += take
-                start += take
-                if fill == bsz:
-                    stage["copy"] += time.perf_counter() - t1
-                    flush(model)
-                    t1 = time.perf_counter()
-            t0 = time.perf_counter()
-            stage["copy"] += t0 - t1
-        if fill:
-            flush(model)
-        if pending is not None:
-            record(pending)
+        stage["copy"] += t0 - t1
+    if fill:
+        flush()
     total = time.perf_counter() - t_start
     width = len(pred.class_names)
     return ChunkResult(
