@@ -1,24 +1,29 @@
-"""Benchmark: ``posebatch classify`` end to end against two plain scripts, same saved model.
+"""Benchmark: ``posebatch classify`` against honest baselines, all in one run, same saved model.
 
-    .venv/bin/python bench/bench_classify.py [--files 10000] [--small 2000] [--ref-files 300]
-        [--repeat 2] [--work DIR]
+    .venv/bin/python bench/bench_classify.py [--files 10000] [--small 2000] [--ref-files 200]
+        [--repeat 1] [--work DIR]
 
-Every measurement is a fresh process, timed from launch to exit; peak RSS and CPU time
-(user + system, including the process's children such as the Prefect server posebatch
-starts) come from ``wait4``. The methods run interleaved, ``--repeat`` rounds of each, so
-that other work on a shared machine hits them alike; a row shows the best wall time (and
-every run's), the lowest CPU time and the highest peak RSS.
+Every row but the in-process ceilings is a fresh process timed from launch to exit. Peak RSS
+is summed over the whole process tree (the command and every descendant, e.g. the Prefect
+API server posebatch starts), sampled from ``/proc`` every 50 ms: the row shows the largest
+sum. CPU time (user + system, children included) comes from ``wait4``.
 
-- ``posebatch classify``: the CLI on N generated files into an empty output (Prefect API
-  server started by the command itself; its database already exists, as on any run but
-  the very first, which pays a one-time migration). Run on ``--small`` and ``--files``
-  files, which gives the RSS growth.
-- ``(a) per-file predict``: the reference approach, ``np.load`` then ``model.predict`` on
-  one file at a time. It is slow, so it runs on ``--ref-files`` files and its time for N
-  files is extrapolated (start-up once + per-file time x N); the row says so.
-- ``(b) load all + predict(256)``: ``np.load`` every file into one array, then
-  ``model.predict(x, batch_size=256)``.
-- ``posebatch, nothing new``: the fixed cost of a run (start-up, discovery, ledger).
+- ``(a) plain script``: ``bench/plain_classify.py``, a competent script for the same job
+  (thread-pool ``np.load`` of the next 256 files while ``predict_on_batch`` runs on the
+  current 256, softmax, one Parquet of label + confidence; TensorFlow import and model load
+  included).
+- ``(b) model only``: ``predict_on_batch`` of 256 preloaded frames per call, frames/s (the
+  model's ceiling through Keras); beside it posebatch's own compiled call on the same frames.
+- ``(c) read + hash``: read every file and SHA-256 it on two threads, nothing else.
+- ``(d) posebatch classify``: the CLI on ``--small`` and ``--files`` files into an empty
+  output (Prefect API server started by the command itself; its database already exists),
+  with the run summary's work phase (``work_seconds``) and the chunks' per-stage seconds
+  (a separate in-process run of ``tasks.classify.infer.classify_files`` on the same files).
+- ``(e) per-frame predict``: the reference project's way, ``model.predict`` on one file at
+  a time, on ``--ref-files`` files, extrapolated to N (start-up once + per-file time x N).
+- ``nothing new``: the same command again on the ``--files`` output (everything processed),
+  with the command's own temporary server and against a server the benchmark started once
+  (``PREFECT_API_URL``); the row says whether the run imported TensorFlow.
 
 The model is the deployed design (``models.network.build_cnn(17)``) registered untrained:
 throughput does not depend on the weights. Data from ``tasks/synth/generate.py``.
@@ -29,17 +34,77 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
-REF_A = """
+MODEL_ONLY = """
+import sys, time, json, numpy as np
+from pathlib import Path
+model_dir, inp, frames = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+files = sorted(inp.rglob('*.npy'))[:256]
+x = np.concatenate([np.load(f) for f in files]).astype(np.float32)
+import keras
+model = keras.models.load_model(model_dir / 'model.keras', compile=False)
+model.predict_on_batch(x)
+calls = max(1, frames // len(x))
+t = time.perf_counter()
+for _ in range(calls):
+    model.predict_on_batch(x)
+keras_fps = calls * len(x) / (time.perf_counter() - t)
+from tasks.classify.infer import aligned_zeros, load_predictor
+pred = load_predictor(sys.argv[4], sys.argv[5], len(x))
+buf = aligned_zeros(x.shape); buf[:] = x
+pred(buf)
+t = time.perf_counter()
+for _ in range(calls):
+    pred(buf)
+print(json.dumps({"keras": keras_fps, "posebatch": calls * len(x) / (time.perf_counter() - t)}))
+"""
+
+READ_HASH = """
+import sys, time, json, hashlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+files = sorted(Path(sys.argv[1]).rglob('*.npy'))
+def one(p):
+    with open(p, 'rb') as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+t = time.perf_counter()
+with ThreadPoolExecutor(2) as pool:
+    n = sum(1 for _ in pool.map(one, files, chunksize=64))
+print(json.dumps({"files": n, "seconds": time.perf_counter() - t}))
+"""
+
+STAGES = """
+import sys, time, json
+from pathlib import Path
+from collections import Counter
+from tasks.classify.infer import classify_files, load_predictor
+inp, reg, version = sys.argv[1], sys.argv[2], sys.argv[3]
+files = sorted(Path(inp).rglob('*.npy'))
+rels = [(p.relative_to(inp).as_posix(), p.stat().st_size) for p in files]
+load_predictor(reg, version, 256)
+total = Counter()
+frames = 0
+t = time.perf_counter()
+for i in range(0, len(rels), 2048):
+    res = classify_files(inp, rels[i:i + 2048], reg, version, 256)
+    total.update(res.seconds)
+    frames += len(res.frame_index)
+print(json.dumps({"frames": frames, "seconds": time.perf_counter() - t, "stages": total}))
+"""
+
+PER_FRAME = """
 import sys, time, numpy as np, keras
 from pathlib import Path
 files = sorted(Path(sys.argv[2]).rglob('*.npy'))[: int(sys.argv[3])]
@@ -50,42 +115,103 @@ for f in files:
 print(time.perf_counter() - t, time.process_time() - c)
 """
 
-REF_B = """
-import sys, numpy as np, keras
-from pathlib import Path
-files = sorted(Path(sys.argv[2]).rglob('*.npy'))
-model = keras.models.load_model(sys.argv[1], compile=False)
-x = np.concatenate([np.load(f) for f in files])
-p = model.predict(x, batch_size=256, verbose=0)
-print(p.shape[0])
-"""
+
+# -- peak RSS of a process tree ----------------------------------------------------------------
+def _parents() -> dict[int, int]:
+    """pid -> parent pid for every process (from /proc/<pid>/stat)."""
+    out: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        out[int(name)] = int(stat.rsplit(b")", 1)[1].split()[1])
+    return out
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
-    """Wall seconds, peak RSS (MB), CPU seconds (user + system, with the process's own
-    children, e.g. the Prefect server posebatch starts) and stdout of one fresh process."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            cwd=ROOT)
-    assert proc.stdout is not None
-    out = proc.stdout.read().decode()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
+def tree_rss(root: int) -> int:
+    """Bytes resident in ``root`` and all its descendants, summed."""
+    parents = _parents()
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, ()))
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as fh:
+                total += int(fh.read().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+class TreeSampler(threading.Thread):
+    """Samples ``tree_rss(pid)`` every ``interval`` seconds; ``peak`` is the largest sum."""
+
+    def __init__(self, pid: int, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.peak = pid, interval, 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.peak = max(self.peak, tree_rss(self.pid))
+            self.done.wait(self.interval)
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> dict:
+    """One fresh process: wall seconds, summed peak RSS of its tree (MB), CPU seconds
+    (user + system with its children), stdout and stderr."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, cwd=ROOT)
+        sampler = TreeSampler(proc.pid)
+        sampler.start()
+        assert proc.stdout is not None
+        out = proc.stdout.read().decode()
+        sampler.done.set()  # the tree is gone once stdout closes... or nearly: one last look
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        sampler.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
     if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[:4]} failed ({proc.returncode}): {out[-500:]}")
-    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, out
+        raise RuntimeError(f"{cmd[:4]} failed ({proc.returncode}): {out[-300:]} {stderr[-800:]}")
+    return {"wall": wall, "rss": sampler.peak / 2**20, "cpu": usage.ru_utime + usage.ru_stime,
+            "out": out, "err": stderr}
 
 
-def prepare(work: Path, files: int, small: int) -> tuple[Path, Path, Path, Path]:
+def last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+# -- data ----------------------------------------------------------------------------------
+def _link_subset(src: Path, dst: Path, n: int) -> None:
+    if dst.is_dir():
+        return
+    for p in sorted(src.rglob("*.npy"))[:n]:
+        out = dst / p.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.link(p, out)
+        (out.parent / "_SUCCESS").touch()
+
+
+def prepare(work: Path, files: int, small: int) -> dict[str, Path]:
     from models.network import build_cnn
     from models.registry import Registry
     from models.spec import class_names
     from tasks.synth.generate import generate_dataset
 
     data = work / "data"
-    big = data / "incoming"
-    if not big.is_dir():
+    pool = data / "incoming"
+    if not pool.is_dir() or len(list(pool.rglob("*.npy"))) < files:
+        shutil.rmtree(pool, ignore_errors=True)
         per = 1000
         generate_dataset(data, per_class=0, seed=3, incoming_batches=-(-files // per),
                          incoming_per_batch=per)
@@ -94,119 +220,177 @@ def prepare(work: Path, files: int, small: int) -> tuple[Path, Path, Path, Path]
         entry = Registry(reg).register(build_cnn(17), {"class_names": class_names(),
                                                         "temperature": 1.0})
         Registry(reg).set_production(entry.version, "benchmark", "promote")
-    some = work / "small"
-    if not some.is_dir():
-        for p in sorted(big.rglob("*.npy"))[:small]:
-            dst = some / p.relative_to(big)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.link(p, dst)
-            (dst.parent / "_SUCCESS").touch()
-    tiny = work / "tiny"
-    if not tiny.is_dir():
-        for p in sorted(big.rglob("*.npy"))[:8]:
-            dst = tiny / p.relative_to(big)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.link(p, dst)
-            (dst.parent / "_SUCCESS").touch()
-    return data, big, some, Registry(reg).resolve().model_path
+    big, some, tiny = work / f"in-{files}", work / f"in-{small}", work / "in-8"
+    _link_subset(pool, big, files)
+    _link_subset(pool, some, small)
+    _link_subset(pool, tiny, 8)
+    entry = Registry(reg).resolve()
+    return {"data": data, "big": big, "small": some, "tiny": tiny, "registry": reg,
+            "model_dir": entry.model_path.parent, "version": Path(entry.version)}
 
 
-class Row:
-    """One method's measurements over the rounds: the best (lowest) wall time counts, as
-    usual for timings on a shared machine; peak RSS is the highest seen."""
-
-    def __init__(self, name: str, files: int, note: str = ""):
-        self.name, self.files, self.note = name, files, note
-        self.walls: list[float] = []
-        self.rss: list[float] = []
-        self.cpus: list[float] = []
-
-    def add(self, wall: float, rss: float, cpu: float) -> None:
-        self.walls.append(wall)
-        self.rss.append(rss)
-        self.cpus.append(cpu)
-        print(f"  measured: {self.name} ({self.files} files): {wall:.1f} s, {rss:.0f} MB, "
-              f"cpu {cpu:.1f} s; load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
-
-    @property
-    def wall(self) -> float:
-        return min(self.walls)
-
-    def line(self) -> str:
-        walls = "/".join(f"{w:.1f}" for w in self.walls)
-        return (f"| {self.name} | {self.files} | {self.wall:.1f} | {self.files / self.wall:.0f} "
-                f"| {min(self.cpus):.1f} | {max(self.rss):.0f} | {self.note}"
-                f"{'; ' if self.note else ''}runs: {walls} s |")
+# -- the benchmark -------------------------------------------------------------------------
+CHUNK_LINE = re.compile(r"chunk \d+/\d+: (\d+) files, (\d+) frames in ([\d.]+) s "
+                        r"\(model ([\d.]+) s")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=10_000)
     ap.add_argument("--small", type=int, default=2_000)
-    ap.add_argument("--ref-files", type=int, default=300)
-    ap.add_argument("--repeat", type=int, default=2,
+    ap.add_argument("--ref-files", type=int, default=200)
+    ap.add_argument("--repeat", type=int, default=1,
                     help="rounds; each round runs every method once, interleaved")
     ap.add_argument("--work", type=Path, default=None, help="keep data here (reused)")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-classify-"))
-    data, big, small, model_path = prepare(work, args.files, args.small)
+    paths = prepare(work, args.files, args.small)
+    data, big, small = paths["data"], paths["big"], paths["small"]
     n_big = len(list(big.rglob("*.npy")))
     n_small = len(list(small.rglob("*.npy")))
-    env = {**os.environ, "POSEBATCH_DATA_ROOT": str(data), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    version = str(paths["version"])
+    env = {**os.environ, "POSEBATCH_DATA_ROOT": str(data), "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": str(ROOT)}
     env.pop("PREFECT_API_URL", None)
     load_before = os.getloadavg()
+    rows: dict[str, list[dict]] = {}
 
-    def posebatch(inp: Path, tag: str, extra: dict[str, str] | None = None) -> tuple:
+    def add(name: str, m: dict) -> dict:
+        rows.setdefault(name, []).append(m)
+        print(f"  {name}: {m['wall']:.1f} s, {m['rss']:.0f} MB, cpu {m['cpu']:.1f} s; load "
+              f"{os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+        return m
+
+    def posebatch(inp: Path, tag: str, fresh: bool = True, extra: dict | None = None) -> dict:
         out = work / f"out-{tag}"
-        shutil.rmtree(out, ignore_errors=True)
+        if fresh:
+            shutil.rmtree(out, ignore_errors=True)
         cmd = [PY, "-m", "flows.cli", "classify", "--input", str(inp), "--output", str(out),
                "--json"]
-        wall, rss, cpu, stdout = timed(cmd, {**env, **(extra or {})})
-        summary = json.loads(stdout.strip().splitlines()[-1])
-        return wall, rss, cpu, summary, cmd
+        m = timed(cmd, {**env, **(extra or {})})
+        m["summary"] = last_json(m["out"])
+        m["chunks"] = [tuple(float(x) for x in g) for g in CHUNK_LINE.findall(m["err"])]
+        return m
 
-    posebatch(work / "tiny", "warmup")  # creates the Prefect database once
-    ours = Row("posebatch classify", n_big)
-    ours_small = Row("posebatch classify", n_small)
-    idle = Row("posebatch, nothing new", n_small, "start-up + discovery + ledger")
-    ref_b = Row("(b) load all + predict(256)", n_big, "all in memory")
-    ref_a = Row("(a) per-file predict", n_big,
-                f"extrapolated from {args.ref_files} files")
-    prefect_own = Row("posebatch, nothing new, Prefect's own server start", n_small,
-                      "for comparison")
+    posebatch(paths["tiny"], "warmup")  # creates the Prefect database once
+    from flows.runtime.ephemeral import EarlyServer
+
+    # The running server has its own home: the commands' temporary servers use data/prefect.
+    home = (data / "prefect-running").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    server = EarlyServer(home / "server.log")
+    os.environ.update(PREFECT_HOME=str(home), DO_NOT_TRACK="1",
+                      PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    server_env = {**env, "PREFECT_HOME": str(home)}
     for rnd in range(args.repeat):
-        w, r, c, s, _ = posebatch(big, "big")
-        assert s["classified"] == n_big, s
-        ours.add(w, r, c)
-        wb, rb, cb, _ = timed([PY, "-c", REF_B, str(model_path), str(big)], env)
-        ref_b.add(wb, rb, cb)
-        w2, r2, c2, s2, cmd = posebatch(small, "small")
-        assert s2["classified"] == n_small, s2
-        ours_small.add(w2, r2, c2)
-        wa, ra, ca, out = timed([PY, "-c", REF_A, str(model_path), str(big),
-                                 str(args.ref_files)], env)
-        loop, loop_cpu = (float(x) for x in out.strip().splitlines()[-1].split())
+        m = add("(d) posebatch classify", posebatch(big, "big"))
+        assert m["summary"]["classified"] == n_big, m["summary"]
+        add("(a) plain script", timed([PY, str(ROOT / "bench" / "plain_classify.py"),
+                                       str(paths["model_dir"]), str(big),
+                                       str(work / "plain.parquet")], env))
+        m = add("(d) posebatch classify, small", posebatch(small, "small"))
+        assert m["summary"]["classified"] == n_small, m["summary"]
+        m = add("nothing new, own server", posebatch(big, "big", fresh=False))
+        assert m["summary"]["classified"] == 0 and m["summary"]["new"] == 0, m["summary"]
+        m = timed([PY, "-c", PER_FRAME, str(paths["model_dir"] / "model.keras"), str(big),
+                   str(args.ref_files)], env)
+        loop, loop_cpu = (float(x) for x in m["out"].strip().splitlines()[-1].split())
         scale = n_big / args.ref_files
-        ref_a.add(wa - loop + loop * scale, ra, ca - loop_cpu + loop_cpu * scale)
-        # Nothing new: the same command again = the fixed cost of a run.
-        idle.add(*timed(cmd, env)[:3])
-        if rnd == 0:
-            prefect_own.add(*timed(cmd, {**env, "POSEBATCH_EARLY_SERVER": "0",
-                                         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS":
-                                         "180"})[:3])
+        m.update(wall=m["wall"] - loop + loop * scale, cpu=m["cpu"] - loop_cpu + loop_cpu * scale)
+        add("(e) per-frame predict", m)
+        if rnd == 0:  # the in-process ceilings and stages: once
+            m = add("(b) model only", timed([PY, "-c", MODEL_ONLY, str(paths["model_dir"]),
+                                             str(big), str(min(n_big, 4096)),
+                                             str(paths["registry"]), version], env))
+            m["fps"] = last_json(m["out"])
+            m = add("(c) read + hash", timed([PY, "-c", READ_HASH, str(big)], env))
+            m["res"] = last_json(m["out"])
+            m = add("work phase in-process", timed([PY, "-c", STAGES, str(big),
+                                                    str(paths["registry"]), version], env))
+            m["res"] = last_json(m["out"])
+            server.launch()  # a running server, started once, like a deployed one
+            server.wait()
+            running = {**server_env, "PREFECT_API_URL": server.api_url}
+            posebatch(paths["tiny"], "warmup", extra=running)
+        m = add("nothing new, running server", posebatch(big, "big", fresh=False,
+                                                         extra=running))
+        assert m["summary"]["classified"] == 0, m["summary"]
+        m = add("(d) posebatch classify, running server", posebatch(big, "big-running",
+                                                                    extra=running))
+        assert m["summary"]["classified"] == n_big, m["summary"]
+    server.stop()
+    report(rows, n_big, n_small, args, load_before, work)
 
-    print("\n| method | files | wall s (best) | files/s | CPU s | peak RSS MB | note |")
+
+def report(rows: dict[str, list[dict]], n_big: int, n_small: int, args: argparse.Namespace,
+           load_before: tuple[float, ...], work: Path) -> None:
+    def best(name: str) -> dict:
+        return min(rows[name], key=lambda m: m["wall"])
+
+    def line(name: str, files: int, note: str = "") -> str:
+        ms = rows[name]
+        b = best(name)
+        walls = "/".join(f"{m['wall']:.1f}" for m in ms)
+        return (f"| {name} | {files:,} | {b['wall']:.1f} | {files / b['wall']:.0f} | "
+                f"{min(m['cpu'] for m in ms):.1f} | {max(m['rss'] for m in ms):.0f} | "
+                f"{note}{'; ' if note else ''}runs: {walls} s |")
+
+    d, ds, a = best("(d) posebatch classify"), best("(d) posebatch classify, small"), \
+        best("(a) plain script")
+    idle, idle_run = best("nothing new, own server"), best("nothing new, running server")
+    e = best("(e) per-frame predict")
+    fps = rows["(b) model only"][0]["fps"]
+    rh = rows["(c) read + hash"][0]["res"]
+    st = rows["work phase in-process"][0]["res"]
+    s = d["summary"]
+    work_fps = s["frames"] / s["work_seconds"]
+    chunk_total = sum(c[2] for c in d["chunks"])
+    chunk_model = sum(c[3] for c in d["chunks"])
+    print("\n| method | files | wall s (best) | files/s | CPU s | peak RSS MB (tree) | note |")
     print("|---|---:|---:|---:|---:|---:|---|")
-    for row in (ours, ours_small, idle, prefect_own, ref_b, ref_a):
-        print(row.line())
-    vs_b, vs_a = ref_b.wall / ours.wall, ref_a.wall / ours.wall
-    growth = max(ours.rss) - max(ours_small.rss)
-    print(f"\nposebatch vs (b): {vs_b:.2f}x (target >= 0.8: {'met' if vs_b >= 0.8 else 'MISSED'})"
-          f"; vs (a): {vs_a:.1f}x (target >= 30: {'met' if vs_a >= 30 else 'MISSED'}); "
-          f"peak RSS growth {n_small} -> {n_big} files: {growth:+.0f} MB (target < 150: "
-          f"{'met' if growth < 150 else 'MISSED'})")
+    print(line("(d) posebatch classify", n_big,
+               f"flow {s['seconds']:.1f} s, work phase {s['work_seconds']:.1f} s "
+               f"({work_fps:.0f} frames/s; chunks {chunk_total:.1f} s, model {chunk_model:.1f} s)"))
+    print(line("(d) posebatch classify, small", n_small))
+    dr = best("(d) posebatch classify, running server")
+    print(line("(d) posebatch classify, running server", n_big,
+               f"flow {dr['summary']['seconds']:.1f} s, work phase "
+               f"{dr['summary']['work_seconds']:.1f} s"))
+    plain = last_json(a["out"])
+    print(line("(a) plain script", n_big, f"bench/plain_classify.py; its loop "
+               f"{plain['work_seconds']:.1f} s ({n_big / plain['work_seconds']:.0f} frames/s)"))
+    print(line("(e) per-frame predict", n_big, f"extrapolated from {args.ref_files} files"))
+    print(line("nothing new, own server", n_big,
+               f"TensorFlow imported: {idle['summary'].get('tensorflow_imported')}"))
+    print(line("nothing new, running server", n_big,
+               f"TensorFlow imported: {idle_run['summary'].get('tensorflow_imported')}"))
+    print(f"\n(b) model only: predict_on_batch(256) {fps['keras']:.0f} frames/s; posebatch's "
+          f"compiled call {fps['posebatch']:.0f} frames/s")
+    print(f"(c) read + SHA-256 on 2 threads: {rh['files'] / rh['seconds']:.0f} files/s")
+    stages = st["stages"]
+    print(f"work phase in-process (classify_files, chunks of 2,048): "
+          f"{st['frames'] / st['seconds']:.0f} frames/s; stages (s): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in sorted(stages.items())))
+    growth = d["rss"] - ds["rss"]
+    ratios = {
+        "end to end vs (a) plain script": (a["wall"] / d["wall"], 1.0, ">="),
+        "end to end, running server, vs (a) plain script": (a["wall"] / dr["wall"], None, ""),
+        "work phase vs (b) model only (predict_on_batch)": (work_fps / fps["keras"], 0.6, ">="),
+        "work phase vs (c) read + hash": (work_fps / (rh["files"] / rh["seconds"]), None, ""),
+        "(e) per-frame vs end to end": (e["wall"] / d["wall"], 30.0, ">="),
+        "nothing new, own server (s)": (idle["wall"], 3.0, "<="),
+        "nothing new, running server (s)": (idle_run["wall"], 1.5, "<="),
+        f"peak RSS growth {n_small:,} -> {n_big:,} files (MB)": (growth, 100.0, "<"),
+    }
+    print()
+    for name, (value, target, op) in ratios.items():
+        verdict = ""
+        if target is not None:
+            ok = {">=": value >= target, "<=": value <= target, "<": value < target}[op]
+            verdict = f" (target {op} {target:g}: {'met' if ok else 'MISSED'})"
+        print(f"- {name}: {value:.2f}{verdict}")
     print(f"(machine: {os.cpu_count()} cores; load average {load_before[0]:.1f} before, "
-          f"{os.getloadavg()[0]:.1f} after; {args.repeat} interleaved rounds; data in {work})")
+          f"{os.getloadavg()[0]:.1f} after; {args.repeat} interleaved round(s); data in {work})")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,8 +47,8 @@ def run_classify(params: dict[str, Any], registry: str, version: str, batch_size
     server = start_early_server(settings.early_server)  # before any thread; stopped at exit
     on_dask = spec is not None and spec.kind != "threads"
     if not on_dask:  # on Dask the workers load the model (flows/runners), not this process
-        xla = settings.xla
-        threading.Thread(target=_preload, args=(registry, version, batch_size, xla),
+        threading.Thread(target=_preload, args=(registry, version, batch_size,
+                                                settings.xla, params),
                          name="posebatch-model-load", daemon=True).start()
     from flows.classify import classify_flow
     from flows.runtime.progress import add_file_listener
@@ -109,15 +110,48 @@ def _console_without_tracebacks() -> None:
                 handler.setFormatter(_NoTraceback(handler.formatter or logging.Formatter()))
 
 
-def _preload(registry: str, version: str, batch_size: int, xla: bool) -> None:
-    """Import TensorFlow and compile the model while Prefect starts (errors resurface later,
-    when the flow loads the model itself)."""
+def _preload(registry: str, version: str, batch_size: int, xla: bool = False,
+             params: dict[str, Any] | None = None) -> None:
+    """Import TensorFlow and compile the model while Prefect starts, if the input holds
+    anything new (``anything_new``): a run that finds nothing never imports TensorFlow.
+    Errors resurface later, when the flow loads the model itself."""
     try:
+        if params is not None and not anything_new(params):
+            return
         from tasks.classify.infer import load_predictor
 
         load_predictor(registry, version, batch_size, xla)
     except Exception:  # noqa: BLE001 - reported by the flow's own load
         pass
+
+
+def anything_new(params: dict[str, Any]) -> bool:
+    """Whether the flow will find files to classify: the same discovery (complete batches,
+    minus what the ledger knows by path, size and mtime), read without the output's lock.
+
+    Only a hint for the preload: the flow decides under the lock. A wrong "nothing new"
+    (a file arriving meanwhile) costs the flow its own model load; a wrong "new" an
+    unneeded one. Any error counts as new (the behaviour before the hint)."""
+    from tasks.classify.discover import scan_input, unseen
+    from tasks.classify.ledger import Ledger
+    from tasks.io.storage import relative_inside
+
+    try:
+        inp, out = params["input_dir"], params["output_dir"]
+        quiet = params.get("quiet_seconds")
+        if quiet is None:
+            from flows.settings import get_settings
+
+            quiet = get_settings(params.get("data_root")).quiet_seconds
+        exclude = tuple(x for x in (relative_inside(out, inp),
+                                    relative_inside(params.get("move_processed"), inp)) if x)
+        scan = scan_input(inp, float(quiet), exclude=exclude)
+        if not scan.ready:
+            return False
+        fresh, _ = unseen(scan.ready, Ledger.load(out).entries)
+        return bool(fresh)
+    except Exception:  # noqa: BLE001 - unknown: preload as before
+        return True
 
 
 def register(app: typer.Typer) -> None:
@@ -186,6 +220,8 @@ def classify(
     summary = _run_or_fail(params, reg, version, bsz, as_json, spec)
     from tasks.classify.run_summary import format_summary
 
+    # Whether this process imported TensorFlow (a run that finds nothing new should not).
+    summary = {**summary, "tensorflow_imported": "tensorflow" in sys.modules}
     emit(summary, as_json, format_summary(summary))
 
 

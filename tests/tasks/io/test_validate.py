@@ -328,3 +328,87 @@ def test_retrain_scan_reads_an_oversized_file_bounded(tmp_path):
     (accepted, rejected), peak = _peak_bytes(lambda: scan_files([lf], max_frames=1))
     assert not accepted and rejected[0]["reason"] == "truncated"
     assert peak < 12_000_000
+
+
+# ------------------------------------------------------------------ the in-memory reader
+
+
+@pytest.mark.parametrize("variant", ["f4", "f2", ">f8", "fortran", "v2", "bare"])
+def test_in_memory_decode_matches_the_stream_reader(frames, variant):
+    """``decode_heatmaps`` (the classify path: bytes already in memory, header cached)
+    gives what ``read_heatmaps`` gives on a stream, for every accepted layout."""
+    from tasks.io.validate import decode_heatmaps
+
+    arr = frames[:1] if variant == "bare" else frames
+    arr = arr[0] if variant == "bare" else arr
+    buf = io.BytesIO()
+    if variant == "v2":
+        np.lib.format.write_array(buf, arr, version=(2, 0))
+    else:
+        dtype = {"f2": "<f2", ">f8": ">f8"}.get(variant, "<f4")
+        src = np.asfortranarray(arr) if variant == "fortran" else arr.astype(dtype)
+        np.save(buf, src)
+    data = buf.getvalue()
+    want = read_heatmaps(io.BytesIO(data), len(data))
+    for _ in range(2):  # the second time from the header cache
+        got = decode_heatmaps(np.frombuffer(data, np.uint8))
+        np.testing.assert_array_equal(got.frames, want.frames)
+        assert got.warnings == want.warnings
+
+
+def test_cached_header_still_applies_each_callers_bounds(frames):
+    """A header seen before (cached) is still checked against this call's frame bound, and
+    a file cut inside its header is still not an array."""
+    from tasks.io.validate import decode_heatmaps
+
+    buf = io.BytesIO()
+    np.save(buf, frames)
+    data = buf.getvalue()
+    assert decode_heatmaps(data, max_frames=3).frames.shape[0] == 3
+    with pytest.raises(Rejected) as info:
+        decode_heatmaps(data, max_frames=2)
+    assert info.value.reason == "too_many_frames"
+    with pytest.raises(Rejected) as info:
+        decode_heatmaps(data[:40])
+    assert info.value.reason == "not_npy"
+    with pytest.raises(Rejected) as info:
+        decode_heatmaps(data[:-4])
+    assert info.value.reason == "truncated"
+
+
+def test_check_values_warnings_equal_frame_warnings(frames):
+    """One min/max pass gives the same warnings as the separate checks: all-zero, a frame
+    whose only values are negative (no peak), a low peak, and normal frames."""
+    from tasks.io.validate import check_values, frame_warnings
+
+    arr = np.concatenate([frames, np.zeros((1, *HEATMAP_SHAPE), np.float32),
+                          np.full((1, *HEATMAP_SHAPE), -0.2, np.float32),
+                          np.full((1, *HEATMAP_SHAPE), 0.01, np.float32)])
+    assert check_values(arr) == frame_warnings(arr)
+    assert check_values(arr)[-3:] == [["all_zero"], ["no_peak"], ["no_peak"]]
+
+
+class _Trickle(io.RawIOBase):
+    """A stream that returns a few bytes per read and has no file number (a remote file)."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = min(len(b), 1000, len(self.data) - self.pos)
+        b[:n] = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+
+def test_read_upto_reads_short_reads_and_stops_at_the_bound():
+    from tasks.io.validate import read_upto
+
+    data = bytes(range(256)) * 50
+    assert bytes(read_upto(_Trickle(data), 10**9)) == data
+    assert bytes(read_upto(_Trickle(data), 3000)) == data[:3000]
+    assert bytes(read_upto(io.BytesIO(data), 12_801)) == data
+    assert bytes(read_upto(io.BytesIO(b""), 5)) == b""
