@@ -290,9 +290,11 @@ def _classify_and_commit(chunks: list[list[Candidate]], ledger: Ledger,
         result = fut.result()
         if i + window < len(chunks):
             submit(i + window)  # the next chunk computes while this one commits
+        t_commit = time.perf_counter()
         stats = commit_chunk_task(ledger, quote(result),
                                   quote({c.path: (c.size, c.mtime_ns) for c in chunks[i]}),
                                   new_commit_id(), job["run_id"], job["lineage"])
+        tally.stages.update({**result.seconds, "commit": time.perf_counter() - t_commit})
         report_files(i, len(chunks[i]))
         tally.add(stats, stats["parts"], result.input_stats)
         _log_chunk(i, len(chunks), len(chunks[i]), result, stats)

@@ -44,6 +44,9 @@ def run_classify(params: dict[str, Any], registry: str, version: str, batch_size
     if bar:  # logs still reach the Prefect API; the terminal shows the progress bar
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     settings = get_settings(params.get("data_root"))
+    idle = _idle(params, version, settings)
+    if idle is not None:  # nothing to do: no Prefect, no TensorFlow (tasks/classify/idle.py)
+        return idle
     server = start_early_server(settings.early_server)  # before any thread; stopped at exit
     on_dask = spec is not None and spec.kind != "threads"
     if not on_dask:  # on Dask the workers load the model (flows/runners), not this process
@@ -74,6 +77,22 @@ def run_classify(params: dict[str, Any], registry: str, version: str, batch_size
             return flow(**params)
         finally:
             remove()
+
+
+def _idle(params: dict[str, Any], version: str, settings: Any) -> dict[str, Any] | None:
+    """The summary of a run with nothing to do, or None (the flow runs)."""
+    from tasks.classify.idle import idle_run
+    from tasks.io.storage import absolute, relative_inside
+
+    inp, out = absolute(params["input_dir"]), absolute(params["output_dir"])
+    move = absolute(params["move_processed"]) if params.get("move_processed") else None
+    quiet = params.get("quiet_seconds")
+    return idle_run(inp, out, quiet_seconds=settings.quiet_seconds if quiet is None
+                    else float(quiet),
+                    exclude=tuple(x for x in (relative_inside(out, inp),
+                                              relative_inside(move, inp)) if x),
+                    move_processed=move, fold_at=settings.fold_at,
+                    compact_above=settings.compact_above, model_version=version)
 
 
 class _NoTraceback(logging.Formatter):

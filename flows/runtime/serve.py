@@ -264,7 +264,7 @@ def _write_serve_info(settings: Settings, api_url: str, server_pid: int | None) 
 
 
 def serve_forever(settings: Settings, port: int | None = None) -> None:
-    """Register both deployments and run them until SIGINT/SIGTERM.
+    """Register every deployment of prefect.yaml and run them until SIGINT/SIGTERM.
 
     Uses ``PREFECT_API_URL`` if set; otherwise starts a local server under the data root.
     """

@@ -58,6 +58,8 @@ class RunSummary(TypedDict):
     monitoring: NotRequired[dict[str, Any]]  # est_accuracy, est_macro_f1, input_psi, alerts
     seconds: float
     work_seconds: float
+    stage_seconds: dict[str, float]  # summed over chunks: load, read_wait, copy, compute,
+                                     # ood (and monitoring statistics), total, commit
     files_per_second: float
     frames_per_second: float
 

@@ -61,6 +61,8 @@ class RunTally:
     # what the run's monitoring row is built from (tasks/monitor): counts, never frames
     predictions: PredictionStats | None = None
     inputs: InputStats = field(default_factory=InputStats)
+    # where the work phase's time went, summed over chunks (infer's stages, and commit)
+    stages: Counter[str] = field(default_factory=Counter)
 
     def add(self, stats: dict[str, Any], parts: int, inputs: InputStats | None = None) -> None:
         for key in COUNTERS:
@@ -136,6 +138,7 @@ def build_summary(found: dict[str, Any], tally: RunTally, **run: Any) -> RunSumm
         "unrestorable": lost.get("unrestorable", 0),
         "compacted_partitions": run["upkeep"]["compacted_partitions"],
         "seconds": run["seconds"], "work_seconds": work,
+        "stage_seconds": {k: round(v, 3) for k, v in sorted(tally.stages.items())},
         "files_per_second": done_files / work if work > 0 else 0.0,
         "frames_per_second": tally.frames / work if work > 0 else 0.0,
     }

@@ -240,3 +240,17 @@ def test_a_full_disk_during_a_commit_fails_in_one_line_and_leaves_nothing_half_d
     assert final.returncode == 0, final.stderr[-2000:]
     assert frames_of(out) == expected_frames(inp)
     assert not any((out / STAGING).iterdir())
+
+
+def test_a_run_with_nothing_new_starts_neither_prefect_nor_tensorflow(
+        cli_env: dict[str, str], registry_dir: Path, tmp_path: Path):
+    inp = make_input(tmp_path / "data", batches=1, per_batch=4)
+    out = tmp_path / "out"
+    cmd = classify_cmd(inp, out, registry_dir)
+    runs = [subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+    first, second = (json.loads(r.stdout.strip().splitlines()[-1]) for r in runs)
+    assert first["classified"] == 4 and first["flow_run_id"]
+    assert second["ok"] and second["flow_run_id"] is None        # no flow run: nothing to do
+    assert (second["already_processed"], second["new"]) == (4, 0)
+    assert second["tensorflow_imported"] is False

@@ -21,7 +21,7 @@ def berlin(tmp_path: Path) -> Settings:
 
 def test_plans_take_schedule_and_paths_from_settings(berlin: Settings):
     plans = {p.name: p for p in plan_deployments(berlin)}
-    assert set(plans) == {"nightly", "on-demand"}
+    assert set(plans) == {"nightly", "on-demand", "after-promotion"}
     nightly, retrain = plans["nightly"], plans["on-demand"]
     assert nightly.schedules == [{"cron": "30 1 * * *", "timezone": "Europe/Berlin"}]
     root = berlin.data_root.resolve()
@@ -37,6 +37,14 @@ def test_plans_take_schedule_and_paths_from_settings(berlin: Settings):
     # The event's fallback paths point under the served data root, not the checkout's data/.
     assert repr(str(root / "labeled")) in trig["parameters"]["labeled_dir"]
     assert "event.payload.labeled_dir" in trig["parameters"]["labeled_dir"]
+    # Re-scoring after a promotion: served under the same data root, its trigger off.
+    rescore = plans["after-promotion"]
+    assert rescore.parameters == {"input_dir": str(root / "incoming"),
+                                  "output_dir": str(root / "output"),
+                                  "registry_dir": str(root / "registry"), "since_days": 7}
+    (trig,) = rescore.triggers
+    assert trig["enabled"] is False and trig["expect"] == ["posebatch.model.promoted"]
+    assert repr(str(root / "registry")) in trig["parameters"]["registry_dir"]
 
 
 def test_built_deployments_keep_the_timezone(berlin: Settings):
