@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_classify import PY, prepare, timed  # noqa: E402
+from bench_classify import PY, prepare, timed  # noqa: E402 - the classify bench's helpers
 
 
 def second_version(registry: Path) -> str:
@@ -46,8 +46,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-rescore-"))
-    data, big, _, _ = prepare(work, args.files, 8)
-    new = second_version(data / "registry")
+    where_ = prepare(work, args.files, 8)
+    data, big = where_["data"], where_["big"]
+    new = second_version(where_["registry"])
     import os
 
     env = {**os.environ, "POSEBATCH_DATA_ROOT": str(data), "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -59,20 +60,21 @@ def main() -> None:
         where = ["--input", str(big), "--output", str(out), "--json"]
         c = timed([PY, "-m", "flows.cli", "classify", *where], env)
         r = timed([PY, "-m", "flows.cli", "rescore", "--model", new, *where], env)
-        cs, rs = (json.loads(x[3].strip().splitlines()[-1]) for x in (c, r))
+        cs, rs = (json.loads(x["out"].strip().splitlines()[-1]) for x in (c, r))
         assert rs["frames"] == cs["frames"], (cs["frames"], rs["frames"])
         rows.append((c, cs, r, rs))
-        print(f"round {rnd + 1}: classify {c[0]:.1f} s ({cs['work_seconds']:.1f} s work), "
-              f"rescore {r[0]:.1f} s ({rs['work_seconds']:.1f} s work)", flush=True)
-    c, cs, r, rs = min(rows, key=lambda x: x[0][0] + x[2][0])
+        print(f"round {rnd + 1}: classify {c['wall']:.1f} s ({cs['work_seconds']:.1f} s "
+              f"work), rescore {r['wall']:.1f} s ({rs['work_seconds']:.1f} s work)",
+              flush=True)
+    c, cs, r, rs = min(rows, key=lambda x: x[0]["wall"] + x[2]["wall"])
     n = cs["frames"]
     print(f"\n{n} frames, best round of {args.repeat}\n")
-    print("| run | wall s | frames/s | work s | work frames/s | CPU s | peak RSS MB |")
+    print("| run | wall s | frames/s | work s | work frames/s | CPU s | peak RSS MB (tree) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, t, s in (("classify", c, cs), ("rescore", r, rs)):
-        print(f"| {name} | {t[0]:.1f} | {n / t[0]:.0f} | {s['work_seconds']:.1f} | "
-              f"{n / s['work_seconds']:.0f} | {t[2]:.1f} | {t[1]:.0f} |")
-    print(f"\nrescore / classify speed: end to end {c[0] / r[0]:.2f}x, work phase "
+        print(f"| {name} | {t['wall']:.1f} | {n / t['wall']:.0f} | {s['work_seconds']:.1f} | "
+              f"{n / s['work_seconds']:.0f} | {t['cpu']:.1f} | {t['rss']:.0f} |")
+    print(f"\nrescore / classify speed: end to end {c['wall'] / r['wall']:.2f}x, work phase "
           f"{cs['work_seconds'] / rs['work_seconds']:.2f}x (target >= 0.8x)")
 
 

@@ -38,6 +38,7 @@ from tasks.classify.rescore import Target, judge, locate, plan
 from tasks.io.schema import PREDICTIONS
 from tasks.io.storage import absolute
 from tasks.monitor.history import record_run
+from tasks.monitor.inputs import InputStats
 from tasks.monitor.predictions import PredictionStats
 
 REPORTED = ("changed", "rejected", "unreadable", "already")
@@ -130,7 +131,7 @@ def rescore_flow(model_version: str | None = None, since: str | None = None,
     summary = _summary(entry.version, targets, found, missing, already, done, dry_run,
                        run_id=run_id, output_dir=output_dir, archive=archive_dir,
                        seconds=time.perf_counter() - t0, work=work)
-    _publish(summary, done.get("stats"))
+    _publish(summary, done.get("stats"), done.get("inputs"), entry.metadata.get("monitor"))
     if summary["problem"]:
         raise RuntimeError(summary["problem"])
     return summary
@@ -173,7 +174,8 @@ def _score(found: list[Target], ledger: Ledger, entry: Any, registry: str, setti
     rows = lineage(entry, "rescore")
     done: dict[str, Any] = {"files": 0, "frames": 0, "report": dict.fromkeys(REPORTED, 0),
                             "stats": PredictionStats(entry.class_names,
-                                                     settings.low_confidence)}
+                                                     settings.low_confidence),
+                            "inputs": InputStats()}
     start_files(len(found))
 
     def submit(i: int) -> Any:
@@ -195,6 +197,7 @@ def _score(found: list[Target], ledger: Ledger, entry: Any, registry: str, setti
         done["files"] += stats["files"]
         done["frames"] += stats["frames"]
         done["stats"].add(stats["table"])
+        done["inputs"] = done["inputs"].merge(result.input_stats)
         for k, n in stats["report"].items():
             done["report"][k] += n
     return done
@@ -223,12 +226,14 @@ def _summary(version: str, targets: list[Target], found: list[Target], missing: 
             "frames_per_second": done["frames"] / work if work > 0 else 0.0}
 
 
-def _publish(summary: RescoreSummary, stats: PredictionStats | None) -> None:
-    """The monitoring row (a real run) and the summary as a table artifact."""
+def _publish(summary: RescoreSummary, stats: PredictionStats | None,
+             inputs: InputStats | None, reference: dict[str, Any] | None) -> None:
+    """The monitoring row (a real run; drift against the model's own reference) and the
+    summary as a table artifact."""
     from prefect.artifacts import create_table_artifact
 
     if stats is not None and not summary["dry_run"]:
-        record_run(summary["output_dir"], stats, None, None,
+        record_run(summary["output_dir"], stats, inputs, reference,
                    {"flow_run_id": summary["flow_run_id"] or "local", "kind": "rescore",
                     "model_version": summary["model_version"],
                     "files": summary["rescored_files"], "seconds": summary["work_seconds"]})

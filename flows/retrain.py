@@ -208,7 +208,6 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     margin = settings.promotion_margin if margin is None else float(margin)
     max_frames = max_frames_per_file or settings.max_frames_per_file
     check_retrain_options(promote, group_by, epochs, batch_size)
-    logger = get_run_logger()
     augment = AugmentConfig()
 
     scan, split = scan_task(labeled, group_by, max_frames, seed)
@@ -220,10 +219,6 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     evaluation["metrics"]["seconds"] = result.seconds
     champion = champion_task(registry, scan, split, max_frames, result.model,
                              evaluation["calibration"]["temperature"], augment, seed)
-    methods = {"cnn": evaluation["metrics"], **classical}
-    if champion and "metrics" in champion:
-        methods["production"] = champion["metrics"]
-        methods["production"]["label"] = champion["version"]
     ok, reason = gate_verdict(promote, margin, evaluation, champion, len(split.test))
     summary: RetrainSummary = {
         "created_at": datetime.now(UTC).isoformat(),
@@ -233,7 +228,7 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
                   "groups": split.groups, "frames": frames},
         "training": training_summary(result, epochs, seed, batch_size, augment.as_dict(),
                                      tune_budget_seconds),
-        "methods": methods,
+        "methods": _methods(evaluation, classical, champion),
         "calibration": evaluation["calibration"],
         "shift": shift_scores(evaluation, champion),
         "ood": evaluation["ood"],
@@ -245,9 +240,8 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     # The gate's verdict holds against the production it compared with (if-better only).
     expected = (champion["version"] if champion else None) if promote == "if-better" else ANY
     reg = register_task(registry, result.model, summary, ok, reason, expected)
-    ok, reason = reg["promoted"], reg["reason"]
-    logger.info("registered %s (%s): %s", reg["version"],
-                "promoted" if ok else "not promoted", reason)
+    get_run_logger().info("registered %s (%s): %s", reg["version"], "promoted"
+                          if reg["promoted"] else "not promoted", reg["reason"])
     _artifacts(summary, reg["version"])
     _monitor(settings, scan.class_names, evaluation, reg["version"], len(scan.files),
              time.monotonic() - t_start)
@@ -256,6 +250,15 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
 
 
 # -- the flow's steps -----------------------------------------------------------------------
+def _methods(evaluation: dict[str, Any], classical: dict[str, Any],
+             champion: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Every method's test metrics: the CNN, the classical ones, production re-evaluated."""
+    methods = {"cnn": evaluation["metrics"], **classical}
+    if champion and "metrics" in champion:
+        methods["production"] = {**champion["metrics"], "label": champion["version"]}
+    return methods
+
+
 def _log_split(scan: Scan, split: Split) -> dict[str, int]:
     """Log what was scanned and how it was split; returns the frames per side."""
     logger = get_run_logger()

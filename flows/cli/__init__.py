@@ -29,6 +29,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,   # help texts are plain: "[default: x]" must print, not vanish
 )
 
 for module in (generate, classify, rescore, retrain, models, ledger, ops, query, diff, monitor,

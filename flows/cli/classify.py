@@ -26,6 +26,24 @@ OutputOpt = Annotated[str | None, typer.Option(
     show_default=False)]
 RegistryOpt = Annotated[str | None, typer.Option(
     "--registry", help="Model registry [default: DATA/registry].", show_default=False)]
+# The options a classification run shares with `watch` (declared once).
+ModelVersionOpt = Annotated[str | None, typer.Option(
+    "--model-version", help="Registry version, e.g. v0003 [default: production, resolved "
+    "per run].", show_default=False)]
+BatchSizeOpt = Annotated[int | None, typer.Option(
+    "--batch-size", min=1, help="Frames per model call [default: 256].", show_default=False)]
+QuietOpt = Annotated[float | None, typer.Option(
+    "--quiet-seconds", min=0, help="A batch without _SUCCESS is complete when nothing in it "
+    "changed for this long [default: 5].", show_default=False)]
+MoveOpt = Annotated[Path | None, typer.Option(
+    "--move-processed", help="Move processed files here (rejected ones under _rejected/); "
+    "without it the input is never modified.", show_default=False)]
+WorkersOpt = Annotated[int | None, typer.Option(
+    "--workers", min=1, help="Classify on a local Dask cluster of N worker processes "
+    "(127.0.0.1, no dashboard; each loads the model once).", show_default=False)]
+DaskOpt = Annotated[str | None, typer.Option(
+    "--dask-address", help="Classify on an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 "
+    "(its workers must see the input, e.g. on s3://).", show_default=False)]
 
 
 def _str(location: str | None, default: Path) -> str:
@@ -183,34 +201,21 @@ def classify(
     input_dir: InputOpt = None,
     output_dir: OutputOpt = None,
     registry_dir: RegistryOpt = None,
-    batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", min=1, help="Frames per model call [default: 256].",
-        show_default=False)] = None,
-    model_version: Annotated[str | None, typer.Option(
-        "--model-version", help="Registry version, e.g. v0003 [default: production].",
-        show_default=False)] = None,
+    batch_size: BatchSizeOpt = None,
+    model_version: ModelVersionOpt = None,
     max_files: Annotated[int | None, typer.Option(
         "--max-files", min=1, help="Classify at most N new files this run (the oldest "
         "batches first; the rest is the summary's backlog).", show_default=False)] = None,
     max_bytes: Annotated[int | None, typer.Option(
         "--max-bytes", min=1, help="Classify at most this many bytes of new input this run "
         "(the oldest batches first; at least one file).", show_default=False)] = None,
-    move_processed: Annotated[Path | None, typer.Option(
-        "--move-processed", help="Move processed files here (rejected ones under "
-        "_rejected/); without it the input is never modified.", show_default=False)] = None,
-    quiet_seconds: Annotated[float | None, typer.Option(
-        "--quiet-seconds", min=0, help="A batch without _SUCCESS is complete when nothing "
-        "in it changed for this long [default: 5].", show_default=False)] = None,
+    move_processed: MoveOpt = None,
+    quiet_seconds: QuietOpt = None,
     chunk_files: Annotated[int | None, typer.Option(
         "--chunk-files", min=1, help="Files per classification task [default: 2048, "
         "POSEBATCH_CHUNK_FILES].", show_default=False)] = None,
-    workers: Annotated[int | None, typer.Option(
-        "--workers", min=1, help="Classify on a local Dask cluster of N worker processes "
-        "(127.0.0.1, no dashboard; each loads the model once).", show_default=False)] = None,
-    dask_address: Annotated[str | None, typer.Option(
-        "--dask-address", help="Classify on an existing Dask scheduler, e.g. "
-        "tcp://10.0.0.5:8786 (its workers must see the input, e.g. on s3://).",
-        show_default=False)] = None,
+    workers: WorkersOpt = None,
+    dask_address: DaskOpt = None,
     data: DataOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -16,7 +16,7 @@ from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup
 from flows.cli.query import OutputOpt
 
 # What the human table shows per run (the JSON carries every scalar column).
-RUN_COLUMNS = ["run_at", "flow_run_id", "model_version", "frames", "est_accuracy", "est_macro_f1",
+RUN_COLUMNS = ["run_at", "kind", "model_version", "frames", "est_accuracy", "est_macro_f1",
                "class_mix_psi", "input_psi", "confidence_psi", "low_confidence_share",
                "ood_share", "labeled_frames", "accuracy", "macro_f1"]
 

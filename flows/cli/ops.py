@@ -11,6 +11,14 @@ from typing import Annotated, Any
 
 import typer
 
+from flows.cli.classify import (
+    BatchSizeOpt,
+    DaskOpt,
+    ModelVersionOpt,
+    MoveOpt,
+    QuietOpt,
+    WorkersOpt,
+)
 from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup, use_server
 
 PortOpt = Annotated[int, typer.Option(
@@ -93,29 +101,17 @@ def watch(
     registry_dir: Annotated[str | None, typer.Option(
         "--registry", help="Model registry (default: DATA/registry).", show_default=False)
     ] = None,
-    model_version: Annotated[str | None, typer.Option(
-        "--model-version", help="Registry version (default: production, resolved per run).",
-        show_default=False)] = None,
-    batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", min=1, help="Frames per model call (default: 256).",
-        show_default=False)] = None,
-    quiet_seconds: Annotated[float | None, typer.Option(
-        "--quiet-seconds", min=0, help="A batch without _SUCCESS is complete when nothing in "
-        "it changed for this long (default: 5).", show_default=False)] = None,
+    model_version: ModelVersionOpt = None,
+    batch_size: BatchSizeOpt = None,
+    quiet_seconds: QuietOpt = None,
     poll_seconds: Annotated[float, typer.Option(
         "--poll-seconds", min=0.1, help="Look at least this often (the fallback when "
         "notifications are unavailable, and always for s3://).")] = 30.0,
     polling: Annotated[bool, typer.Option(
         "--polling", help="Do not use filesystem notifications; poll only.")] = False,
-    move_processed: Annotated[Path | None, typer.Option(
-        "--move-processed", help="Move processed files here (see `posebatch classify`).",
-        show_default=False)] = None,
-    workers: Annotated[int | None, typer.Option(
-        "--workers", min=1, help="Classify on a local Dask cluster of N worker processes.",
-        show_default=False)] = None,
-    dask_address: Annotated[str | None, typer.Option(
-        "--dask-address", help="Classify on an existing Dask scheduler (tcp://host:8786).",
-        show_default=False)] = None,
+    move_processed: MoveOpt = None,
+    workers: WorkersOpt = None,
+    dask_address: DaskOpt = None,
     labeled: Annotated[Path | None, typer.Option(
         "--labeled", help="Also watch this labeled folder and emit posebatch.labeled.updated "
         "when it changed and went quiet (needs a Prefect server).", show_default=False)] = None,

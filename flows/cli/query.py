@@ -140,21 +140,17 @@ def query(
 ) -> None:
     """Filter the predictions (or rejections) and print them or save them to a file.
 
-    A frame re-scored by several model versions is one row by default (--model-version
-    current: the production model's row, else the latest); --model-version all shows every
-    row. The aligned table shows at most 200 rows; --format csv|json|parquet and --to give
-    all. With --json the rows go inside the JSON object (or its "path" with --to).
+    A frame re-scored by several model versions is one row by default (the production
+    model's row, else the latest; --model-version all: every row). The table shows at most
+    200 rows; --format csv|json|parquet and --to give all (--json: rows in the object).
     """
     from tasks.read.query import QueryError
 
     settings = setup(data)
     output = output or str(settings.output_dir)
-    mode, versions = version_mode(model_version, as_json)
-    filters = dict(since=since, until=until, labels=label, min_confidence=min_confidence,
-                   max_confidence=max_confidence, batches=batch,
-                   model_versions=versions, path=path, model_version=mode,
-                   production=None if rejections or mode not in ("current", "production")
-                   else production_version(registry or settings.registry_dir))
+    filters = _filters(model_version, registry or settings.registry_dir, rejections, as_json,
+                       since=since, until=until, labels=label, batches=batch, path=path,
+                       min_confidence=min_confidence, max_confidence=max_confidence)
     try:
         if rejections:
             _query_rejections(output, _misplaced(filters, summary), since, until, reason, path,
@@ -168,6 +164,16 @@ def query(
             _query_predictions(output, filters, columns, limit, order_by, fmt, to, as_json)
     except QueryError as exc:
         fail(str(exc), as_json)
+
+
+def _filters(model_version: list[str] | None, registry: Path, rejections: bool, as_json: bool,
+             **given: Any) -> dict[str, Any]:
+    """``read_predictions``' filters: the given ones plus the version mode, the versions
+    named and the production version (read from the registry only when the mode needs it)."""
+    mode, versions = version_mode(model_version, as_json)
+    needs = not rejections and mode in ("current", "production")
+    return {**given, "model_versions": versions, "model_version": mode,
+            "production": production_version(registry) if needs else None}
 
 
 def _misplaced(filters: dict[str, Any], summary: bool) -> list[str]:
@@ -309,9 +315,7 @@ def report(
     low-confidence share over time, rejections by reason, class-mix drift vs training, and,
     when the predictions hold several model versions, how the production version differs
     from the one before it (agreement, label flips, confidence shift)."""
-    from tasks.io.schema import PREDICTIONS, REJECTIONS
-    from tasks.read.query import NoData, QueryError, empty_table, read_predictions, read_rejections
-    from tasks.read.report import REPORT_COLUMNS, build_report, training_distribution
+    from tasks.read.report import build_report, training_distribution
 
     settings = setup(data)
     output = output or str(settings.output_dir)
@@ -319,6 +323,38 @@ def report(
     to = to or settings.data_root / "reports" / f"report-{datetime.now(UTC):%Y-%m-%d}.html"
     prod = production_version(registry or settings.registry_dir)
     typer.echo(f"reading {output} ...", err=True)
+    pred, rej, missing, diff = _report_inputs(output, since, until, model_version, prod,
+                                              as_json)
+    training, note = training_distribution(registry or settings.registry_dir)
+    scope = f"Output {output}; " + (f"from {since} " if since else "from the start ") + \
+        (f"until {until}." if until else "until now.")
+    typer.echo(f"plotting {pred.num_rows} predictions, {rej.num_rows} rejections ...",
+               err=True)
+    runs = _monitor_history(output)
+    page = build_report(pred, rej, low_confidence=threshold, training=training,
+                        model_note=note, title=title, scope=scope, monitoring=runs,
+                        thresholds={"psi": settings.monitor_psi_threshold,
+                                    "min_est_accuracy": settings.monitor_min_est_accuracy},
+                        diff=diff)
+    to.parent.mkdir(parents=True, exist_ok=True)
+    to.write_text(page, encoding="utf-8")
+    emit({"ok": True, "path": str(to), "frames": pred.num_rows, "rejections": rej.num_rows,
+           "training_distribution": training is not None, "missing": missing,
+           "monitored_runs": runs.num_rows if runs is not None else 0,
+           "model_version": model_version,
+           "diff": None if diff is None else {k: diff[k] for k in (
+               "from_version", "to_version", "frames", "agreement", "flipped")},
+           "bytes": len(page.encode())}, as_json, f"wrote {to}")
+
+
+def _report_inputs(output: str, since: str | None, until: str | None, model_version: str,
+                   prod: str | None, as_json: bool) -> tuple[Any, Any, list[str], Any]:
+    """(predictions, rejections, the datasets missing, the versions' diff) for the report;
+    one missing dataset is an empty table, both missing a one-line error."""
+    from tasks.io.schema import PREDICTIONS, REJECTIONS
+    from tasks.read.query import NoData, QueryError, empty_table, read_predictions, read_rejections
+    from tasks.read.report import REPORT_COLUMNS
+
     missing = []
     diff = None
     try:
@@ -340,26 +376,7 @@ def report(
             rej = empty_table(REJECTIONS, ["reason"])
     except QueryError as exc:
         fail(str(exc), as_json)
-    training, note = training_distribution(registry or settings.registry_dir)
-    scope = f"Output {output}; " + (f"from {since} " if since else "from the start ") + \
-        (f"until {until}." if until else "until now.")
-    typer.echo(f"plotting {pred.num_rows} predictions, {rej.num_rows} rejections ...",
-               err=True)
-    runs = _monitor_history(output)
-    page = build_report(pred, rej, low_confidence=threshold, training=training,
-                        model_note=note, title=title, scope=scope, monitoring=runs,
-                        thresholds={"psi": settings.monitor_psi_threshold,
-                                    "min_est_accuracy": settings.monitor_min_est_accuracy},
-                        diff=diff)
-    to.parent.mkdir(parents=True, exist_ok=True)
-    to.write_text(page, encoding="utf-8")
-    emit({"ok": True, "path": str(to), "frames": pred.num_rows, "rejections": rej.num_rows,
-           "training_distribution": training is not None, "missing": missing,
-           "monitored_runs": runs.num_rows if runs is not None else 0,
-           "model_version": model_version,
-           "diff": None if diff is None else {k: diff[k] for k in (
-               "from_version", "to_version", "frames", "agreement", "flipped")},
-           "bytes": len(page.encode())}, as_json, f"wrote {to}")
+    return pred, rej, missing, diff
 
 
 def _monitor_history(output: str) -> Any:
