@@ -192,13 +192,12 @@ def _build_predictor(registry_dir: str, version: str, batch_size: int,
 
 def configure_threads(tf: Any) -> None:
     """TensorFlow's thread pools, set on purpose before its runtime starts: one op runs on
-    every core this process may use (``POSEBATCH_TF_INTRA_THREADS``), at most two ops at
-    once (``POSEBATCH_TF_INTER_THREADS``; the network is a chain with one side branch).
-    TensorFlow's own default counts the machine's cores, which in a container limited to a
-    few of them oversubscribes it. Too late once TensorFlow has run an op: then unchanged."""
+    every core this process may use, at most two ops at once (the network is a chain with
+    one side branch). TensorFlow's own default counts the machine's cores, which in a
+    container limited to a few of them oversubscribes it. Too late once TensorFlow has run
+    an op: then unchanged. (No knob: on the 2-core machine no setting measured better.)"""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    intra = int(os.environ.get("POSEBATCH_TF_INTRA_THREADS", cores or 1))
-    inter = int(os.environ.get("POSEBATCH_TF_INTER_THREADS", 2))
+    intra, inter = cores or 1, 2
     try:
         if tf.config.threading.get_intra_op_parallelism_threads() != intra:
             tf.config.threading.set_intra_op_parallelism_threads(intra)
