@@ -231,6 +231,10 @@ def _reconcile(output_dir: str, fold_at: int, input_dir: str, archive: str | Non
         logger.warning("%d committed output part(s) missing or unreadable: %d file(s) will be "
                        "classified again from the input, %d cannot be", lost["lost_parts"],
                        lost["restorable"], lost["unrestorable"])
+    if lost.get("rescored_lost"):
+        logger.warning("%d re-scored file(s) lost with their part: forgotten for that model "
+                       "version only; `posebatch rescore --model V` scores them again",
+                       lost["rescored_lost"])
     if lost.get("message"):
         logger.warning(lost["message"])
     return ledger, rec, lost

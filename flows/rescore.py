@@ -91,14 +91,16 @@ def rescore_flow(model_version: str | None = None, since: str | None = None,
                  since_days: int | None = None, dry_run: bool = False,
                  input_dir: str | None = None, output_dir: str | None = None,
                  registry_dir: str | None = None, archive_dir: str | None = None,
-                 batch_size: int | None = None, data_root: str | None = None
-                 ) -> RescoreSummary:
+                 batch_size: int | None = None, lock_wait_seconds: float = 0,
+                 data_root: str | None = None) -> RescoreSummary:
     """Score classified frames again with ``model_version`` (default: production), selected
     by the day they were classified (``since``/``until``, ``YYYY-MM-DD``), ``batch``, a
     ``path`` glob, the current ``label`` or a ``max_confidence`` of any of their frames; new
     rows next to the old ones. ``archive_dir`` defaults to the last ``--move-processed``
     folder the classify flow used on this output. ``since_days``: the last N days (the
-    after-promotion deployment's window), when ``since`` is not given."""
+    after-promotion deployment's window), when ``since`` is not given.
+    ``lock_wait_seconds``: wait this long for another run holding the output's lock (the
+    deployment waits an hour for the nightly run; the CLI fails at once)."""
     t0 = time.perf_counter()
     settings = get_settings(data_root)
     input_dir = absolute(input_dir or settings.incoming_dir)
@@ -114,19 +116,25 @@ def rescore_flow(model_version: str | None = None, since: str | None = None,
         since = (datetime.now(UTC) - timedelta(days=since_days)).date().isoformat()
     keep = _by_prediction(output_dir, label, max_confidence,
                           Registry(registry_dir).production_version())
-    with OutputLock(output_dir):
-        ledger, _, _ = reconcile_output(output_dir, settings.fold_at)
-        targets, already = plan(ledger.entries, entry.version, since=since, until=until,
-                                batch=batch, path=path, only=keep)
-        found, missing = locate(targets, input_dir, archive_dir)
-        _log_plan(entry.version, targets, found, missing, already, archive_dir)
-        t_work = time.perf_counter()
-        done = {"files": 0, "frames": 0, "report": dict.fromkeys(REPORTED, 0)}
-        if not dry_run and found:
-            done = _score(found, ledger, entry, registry_dir, settings, run_id,
-                          int(batch_size or settings.batch_size))
-        work = time.perf_counter() - t_work
-        if not dry_run:
+    legacy = entry.version in _versions_in(output_dir)
+    if dry_run:  # read only: no lock, nothing reconciled, folded or written
+        targets, already, found, missing = _plan(Ledger.load(output_dir), entry.version,
+                                                 input_dir, archive_dir, legacy, since=since,
+                                                 until=until, batch=batch, path=path, only=keep)
+        done, work = {"files": 0, "frames": 0, "report": dict.fromkeys(REPORTED, 0)}, 0.0
+    else:
+        with OutputLock(output_dir).acquire_within(lock_wait_seconds):
+            ledger, _, _ = reconcile_output(output_dir, settings.fold_at)
+            targets, already, found, missing = _plan(ledger, entry.version, input_dir,
+                                                     archive_dir, legacy, since=since,
+                                                     until=until, batch=batch, path=path,
+                                                     only=keep)
+            t_work = time.perf_counter()
+            done = {"files": 0, "frames": 0, "report": dict.fromkeys(REPORTED, 0)}
+            if found:
+                done = _score(found, ledger, entry, registry_dir, settings, run_id,
+                              int(batch_size or settings.batch_size))
+            work = time.perf_counter() - t_work
             ledger.fold(min_records=settings.fold_at)
     summary = _summary(entry.version, targets, found, missing, already, done, dry_run,
                        run_id=run_id, output_dir=output_dir, archive=archive_dir,
@@ -135,6 +143,25 @@ def rescore_flow(model_version: str | None = None, since: str | None = None,
     if summary["problem"]:
         raise RuntimeError(summary["problem"])
     return summary
+
+
+def _versions_in(output_dir: str) -> list[str]:
+    """The model versions the predictions hold (file footers; none yet: empty)."""
+    from tasks.read.query import QueryError, model_versions_in
+
+    try:
+        return model_versions_in(output_dir)
+    except QueryError:
+        return []
+
+
+def _plan(ledger: Ledger, version: str, input_dir: str, archive: str | None, legacy: bool,
+          **filters: Any) -> tuple[list[Target], int, list[Target], list[Target]]:
+    """Step 2: (to score, scored before, found, missing), logged."""
+    targets, already = plan(ledger.entries, version, legacy_scored=legacy, **filters)
+    found, missing = locate(targets, input_dir, archive)
+    _log_plan(version, targets, found, missing, already, archive)
+    return targets, already, found, missing
 
 
 def _by_prediction(output_dir: str, label: list[str] | None, max_confidence: float | None,
@@ -208,10 +235,12 @@ def _summary(version: str, targets: list[Target], found: list[Target], missing: 
     """The run's facts; ``problem`` when something was due and nothing could be done."""
     work = run["work"]
     problem = ""
-    if targets and not found:
+    if dry_run:  # a dry run reports; it never fails for what it found
+        pass
+    elif targets and not found:
         problem = (f"none of the {len(targets)} file(s) to re-score is in the input or the "
                    f"archive (e.g. {missing[0].path}): nothing re-scored")
-    elif not dry_run and found and done["files"] == 0 and done["report"]["already"] == 0:
+    elif found and done["files"] == 0 and done["report"]["already"] == 0:
         problem = (f"{len(found)} file(s) found but none could be re-scored "
                    f"({', '.join(f'{n} {k}' for k, n in done['report'].items() if n)})")
     return {"ok": not problem, "problem": problem, "dry_run": dry_run,

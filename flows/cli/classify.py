@@ -102,7 +102,8 @@ def _idle(params: dict[str, Any], version: str, settings: Any) -> dict[str, Any]
     from tasks.classify.idle import idle_run
     from tasks.io.storage import absolute, relative_inside
 
-    inp, out = absolute(params["input_dir"]), absolute(params["output_dir"])
+    inp = absolute(params.get("input_dir") or settings.incoming_dir)
+    out = absolute(params.get("output_dir") or settings.output_dir)
     move = absolute(params["move_processed"]) if params.get("move_processed") else None
     quiet = params.get("quiet_seconds")
     return idle_run(inp, out, quiet_seconds=settings.quiet_seconds if quiet is None

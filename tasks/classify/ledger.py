@@ -40,6 +40,7 @@ import json
 import os
 import socket
 import tempfile
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -223,15 +224,25 @@ def _table(rec: CommitRecord) -> pa.Table:
 
 def effective(table: pa.Table) -> pa.Table:
     """Entries minus those a later ``forgotten`` entry of the same (path, sha256) cancels
-    (and the forget entries themselves); row order kept (``lookup`` takes the first path)."""
+    (and the forget entries themselves); row order kept (``lookup`` takes the first path).
+
+    A forget entry with a ``model_version`` (a lost re-scored part) cancels only the entries
+    of that version; one without cancels them all."""
     forgets = table.filter(pc.equal(table["status"], FORGOTTEN))
     if forgets.num_rows == 0:
         return table
-    last = forgets.group_by(["path", "sha256"]).aggregate([("seq", "max")])
     t = table.append_column("_i", pa.array(range(table.num_rows), pa.int64()))
-    j = t.join(last, keys=["path", "sha256"], join_type="left outer")
-    keep = pc.or_kleene(pc.is_null(j["seq_max"]), pc.greater(j["seq"], j["seq_max"]))
-    kept = j.filter(pc.fill_null(keep, True)).sort_by("_i")
+    keep = pa.array([True] * table.num_rows)
+    scoped = pc.is_valid(forgets["model_version"])
+    for mine, keys in ((forgets.filter(pc.invert(scoped)), ["path", "sha256"]),
+                       (forgets.filter(scoped), ["path", "sha256", "model_version"])):
+        if mine.num_rows == 0:
+            continue
+        last = mine.group_by(keys).aggregate([("seq", "max")])
+        j = t.join(last, keys=keys, join_type="left outer").sort_by("_i")
+        later = pc.or_kleene(pc.is_null(j["seq_max"]), pc.greater(j["seq"], j["seq_max"]))
+        keep = pc.and_(keep, pc.fill_null(later, True))
+    kept = t.filter(pc.and_(keep, pc.not_equal(t["status"], FORGOTTEN)))
     return kept.select(ENTRY_SCHEMA.names).cast(ENTRY_SCHEMA)
 
 
@@ -499,6 +510,19 @@ class OutputLock:
         fh.flush()
         self._fh = fh
 
+    def acquire_within(self, seconds: float, poll: float = 5.0) -> OutputLock:
+        """``acquire``, retried for up to ``seconds`` (a run started by an event waits for
+        the nightly run instead of failing); ``LockHeld`` after that."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                self.acquire()
+                return self
+            except LockHeld:
+                if time.monotonic() + poll > deadline:
+                    raise
+                time.sleep(poll)
+
     def release(self) -> None:
         if self._fh is not None:
             with contextlib.suppress(OSError):
@@ -509,7 +533,8 @@ class OutputLock:
             self._fh = None
 
     def __enter__(self) -> OutputLock:
-        self.acquire()
+        if self._fh is None:  # not already taken (``acquire_within``)
+            self.acquire()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -52,16 +52,21 @@ def scored_by(entries: pa.Table, version: str) -> set[str]:
 
 def plan(entries: pa.Table, version: str, *, since: str | None = None,
          until: str | None = None, batch: str | None = None, path: str | None = None,
-         only: set[tuple[str, str]] | None = None) -> tuple[list[Target], int]:
+         only: set[tuple[str, str]] | None = None,
+         legacy_scored: bool = False) -> tuple[list[Target], int]:
     """The classified files matching every filter that ``version`` has not scored, in path
     order, and how many matching files it has scored already.
 
     ``since``/``until``: ``YYYY-MM-DD``, the UTC day the file was classified (inclusive);
     ``batch``: a top-level input folder; ``path``: a glob over the path (``*`` spans
     folders); ``only``: (path, sha256) pairs picked by a predictions filter (label,
-    confidence)."""
+    confidence). ``legacy_scored``: entries folded before the ledger recorded versions (null
+    ``model_version``) count as scored by ``version`` (the caller found its rows in the
+    data): a duplicate is worse than a file left unscored."""
     e = entries.filter(pc.equal(entries["status"], "classified"))
     done = scored_by(entries, version)
+    if legacy_scored:
+        done |= set(e.filter(pc.is_null(e["model_version"]))["sha256"].to_pylist())
     out: list[Target] = []
     already = 0
     cols = ("path", "sha256", "frames", "size", "mtime_ns", "committed_at")
@@ -90,17 +95,23 @@ def _sha_file(path: Path) -> str:
 
 def locate(targets: list[Target], input_dir: str, archive: str | None = None
            ) -> tuple[list[Target], list[Target]]:
-    """(found, missing): each target with the folder that holds it now. The input and the
-    archive under the ledger's path are taken as found (the content is checked when the
-    file is read, ``judge``); an archived copy under a suffixed name only if its hash
-    matches."""
+    """(found, missing): each target with the folder that holds it now. A file of the input
+    or the archive under the ledger's path is taken as found (its content is checked when it
+    is read, ``judge``) unless its size differs or another target claims the same path (a
+    file rewritten in place, a camera restarting its numbering): then only a hash match
+    counts, and an archived copy under a suffixed name is found by its hash."""
     inp = Location(input_dir)
+    claims: dict[str, int] = {}
+    for t in targets:
+        claims[t.path] = claims.get(t.path, 0) + 1
     found, missing = [], []
     for t in targets:
-        if inp.exists(t.path):
+        shared = claims[t.path] > 1
+        if inp.exists(t.path) and _same_size(inp, t) and (
+                not shared or _sha_of(inp, t.path) == t.sha256):
             found.append(dataclasses.replace(t, base=input_dir, rel=t.path))
             continue
-        where = _in_archive(t, archive) if archive and not is_remote(archive) else None
+        where = _in_archive(t, archive, shared) if archive and not is_remote(archive) else None
         if where:
             found.append(dataclasses.replace(t, base=archive, rel=where))
         else:
@@ -108,13 +119,24 @@ def locate(targets: list[Target], input_dir: str, archive: str | None = None
     return found, missing
 
 
-def _in_archive(t: Target, archive: str) -> str | None:
+def _same_size(loc: Location, t: Target) -> bool:
+    """A local input of another size is another content (look in the archive instead); a
+    remote one is taken and checked by hash when read."""
+    return loc.is_remote or Path(loc.path(t.path)).stat().st_size == t.size
+
+
+def _sha_of(loc: Location, rel: str) -> str:
+    return hashlib.sha256(loc.read_bytes(rel)).hexdigest()
+
+
+def _in_archive(t: Target, archive: str, shared: bool) -> str | None:
     dst = Path(archive, t.path)
-    if dst.is_file():
-        return t.path
-    for copy in sorted(dst.parent.glob(f"{dst.stem}.*{dst.suffix}")):
-        if copy.is_file() and copy.stat().st_size == t.size and _sha_file(copy) == t.sha256:
-            return copy.relative_to(archive).as_posix()
+    copies = sorted(dst.parent.glob(f"{dst.stem}.*{dst.suffix}"))
+    for cand in ([dst] if dst.is_file() else []) + copies:
+        if cand.stat().st_size != t.size:
+            continue
+        if (cand == dst and not copies and not shared) or _sha_file(cand) == t.sha256:
+            return cand.relative_to(archive).as_posix()
     return None
 
 

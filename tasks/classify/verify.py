@@ -10,10 +10,14 @@ ledger would still say "processed" and no run would ever classify those frames a
 entries cancel the files' entries, the parts that hold their rows are rewritten without them
 (the remaining rows move to a new part, the ``moves`` of the record) and an unreadable part is
 moved to ``_posebatch/quarantine/``. The record is the commit point, as for a classification
-chunk, so readers see every frame once before and after, even if the process dies midway.
+chunk: a process killed midway leaves either no trace or a commit the next run completes.
+(As with compaction, between the rename of a rewritten part and the removal of the part it
+replaces, a reader listing the folder can see those rows twice for a moment.)
 
 ``recover_lost`` is what a classification run does at start: forget the files of missing or
-unreadable parts and say which of them the input can restore. Pure: no Prefect.
+unreadable parts and say which of them the input can restore. A lost part of re-scored rows
+is forgotten for its model version only (the files' classified rows stay). A storage error
+(network, permissions) is raised, never taken for a damaged part. Pure: no Prefect.
 """
 
 from __future__ import annotations
@@ -109,7 +113,9 @@ def _check_part(loc: Location, part: str, total: int, files: int,
     try:
         rows = pq.read_metadata(loc.path(part), filesystem=loc.fs).num_rows
         held = _held_rows(loc, part) if want is not None else None
-    except Exception as exc:  # noqa: BLE001 - any read failure: the part is unusable
+    except OSError:  # the storage failed (network, permissions), not the part: never
+        raise        # forget the rows of a part that may be intact
+    except Exception as exc:  # noqa: BLE001 - anything else: the part is unusable
         verdict.unreadable.append(part)
         verdict.problems.append(f"unreadable part {part}: {type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0][:160] if str(exc) else ''}")
@@ -193,11 +199,15 @@ def _rewrite(ledger: Ledger, commit_id: str, parts: set[str], keys: set[tuple[st
             continue
         try:
             table = pq.read_table(loc.path(rel), filesystem=loc.fs, partitioning=None)
+        except OSError:  # the storage failed, not the part: change nothing
+            raise
         except Exception:  # noqa: BLE001 - unreadable: keep it aside, out of the dataset
             new_parts.append(Part(rel, f"{QUARANTINE}/{posixpath.basename(rel)}"))
             continue
         gone = [(p, s) in keys for p, s in zip(table["source_path"].to_pylist(),
                                                 table["content_sha256"].to_pylist(), strict=True)]
+        if not any(gone):  # nothing of these files here: the part stays as it is
+            continue
         kept = table.filter(pc.invert(pa.array(gone, pa.bool_())))
         dropped += table.num_rows - kept.num_rows
         removes.append(rel)
@@ -211,12 +221,21 @@ def _rewrite(ledger: Ledger, commit_id: str, parts: set[str], keys: set[tuple[st
 
 
 def forget(ledger: Ledger, chosen: pa.Table, reason: str,
-           flow_run_id: str | None = None) -> dict[str, Any]:
+           flow_run_id: str | None = None, version: str | None = None) -> dict[str, Any]:
     """Make the files of ``chosen`` (ledger entries) new again and remove their rows from the
-    output, in one commit (see the module docstring). Hold the output lock."""
-    chosen = _with_copies(ledger.entries, _same_files(ledger.entries, chosen))
+    output, in one commit (see the module docstring). Hold the output lock.
+
+    ``version``: forget only that model version's re-scored rows of the files (their other
+    rows and entries stay; ``posebatch rescore --model version`` scores them again)."""
+    if version is None:
+        chosen = _with_copies(ledger.entries, _same_files(ledger.entries, chosen))
     keys = set(zip(chosen["path"].to_pylist(), chosen["sha256"].to_pylist(), strict=True))
     parts = {p for p in chosen["part"].to_pylist() if p}
+    owned = pc.is_in(chosen["status"], pa.array(["classified", "rejected", "rescored"]))
+    if pc.any(pc.and_(owned, pc.is_null(chosen["part"]))).as_py():
+        # Entries folded before parts were recorded per file: look in every part.
+        parts |= {rel for ds in (PREDICTIONS, REJECTIONS)
+                  for rels in list_parts(ledger.loc, ds).values() for rel in rels}
     commit_id = new_commit_id()
     at = datetime.now(UTC)
     new_parts, removes, moves, dropped = _rewrite(ledger, commit_id, parts, keys,
@@ -229,6 +248,7 @@ def forget(ledger: Ledger, chosen: pa.Table, reason: str,
     if entries:
         ledger.commit(CommitRecord(seq=0, commit_id=commit_id, kind="forget",
                                    created_at=at.isoformat(), flow_run_id=flow_run_id,
+                                   model_version=version,
                                    entries=entries, parts=new_parts, removes=removes,
                                    moves=moves))
     return {"files": len(entries), "rows_removed": dropped, "parts_rewritten": len(moves),
@@ -266,8 +286,18 @@ def recover_lost(ledger: Ledger, input_dir: str, archive: str | None = None,
     if not verdict.lost:
         return out
     e = ledger.entries
-    chosen = e.filter(pc.is_in(e["part"], pa.array(verdict.lost, pa.string())))
-    chosen = _with_copies(e, _same_files(e, chosen))
+    lost = e.filter(pc.is_in(e["part"], pa.array(verdict.lost, pa.string())))
+    rescored = lost.filter(pc.equal(lost["status"], "rescored"))
+    for version in sorted(set(rescored["model_version"].to_pylist()) - {None}):
+        # Derived rows: only that version's are forgotten (the rescore can redo them); the
+        # files' classified rows, intact in their own parts, stay.
+        forget(ledger, rescored.filter(pc.equal(rescored["model_version"], version)),
+               "lost_part", flow_run_id, version=version)
+        out["rescored_lost"] = out.get("rescored_lost", 0) + rescored.num_rows
+    lost = lost.filter(pc.invert(pc.fill_null(pc.equal(lost["status"], "rescored"), False)))
+    if lost.num_rows == 0:
+        return out
+    chosen = _with_copies(e, _same_files(e, lost))
     forget(ledger, chosen, "lost_part", flow_run_id)
     inp = Location(input_dir)
     here = {sha for p, sha in zip(chosen["path"].to_pylist(), chosen["sha256"].to_pylist(),

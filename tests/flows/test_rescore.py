@@ -85,8 +85,11 @@ def test_inputs_are_found_in_the_archive_and_missing_ones_are_named_not_guessed(
 
 def test_filters_select_by_batch_day_and_label_and_a_run_with_nothing_found_fails(history):
     inp, out, reg, _, new = history
-    assert rescore(inp, out, reg, model_version=new, batch="batch_000",
-                   dry_run=True)["selected_files"] == 6
+    from tasks.classify.ledger import OutputLock
+
+    with OutputLock(str(out)):  # a dry run only reads: a classify holding the lock is fine
+        assert rescore(inp, out, reg, model_version=new, batch="batch_000",
+                       dry_run=True)["selected_files"] == 6
     assert rescore(inp, out, reg, model_version=new, since="2999-01-01",
                    dry_run=True)["selected_files"] == 0
     table = ds.dataset(out / "predictions", partitioning="hive").to_table()
@@ -98,5 +101,7 @@ def test_filters_select_by_batch_day_and_label_and_a_run_with_nothing_found_fail
     assert rescore(inp, out, reg, model_version=new, max_confidence=0.0,
                    dry_run=True)["selected_files"] == 0
     shutil.rmtree(inp)                                   # every input gone
+    plan = rescore(inp, out, reg, model_version=new, dry_run=True)   # says so, no failure
+    assert (plan["ok"], plan["missing"], len(plan["missing_files"])) == (True, 12, 12)
     with pytest.raises(RuntimeError, match="none of the 12 file"):
         rescore(inp, out, reg, model_version=new)

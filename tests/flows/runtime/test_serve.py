@@ -41,7 +41,8 @@ def test_plans_take_schedule_and_paths_from_settings(berlin: Settings):
     rescore = plans["after-promotion"]
     assert rescore.parameters == {"input_dir": str(root / "incoming"),
                                   "output_dir": str(root / "output"),
-                                  "registry_dir": str(root / "registry"), "since_days": 7}
+                                  "registry_dir": str(root / "registry"), "since_days": 7,
+                                  "lock_wait_seconds": 3600}
     (trig,) = rescore.triggers
     assert trig["enabled"] is False and trig["expect"] == ["posebatch.model.promoted"]
     assert repr(str(root / "registry")) in trig["parameters"]["registry_dir"]

@@ -154,3 +154,19 @@ def test_lock_of_a_killed_process_is_released_by_the_kernel(tmp_path: Path):
         except LockHeld:
             assert time.time() < deadline
             time.sleep(0.05)
+
+
+def test_a_lock_can_be_waited_for_within_a_bound(tmp_path):
+    """An event-started run waits for the nightly run's lock, up to a bound, then fails."""
+    import threading
+
+    from tasks.classify.ledger import LockHeld, OutputLock
+
+    held = OutputLock(str(tmp_path))
+    held.acquire()
+    with pytest.raises(LockHeld):
+        OutputLock(str(tmp_path)).acquire_within(0.2, poll=0.05)
+    threading.Timer(0.3, held.release).start()
+    with OutputLock(str(tmp_path)).acquire_within(5, poll=0.05) as mine:
+        assert mine._fh is not None               # taken once, not twice
+    OutputLock(str(tmp_path)).probe()             # and released on exit

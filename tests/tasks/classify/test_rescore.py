@@ -88,3 +88,26 @@ def test_judge_rescores_only_the_recorded_content_once_and_names_the_rest(tmp_pa
     assert [f.path for f in judged.result.files][0] == "orig/ok.npy"   # the rows' own path
     assert report == {"changed": ["orig/changed.npy"], "rejected": ["orig/bad.npy"],
                       "unreadable": ["orig/gone.npy"], "already": ["orig/done.npy"]}
+
+
+def test_entries_from_before_versions_were_recorded_count_as_scored_when_asked():
+    legacy = entries([("b1/old.npy", "O", "classified", None, "2026-10-01"),
+                      ("b1/new.npy", "N", "classified", "v1", "2026-11-01")])
+    assert [t.path for t in plan(legacy, "v1")[0]] == ["b1/old.npy"]
+    assert plan(legacy, "v1", legacy_scored=True) == ([], 2)   # no duplicate, ever
+
+
+def test_a_path_claimed_by_two_contents_is_settled_by_hash(tmp_path: Path):
+    """A file rewritten in place (content A classified, then B): the input holds B, the
+    archive a renamed copy of A; each target gets its own bytes, none is dropped."""
+    inp, arc = tmp_path / "in", tmp_path / "archive"
+    (inp / "b").mkdir(parents=True)
+    (arc / "b").mkdir(parents=True)
+    (inp / "b" / "x.npy").write_bytes(b"B")
+    (arc / "b" / "x.111.npy").write_bytes(b"A")
+    sha = {k: hashlib.sha256(k.encode()).hexdigest() for k in "AB"}
+    found, missing = locate([Target("b/x.npy", sha["A"], 1, 1, 0),
+                             Target("b/x.npy", sha["B"], 1, 1, 0)], str(inp), str(arc))
+    assert sorted((t.sha256 == sha["A"], t.base, t.rel) for t in found) == [
+        (False, str(inp), "b/x.npy"), (True, str(arc), "b/x.111.npy")]
+    assert missing == []

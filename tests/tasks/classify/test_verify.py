@@ -144,3 +144,46 @@ def test_a_commit_fsyncs_every_folder_it_creates(tmp_path: Path, monkeypatch: py
     for folder in ("", "predictions", day, "_posebatch", "_posebatch/staging",
                    "_posebatch/ledger", "_posebatch/ledger/commits"):
         assert folder in synced, folder
+
+
+def test_a_storage_error_is_raised_never_taken_for_a_damaged_part(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A network or permission error reading a part says nothing about the part: recovery
+    must not forget its rows (it would delete intact data)."""
+    import tasks.classify.verify as verify_mod
+
+    led = Ledger.load(str(tmp_path))
+    commit(led, {"b/1.npy": b"one"}, "c1")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(verify_mod.pq, "read_metadata", denied)
+    with pytest.raises(PermissionError):
+        recover_lost(Ledger.load(str(tmp_path)), str(tmp_path / "in"))
+    monkeypatch.undo()
+    assert rows(tmp_path) == [("b/1.npy", 0)] and verify(Ledger.load(str(tmp_path))).problems == []
+
+
+def test_a_lost_rescored_part_forgets_only_that_version(tmp_path: Path):
+    """v0002's re-scored rows of a file are lost: only they are forgotten (rescore redoes
+    them); the file's classified rows and entry stay."""
+    import dataclasses
+
+    from tasks.classify.rescore import Target, judge, plan
+
+    led = Ledger.load(str(tmp_path))
+    commit(led, {"b/1.npy": b"one", "b/2.npy": b"two"}, "c1")
+    result = dataclasses.replace(chunk_of({"b/1.npy": b"one"}, {}), model_version="v0002")
+    sha = result.files[0].sha256
+    judged, _ = judge(result, {"b/1.npy": Target("b/1.npy", sha, 1, 0, 0)}, led, "v0002")
+    record, _ = commit_chunk(led, judged, {}, "c2", "run-2", lineage={"run_kind": "rescore"})
+    os.unlink(tmp_path / record.parts[0].final)
+    out = recover_lost(Ledger.load(str(tmp_path)), str(tmp_path / "in"))
+    assert (out["lost_parts"], out["rescored_lost"], out["unrestorable"]) == (1, 1, 0)
+    after = Ledger.load(str(tmp_path))
+    assert sorted(zip(after.entries["path"].to_pylist(), after.entries["status"].to_pylist(),
+                      strict=True)) == [("b/1.npy", "classified"), ("b/2.npy", "classified")]
+    assert rows(tmp_path) == [("b/1.npy", 0), ("b/2.npy", 0)]
+    assert [t.path for t in plan(after.entries, "v0002")[0]] == ["b/1.npy", "b/2.npy"]
+    assert verify(after).problems == []
