@@ -40,6 +40,7 @@ from tasks.classify.archive import archive_files, remember_archive
 from tasks.classify.discover import (
     Candidate,
     backlog,
+    excluded_folders,
     plan_chunks,
     scan_input,
     take,
@@ -59,7 +60,7 @@ from tasks.classify.tally import IncompleteRun, RunTally, build_summary, chunk_s
 from tasks.classify.verify import recover_lost
 from tasks.io import faults
 from tasks.io.schema import PREDICTIONS
-from tasks.io.storage import absolute, relative_inside
+from tasks.io.storage import absolute
 from tasks.monitor.history import record_run
 from tasks.monitor.predictions import PredictionStats
 
@@ -185,7 +186,7 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
     with OutputLock(output_dir):
         ledger, rec, lost = _reconcile(output_dir, settings.fold_at, input_dir,
                                        move_processed, run_id)
-        found = _discover(input_dir, quiet, ledger, _excluded(input_dir, output_dir,
+        found = _discover(input_dir, quiet, ledger, excluded_folders(input_dir, output_dir,
                           move_processed), max_files, max_bytes, entry.version)
         if move_processed:
             remember_archive(output_dir, move_processed)
@@ -211,11 +212,6 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
 
 
 # -- the flow's steps -----------------------------------------------------------------------
-def _excluded(input_dir: str, *inside: str | None) -> tuple[str, ...]:
-    """The output and archive folders when they lie inside the input: never scanned."""
-    return tuple(x for x in (relative_inside(p, input_dir) for p in inside) if x)
-
-
 def _reconcile(output_dir: str, fold_at: int, input_dir: str, archive: str | None,
                run_id: Any) -> tuple[Ledger, dict[str, int], dict[str, Any]]:
     """Step 1 (under the lock): the ledger, with what a killed run left finished or undone,

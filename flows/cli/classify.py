@@ -63,13 +63,14 @@ def run_classify(params: dict[str, Any], registry: str, version: str, batch_size
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     settings = get_settings(params.get("data_root"))
     idle = _idle(params, version, settings)
-    if idle is not None:  # nothing to do: no Prefect, no TensorFlow (tasks/classify/idle.py)
-        return idle
+    if idle.summary is not None:  # nothing to do: no Prefect, no TensorFlow
+        return idle.summary
     server = start_early_server(settings.early_server)  # before any thread; stopped at exit
     on_dask = spec is not None and spec.kind != "threads"
-    if not on_dask:  # on Dask the workers load the model (flows/runners), not this process
-        threading.Thread(target=_preload, args=(registry, version, batch_size,
-                                                settings.xla, params),
+    # On Dask the workers load the model (flows/runners); here only when files are to be
+    # classified (moving known files or compacting needs no model).
+    if not on_dask and idle.needs_model:
+        threading.Thread(target=_preload, args=(registry, version, batch_size, settings.xla),
                          name="posebatch-model-load", daemon=True).start()
     from flows.classify import classify_flow
     from flows.runtime.progress import add_file_listener
@@ -97,19 +98,19 @@ def run_classify(params: dict[str, Any], registry: str, version: str, batch_size
             remove()
 
 
-def _idle(params: dict[str, Any], version: str, settings: Any) -> dict[str, Any] | None:
-    """The summary of a run with nothing to do, or None (the flow runs)."""
+def _idle(params: dict[str, Any], version: str, settings: Any) -> Any:
+    """The run's one discovery before any start-up cost (``tasks.classify.idle.IdleCheck``):
+    nothing to do, or whether the flow will need the model."""
+    from tasks.classify.discover import excluded_folders
     from tasks.classify.idle import idle_run
-    from tasks.io.storage import absolute, relative_inside
+    from tasks.io.storage import absolute
 
     inp = absolute(params.get("input_dir") or settings.incoming_dir)
     out = absolute(params.get("output_dir") or settings.output_dir)
     move = absolute(params["move_processed"]) if params.get("move_processed") else None
     quiet = params.get("quiet_seconds")
     return idle_run(inp, out, quiet_seconds=settings.quiet_seconds if quiet is None
-                    else float(quiet),
-                    exclude=tuple(x for x in (relative_inside(out, inp),
-                                              relative_inside(move, inp)) if x),
+                    else float(quiet), exclude=excluded_folders(inp, out, move),
                     move_processed=move, fold_at=settings.fold_at,
                     compact_above=settings.compact_above, model_version=version)
 
@@ -148,48 +149,15 @@ def _console_without_tracebacks() -> None:
                 handler.setFormatter(_NoTraceback(handler.formatter or logging.Formatter()))
 
 
-def _preload(registry: str, version: str, batch_size: int, xla: bool = False,
-             params: dict[str, Any] | None = None) -> None:
-    """Import TensorFlow and compile the model while Prefect starts, if the input holds
-    anything new (``anything_new``): a run that finds nothing never imports TensorFlow.
-    Errors resurface later, when the flow loads the model itself."""
+def _preload(registry: str, version: str, batch_size: int, xla: bool = False) -> None:
+    """Import TensorFlow and compile the model while Prefect starts (only when the idle check
+    found files to classify). Errors resurface later, when the flow loads the model itself."""
     try:
-        if params is not None and not anything_new(params):
-            return
         from tasks.classify.infer import load_predictor
 
         load_predictor(registry, version, batch_size, xla)
     except Exception:  # noqa: BLE001 - reported by the flow's own load
         pass
-
-
-def anything_new(params: dict[str, Any]) -> bool:
-    """Whether the flow will find files to classify: the same discovery (complete batches,
-    minus what the ledger knows by path, size and mtime), read without the output's lock.
-
-    Only a hint for the preload: the flow decides under the lock. A wrong "nothing new"
-    (a file arriving meanwhile) costs the flow its own model load; a wrong "new" an
-    unneeded one. Any error counts as new (the behaviour before the hint)."""
-    from tasks.classify.discover import scan_input, unseen
-    from tasks.classify.ledger import Ledger
-    from tasks.io.storage import relative_inside
-
-    try:
-        inp, out = params["input_dir"], params["output_dir"]
-        quiet = params.get("quiet_seconds")
-        if quiet is None:
-            from flows.settings import get_settings
-
-            quiet = get_settings(params.get("data_root")).quiet_seconds
-        exclude = tuple(x for x in (relative_inside(out, inp),
-                                    relative_inside(params.get("move_processed"), inp)) if x)
-        scan = scan_input(inp, float(quiet), exclude=exclude)
-        if not scan.ready:
-            return False
-        fresh, _ = unseen(scan.ready, Ledger.load(out).entries)
-        return bool(fresh)
-    except Exception:  # noqa: BLE001 - unknown: preload as before
-        return True
 
 
 def register(app: typer.Typer) -> None:

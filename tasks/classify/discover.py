@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from tasks.io.storage import Location
+from tasks.io.storage import Location, relative_inside
 
 MARKER = "_SUCCESS"
 SUFFIX = ".npy"
@@ -227,3 +227,9 @@ def backlog(left: list[Candidate], now: float | None = None) -> dict[str, object
     return {"files": len(left), "bytes": sum(c.size for c in left),
             "oldest_batch": oldest.batch or oldest.path,
             "oldest_age_hours": round(((time.time() if now is None else now) - age) / 3600, 2)}
+
+
+def excluded_folders(input_dir: str, *folders: str | None) -> tuple[str, ...]:
+    """The given folders (output, archive) that lie inside the input, relative to it: never
+    scanned as input."""
+    return tuple(x for x in (relative_inside(f, input_dir) for f in folders) if x)
