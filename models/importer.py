@@ -19,12 +19,12 @@ The wrapped model is then checked against the original on random input before it
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from models.registry import file_sha256
 from models.spec import HEATMAP_SHAPE
 
 SUPPORTED_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -205,14 +205,6 @@ def load_external(path: Path | str) -> tuple[Any, bool]:
         if model is not None:
             return model, True
     raise ImportError_(error)
-
-
-def file_sha256(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def import_into_registry(registry: Any, path: Path | str, class_names: list[str],

@@ -73,11 +73,16 @@ class ModelEntry:
 
     def model_sha256(self) -> str:
         """The SHA-256 of the saved model file: which exact weights scored a row."""
-        h = hashlib.sha256()
-        with open(self.model_path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
+        return file_sha256(self.model_path)
+
+
+def file_sha256(path: Path | str) -> str:
+    """A file's SHA-256, read in 1 MiB blocks (model files, archived inputs)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -16,7 +16,6 @@ recorded: a missing or changed input is reported, never guessed.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -24,9 +23,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from models.registry import file_sha256
 from tasks.classify.infer import ChunkResult
 from tasks.classify.ledger import Ledger
 from tasks.classify.outputs import SCORED, Judged
+from tasks.classify.verify import sha_of
 from tasks.io.storage import Location, is_remote
 
 
@@ -85,14 +86,6 @@ def plan(entries: pa.Table, version: str, *, since: str | None = None,
     return sorted(out, key=lambda t: t.path), already
 
 
-def _sha_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def locate(targets: list[Target], input_dir: str, archive: str | None = None
            ) -> tuple[list[Target], list[Target]]:
     """(found, missing): each target with the folder that holds it now. A file of the input
@@ -108,7 +101,7 @@ def locate(targets: list[Target], input_dir: str, archive: str | None = None
     for t in targets:
         shared = claims[t.path] > 1
         if inp.exists(t.path) and _same_size(inp, t) and (
-                not shared or _sha_of(inp, t.path) == t.sha256):
+                not shared or sha_of(inp, t.path) == t.sha256):
             found.append(dataclasses.replace(t, base=input_dir, rel=t.path))
             continue
         where = _in_archive(t, archive, shared) if archive and not is_remote(archive) else None
@@ -125,17 +118,13 @@ def _same_size(loc: Location, t: Target) -> bool:
     return loc.is_remote or Path(loc.path(t.path)).stat().st_size == t.size
 
 
-def _sha_of(loc: Location, rel: str) -> str:
-    return hashlib.sha256(loc.read_bytes(rel)).hexdigest()
-
-
 def _in_archive(t: Target, archive: str, shared: bool) -> str | None:
     dst = Path(archive, t.path)
     copies = sorted(dst.parent.glob(f"{dst.stem}.*{dst.suffix}"))
     for cand in ([dst] if dst.is_file() else []) + copies:
         if cand.stat().st_size != t.size:
             continue
-        if (cand == dst and not copies and not shared) or _sha_file(cand) == t.sha256:
+        if (cand == dst and not copies and not shared) or file_sha256(cand) == t.sha256:
             return cand.relative_to(archive).as_posix()
     return None
 

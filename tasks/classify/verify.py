@@ -257,7 +257,8 @@ def forget(ledger: Ledger, chosen: pa.Table, reason: str,
 
 
 # -- recovery at the start of a run -----------------------------------------------------------
-def _sha_of(loc: Location, rel: str) -> str | None:
+def sha_of(loc: Location, rel: str) -> str | None:
+    """The SHA-256 of a file below ``loc``; None when it cannot be read."""
     try:
         return hashlib.sha256(loc.read_bytes(rel)).hexdigest()
     except (FileNotFoundError, OSError):
@@ -301,7 +302,7 @@ def recover_lost(ledger: Ledger, input_dir: str, archive: str | None = None,
     forget(ledger, chosen, "lost_part", flow_run_id)
     inp = Location(input_dir)
     here = {sha for p, sha in zip(chosen["path"].to_pylist(), chosen["sha256"].to_pylist(),
-                                  strict=True) if _sha_of(inp, p) == sha}
+                                  strict=True) if sha_of(inp, p) == sha}
     bad = [(p, f) for p, s, st, f in zip(*(chosen[c].to_pylist() for c in
                                             ("path", "sha256", "status", "frames")), strict=True)
            if st in ("classified", "rejected") and s not in here]
