@@ -81,7 +81,7 @@ def notify_labeled(
     if not api:
         fail("no Prefect server to notify: set PREFECT_API_URL or run `posebatch serve` "
              "for this data root", as_json)
-    from flows.runtime.watch import emit_labeled_updated
+    from flows.runtime.events import emit_labeled_updated
 
     try:
         result = emit_labeled_updated(labeled, registry)
@@ -197,7 +197,8 @@ def _watcher(params: dict[str, Any], spec: Any, poll_seconds: float, polling: bo
              labeled: Path | None) -> Any:
     """The Watcher running one classify flow per ready set; with --labeled it also emits the
     labeled-updated event for the registry this watch classifies with."""
-    from flows.runtime.watch import Watcher, classify_runner, emit_labeled_updated, ledger_entries
+    from flows.runtime.events import emit_labeled_updated
+    from flows.runtime.watch import Watcher, classify_runner, ledger_entries
 
     out = params["output_dir"]
     on_labeled = None

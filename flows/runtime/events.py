@@ -8,11 +8,13 @@ API it does nothing (events are best effort: the data they describe is already c
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 MONITOR_ALERT = "posebatch.monitor.alert"
 MONITOR_RESOURCE = "posebatch.monitor"   # resource id prefix: posebatch.monitor.<run id>
 MODEL_PROMOTED = "posebatch.model.promoted"
+LABELED_EVENT = "posebatch.labeled.updated"  # the retrain deployment's trigger
 
 
 def monitor_alert_events(row: Mapping[str, Any], psi_threshold: float,
@@ -62,3 +64,27 @@ def emit_model_promoted(registry_dir: str, version: str, previous: str | None,
 
         EventsWorker.drain_all()
     return str(event.id) if event is not None else None
+
+
+def emit_labeled_updated(labeled_dir: Path, registry_dir: Path) -> dict[str, Any]:
+    """Emit ``posebatch.labeled.updated`` (the retrain deployment's trigger) and wait until it
+    is sent. The payload carries the deployment's parameters."""
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    from tasks.io.storage import Location
+
+    files = Location(labeled_dir).list_files(".npy")
+    payload = {"labeled_dir": str(labeled_dir), "registry_dir": str(registry_dir),
+               "files": len(files)}
+    event = emit_event(
+        event=LABELED_EVENT,
+        resource={"prefect.resource.id": f"posebatch.labeled.{labeled_dir}",
+                  "prefect.resource.name": labeled_dir.name},
+        payload=payload,
+    )
+    if event is None:
+        raise RuntimeError("Prefect did not emit the event (events are disabled for this "
+                           "API configuration)")
+    EventsWorker.drain_all()
+    return {"event": LABELED_EVENT, "event_id": str(event.id), **payload}

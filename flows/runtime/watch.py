@@ -31,11 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flows.runtime.events import LABELED_EVENT
 from tasks.io.storage import Location, is_remote
 
 log = logging.getLogger("posebatch.watch")
-
-LABELED_EVENT = "posebatch.labeled.updated"
 
 FileKey = tuple[str, int, int]          # (relative path, size, mtime_ns)
 
@@ -193,28 +192,6 @@ class Watcher:
 
 def _plain(value: Any) -> bool:
     return isinstance(value, str | int | float | bool) or value is None
-
-
-def emit_labeled_updated(labeled_dir: Path, registry_dir: Path) -> dict[str, Any]:
-    """Emit ``posebatch.labeled.updated`` (the retrain deployment's trigger) and wait until it
-    is sent. The payload carries the deployment's parameters."""
-    from prefect.events import emit_event
-    from prefect.events.worker import EventsWorker
-
-    files = Location(labeled_dir).list_files(".npy")
-    payload = {"labeled_dir": str(labeled_dir), "registry_dir": str(registry_dir),
-               "files": len(files)}
-    event = emit_event(
-        event=LABELED_EVENT,
-        resource={"prefect.resource.id": f"posebatch.labeled.{labeled_dir}",
-                  "prefect.resource.name": labeled_dir.name},
-        payload=payload,
-    )
-    if event is None:
-        raise RuntimeError("Prefect did not emit the event (events are disabled for this "
-                           "API configuration)")
-    EventsWorker.drain_all()
-    return {"event": LABELED_EVENT, "event_id": str(event.id), **payload}
 
 
 def classify_runner(params: dict[str, Any], spec: Any = None) -> Callable[[], dict[str, Any]]:
