@@ -29,8 +29,47 @@ INPUT_LAYOUT: dict[str, Any] = {"shape": [None, *HEATMAP_SHAPE],
                                 "axes": ["batch", "keypoint", "y", "x"]}
 DEFAULT_PARAMS: dict[str, Any] = {"filters": [32, 64, 96], "dense": 128, "dropout": 0.3,
                                   "learning_rate": 2e-3, "stem_pool": True, "keypoints": 64,
-                                  "label_smoothing": 0.0}
+                                  "label_smoothing": 0.0, "input_mode": "raw"}
+INPUT_MODES = ("raw", "canonical")
 SHARPNESS = 12.0  # soft-argmax: softmax(SHARPNESS * heat / channel max) over the grid
+CANONICAL_SIGMA = 2.0   # the redrawn peaks' width: ViTPose's own training targets (spec)
+LOCAL_RADIUS = 2        # the sub-pixel centroid looks this many pixels around the argmax
+
+
+def canonical_redraw(inputs: Any, sigma: float = CANONICAL_SIGMA) -> Any:
+    """Decode every joint and draw it again as a clean Gaussian: the ``canonical`` input mode.
+
+    Why: PoseC3D never feeds an estimator's raw heatmaps to its classifier; it decodes each
+    joint to (x, y, score) and redraws a Gaussian at a fixed width. Peak width and shape,
+    background noise, spurious blobs and quantisation then vanish by construction, and only
+    the pose (and each joint's confidence, as the peak's height) reaches the network.
+
+    Decoding: the argmax, refined by the centroid of the positive heat within
+    ``LOCAL_RADIUS`` pixels of it (a blob elsewhere cannot pull the joint). The height is
+    the peak value clipped to [0, 1.5]. Inside the graph, from ``keras.ops`` only, so
+    training, evaluation, classification and re-scoring run the same code and the saved
+    model still loads in safe mode."""
+    from keras import layers, ops
+
+    k, h, w = HEATMAP_SHAPE
+    flat = layers.Reshape((k, h * w), name="canon_flat")(inputs)
+    arg = ops.argmax(flat, axis=-1)
+    y0 = ops.cast(arg // w, "float32")[..., None, None]
+    x0 = ops.cast(arg % w, "float32")[..., None, None]
+    gy = ops.reshape(ops.arange(h, dtype="float32"), (1, 1, h, 1))
+    gx = ops.reshape(ops.arange(w, dtype="float32"), (1, 1, 1, w))
+    near = ops.cast((ops.abs(gy - y0) <= LOCAL_RADIUS) & (ops.abs(gx - x0) <= LOCAL_RADIUS),
+                    "float32")
+    mass = ops.maximum(inputs, 0.0) * near
+    total = ops.sum(mass, axis=(2, 3), keepdims=True)
+    safe = ops.maximum(total, 1e-6)
+    has = ops.cast(total > 1e-6, "float32")
+    y = has * ops.sum(mass * gy, axis=(2, 3), keepdims=True) / safe + (1 - has) * y0
+    x = has * ops.sum(mass * gx, axis=(2, 3), keepdims=True) / safe + (1 - has) * x0
+    height = ops.clip(ops.max(flat, axis=-1), 0.0, 1.5)[..., None, None]
+    d2 = (gy - y) ** 2 + (gx - x) ** 2
+    return layers.Activation("linear", name="canonical")(
+        height * ops.exp(-d2 / (2.0 * sigma * sigma)))
 
 
 def keypoint_branch(inputs: Any, width: int) -> Any:
@@ -73,14 +112,20 @@ def keypoint_branch(inputs: Any, width: int) -> Any:
 
 def build_cnn(num_classes: int, filters: Sequence[int] = (32, 64, 96), dense: int = 128,
               dropout: float = 0.3, learning_rate: float = 2e-3, stem_pool: bool = True,
-              keypoints: int = 64, label_smoothing: float = 0.0, compile: bool = True) -> Any:
+              keypoints: int = 64, label_smoothing: float = 0.0, input_mode: str = "raw",
+              compile: bool = True) -> Any:
     """A (compiled) Keras CNN: ``(None,17,64,48)`` float32 in, ``num_classes`` logits out.
-    ``keypoints``: width of the keypoint branch (``keypoint_branch``); 0 leaves it out."""
+    ``keypoints``: width of the keypoint branch (``keypoint_branch``); 0 leaves it out.
+    ``input_mode``: ``raw`` (the heatmaps as drawn) or ``canonical`` (``canonical_redraw``
+    first, for both branches)."""
     import keras
     from keras import layers
 
+    if input_mode not in INPUT_MODES:
+        raise ValueError(f"input_mode must be one of {', '.join(INPUT_MODES)}")
     inputs = keras.Input(shape=HEATMAP_SHAPE, dtype="float32", name="heatmaps")
-    x = layers.Permute((2, 3, 1), name="to_channels_last")(inputs)
+    seen = canonical_redraw(inputs) if input_mode == "canonical" else inputs
+    x = layers.Permute((2, 3, 1), name="to_channels_last")(seen)
     if stem_pool:
         x = layers.MaxPooling2D(2, name="stem_pool")(x)
     for i, f in enumerate(filters):
@@ -92,7 +137,7 @@ def build_cnn(num_classes: int, filters: Sequence[int] = (32, 64, 96), dense: in
     x = layers.Dropout(dropout, name="dropout")(x)
     x = layers.Dense(int(dense), activation="relu", name="dense")(x)
     if keypoints:
-        x = layers.Concatenate(name="fuse")([x, keypoint_branch(inputs, int(keypoints))])
+        x = layers.Concatenate(name="fuse")([x, keypoint_branch(seen, int(keypoints))])
     outputs = layers.Dense(num_classes, name="logits")(x)
     model = keras.Model(inputs, outputs, name="posebatch_cnn")
     if compile:

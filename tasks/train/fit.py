@@ -28,6 +28,7 @@ class TrainResult:
     history: dict[str, list[float]]
     seconds: float
     trials: list[dict[str, Any]] = field(default_factory=list)
+    steps_per_epoch: int = 0
 
 
 def _callbacks(epochs: int, patience: int, on_epoch: EpochHook | None,
@@ -50,27 +51,55 @@ def _callbacks(epochs: int, patience: int, on_epoch: EpochHook | None,
     return cbs
 
 
+def steps_plan(natural_steps: int, epochs: int, min_steps: int) -> int:
+    """Optimizer steps per epoch: one pass over the data, or more when the whole run would
+    otherwise take fewer than ``min_steps`` steps.
+
+    Why: counted in epochs, a folder of ten frames a class trains 30 epochs of 2 steps, 60
+    steps in all, and learns nothing. A floor counted in steps trains a small folder as long
+    as a large one, while early stopping (per epoch, on validation loss) still guards it."""
+    return max(natural_steps, -(-max(min_steps, 0) // max(epochs, 1)))
+
+
 def train_cnn(train_ds: Any, val_ds: Any, num_classes: int, *, epochs: int = 30,
               seed: int = 0, params: dict[str, Any] | None = None, patience: int = 6,
-              on_epoch: EpochHook | None = None) -> TrainResult:
-    """Build and fit the CNN on ``tf.data`` datasets; return the best-epoch model."""
+              on_epoch: EpochHook | None = None, min_steps: int = 0,
+              init_model: Any = None, learning_rate: float | None = None) -> TrainResult:
+    """Build and fit the CNN on ``tf.data`` datasets; return the best-epoch model.
+
+    ``min_steps``: the floor on optimizer steps (``steps_plan``); ``init_model``: start from
+    these weights (fine-tuning a pretrained model; its architecture wins over ``params``);
+    ``learning_rate``: the schedule's start instead of the params' one."""
     import keras
 
     keras.utils.set_random_seed(seed)
     p = {**DEFAULT_PARAMS, **(params or {})}
-    model = build_cnn(num_classes, **p)
-    steps = int(train_ds.cardinality())
-    if steps > 0:  # known length: decay the learning rate to ~0 over the epoch budget
+    if init_model is not None:
+        model = keras.models.clone_model(init_model)
+        model.set_weights(init_model.get_weights())
+    else:
+        model = build_cnn(num_classes, **p)
+    lr = float(learning_rate if learning_rate is not None else p["learning_rate"])
+    natural = int(train_ds.cardinality())
+    per_epoch = None
+    if natural > 0:  # known length: decay the learning rate to ~0 over the step budget
+        per_epoch = steps_plan(natural, epochs, min_steps)
+        if per_epoch > natural:
+            train_ds = train_ds.repeat()
         compile_cnn(model, keras.optimizers.schedules.CosineDecay(
-            p["learning_rate"], decay_steps=steps * epochs, alpha=0.02),
-            p.get("label_smoothing", 0.0))
+            lr, decay_steps=per_epoch * epochs, alpha=0.02), p.get("label_smoothing", 0.0))
+    elif init_model is not None:
+        compile_cnn(model, lr, p.get("label_smoothing", 0.0))
     start = time.monotonic()
     hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False,
+                     steps_per_epoch=per_epoch if per_epoch != natural else None,
                      callbacks=_callbacks(epochs, patience, on_epoch))
     h = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     losses = h.get("val_loss") or h.get("loss") or [0.0]
     best = int(min(range(len(losses)), key=losses.__getitem__)) + 1
-    return TrainResult(model, p, len(losses), best, h, time.monotonic() - start)
+    result = TrainResult(model, p, len(losses), best, h, time.monotonic() - start)
+    result.steps_per_epoch = per_epoch or natural
+    return result
 
 
 def tune_cnn(train_ds: Any, val_ds: Any, num_classes: int, *, epochs: int = 30,

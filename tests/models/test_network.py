@@ -42,3 +42,45 @@ def test_it_learns_a_trivial_task_quickly(keypoints: int) -> None:
     x[y == 1, 9, 55:59, 40:44] = 1.0  # or bottom-right
     model.fit(x, y, epochs=15, batch_size=8, verbose=0)
     assert (predict_logits(model, x).argmax(axis=1) == y).all()
+
+
+def _canonical_only() -> object:
+    import keras
+
+    from models.network import canonical_redraw
+
+    inputs = keras.Input(shape=HEATMAP_SHAPE)
+    return keras.Model(inputs, canonical_redraw(inputs))
+
+
+def test_canonical_redraw_keeps_the_joints_and_drops_the_rendering() -> None:
+    """decode -> redraw -> decode keeps every clear joint where it was; the redrawn map is a
+    clean Gaussian of the peak's height (no background, no second blob)."""
+    from models.keypoints import decode
+    from tasks.synth.generate import synth_dataset
+
+    frames = synth_dataset(per_class=2, seed=3).frames
+    redrawn = np.asarray(_canonical_only()(frames, training=False))
+    xy0, s0 = decode(frames)
+    xy1, s1 = decode(redrawn)
+    clear = s0 > 0.3
+    assert clear.mean() > 0.7
+    err = np.linalg.norm(xy1 - xy0, axis=-1)[clear]
+    assert np.median(err) <= 0.3 and np.percentile(err, 95) <= 1.0
+    np.testing.assert_allclose(s1[clear], np.clip(s0[clear], 0, 1.5), atol=0.03)
+    assert redrawn.min() >= 0.0  # background and negative offsets gone
+    # far from its peak, a redrawn channel is empty
+    far = np.hypot(np.arange(48)[None, :] - xy1[0, 0, 0], np.arange(64)[:, None] - xy1[0, 0, 1])
+    assert redrawn[0, 0][far > 10].max() < 1e-4
+
+
+def test_canonical_model_saves_loads_and_agrees(tmp_path) -> None:
+    import keras
+
+    model = build_cnn(5, filters=(4, 8), dense=8, input_mode="canonical")
+    x = np.random.default_rng(1).random((4, *HEATMAP_SHAPE), dtype=np.float32)
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras")  # safe mode
+    np.testing.assert_allclose(predict_logits(again, x), predict_logits(model, x), atol=1e-5)
+    with pytest.raises(ValueError, match="input_mode"):
+        build_cnn(5, input_mode="blurred")
