@@ -20,6 +20,7 @@ and arrays, which Prefect should neither hash nor persist.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -32,12 +33,20 @@ from prefect.cache_policies import NO_CACHE
 from flows.runtime.events import emit_model_promoted
 from flows.runtime.progress import emit_stage
 from flows.settings import get_settings
-from models.network import INPUT_LAYOUT
+from models.network import DEFAULT_PARAMS, INPUT_LAYOUT
 from models.registry import ANY, ProductionChanged, Registry, library_versions
+from tasks.adapt.gather import (
+    Feedback,
+    check_unlabeled,
+    gather_feedback,
+    gather_training_set,
+    unlabeled_frames,
+)
+from tasks.adapt.sources import TrainingSet, source_summary
 from tasks.train.augment import AugmentConfig, augment_dataset
-from tasks.train.challenge import challenge_production, evaluate_challenger
+from tasks.train.challenge import challenge_production, evaluate_challenger, target_scores
 from tasks.train.choices import check_retrain_options
-from tasks.train.dataset import Scan, Split, features_of, scan_labeled, split_scan
+from tasks.train.dataset import Scan, Split, features_of, scan_labeled
 from tasks.train.evaluate import classification_metrics, confusion_png, confusion_table
 from tasks.train.gate import gate_verdict
 from tasks.train.report import RetrainSummary, render_report
@@ -50,8 +59,6 @@ from tasks.train.summary import (
     training_summary,
 )
 
-CACHE_LIMIT_BYTES = 2 << 30  # cache decoded frames in memory below this size (train + val)
-FRAME_BYTES = 17 * 64 * 48 * 4
 
 def _emit(event: dict[str, Any]) -> None:
     """Progress for the CLI (``flows/runtime/progress.py``); with nobody listening, epoch
@@ -68,54 +75,113 @@ LIBRARIES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "
 
 # -- tasks ----------------------------------------------------------------------------------
 @task(name="scan-labeled", cache_policy=NO_CACHE)
-def scan_task(labeled_dir: str, group_by: str, max_frames: int, seed: int
-              ) -> tuple[Scan, Split]:
-    """Validate and featurise the labeled files, then split them by group."""
+def scan_task(labeled_dir: str, group_by: str, max_frames: int, source: str = "none") -> Scan:
+    """Validate and featurise the labeled files. With a synthetic source possible, a missing
+    or empty folder is allowed: the generator's frames are then all there is."""
     _emit({"stage": "scan", "message": f"scanning {labeled_dir}"})
+    if source != "none" and not any(Path(labeled_dir).glob("*/**/*.npy")):
+        return Scan([], [])
     scan = scan_labeled(labeled_dir, group_by, max_frames,
                         progress=lambda i, n: _emit({"stage": "scan", "done": i, "total": n}))
     if len(scan.class_names) < 2:
         raise ValueError(f"{labeled_dir}: need at least 2 class folders with valid .npy files, "
                          f"found {len(scan.class_names)} (rejected files: {len(scan.rejected)})")
-    split = split_scan(scan.labels(), scan.groups(), len(scan.class_names), seed=seed)
-    if not split.train or not split.val:
+    return scan
+
+
+@task(name="gather-sources", cache_policy=NO_CACHE)
+def sources_task(scan: Scan, labeled_dir: str, source: str, use_feedback: bool,
+                 settings: Any, seed: int, max_frames: int) -> tuple[TrainingSet, Feedback,
+                                                                      dict[str, Any]]:
+    """The feedback labels (training share and held-out target test set) and, for a small
+    folder, our synthetic frames: merged and split (``tasks/adapt/gather.py``)."""
+    from models.spec import class_names as spec_names
+
+    names = scan.class_names or spec_names()
+    feedback = Feedback(summary={"used": False, "why": "--no-feedback"})
+    if use_feedback:
+        _emit({"stage": "scan", "message": "looking for labels fed back"})
+        feedback = gather_feedback(str(settings.output_dir), str(settings.incoming_dir), names,
+                                   settings.cache_dir, seed, max_frames)
+    ts, decision = gather_training_set(
+        scan, labeled_dir, feedback, source=source, cache_root=settings.cache_dir, seed=seed,
+        max_frames=max_frames, transfer_below=settings.transfer_below,
+        synthetic_per_class=settings.synthetic_per_class,
+        say=lambda m: _emit({"stage": "scan", "message": m}))
+    if not ts.split.train and decision["source"] != "synthetic" or not ts.split.val:
         raise ValueError(f"{labeled_dir}: too few labeled files to split into train and "
                          "validation sides (need at least 3 files per class)")
-    return scan, split
+    return ts, feedback, decision
 
 
 @task(name="train-cnn", cache_policy=NO_CACHE)
-def train_task(scan: Scan, split: Split, epochs: int, seed: int, batch_size: int,
-               tune: bool, tune_budget: float, tune_trials: int, max_frames: int,
-               augment: AugmentConfig) -> Any:
-    """Fit the CNN (optionally after a bounded search) on the streamed train split."""
-    from tasks.train.dataset import make_tf_dataset
-    from tasks.train.fit import train_cnn, tune_cnn
-
-    frames = sum(scan.files[i].n_frames for i in split.train + split.val)
-    cache = frames * FRAME_BYTES <= CACHE_LIMIT_BYTES
-    train_ds = make_tf_dataset(scan, split.train, batch_size, shuffle=True, seed=seed,
-                               cache=cache, max_frames=max_frames,
-                               augment=lambda ds: augment_dataset(ds, scan.class_names, seed,
-                                                                  augment))
-    val_ds = make_tf_dataset(scan, split.val, 256, cache=cache, max_frames=max_frames)
+def train_task(ts: TrainingSet, decision: dict[str, Any], strategy: str, epochs: int,
+               seed: int, batch_size: int, tune: bool, tune_budget: float, tune_trials: int,
+               max_frames: int, augment: AugmentConfig, params: dict[str, Any],
+               min_steps: int, cache_root: Path) -> tuple[Any, dict[str, Any]]:
+    """Fit the CNN: on the labeled files alone (optionally after a bounded search), or with
+    our synthetic frames as a source domain (``tasks/adapt/transfer.py``)."""
+    from tasks.adapt.transfer import pretrain_key, train_with_synthetic
+    from tasks.train.fit import fit_files, tune_cnn
 
     def on_epoch(e: int, n: int, logs: dict[str, float]) -> None:
         _emit({"stage": "train", "epoch": e, "epochs": n, "logs": logs})
 
-    n = len(scan.class_names)
+    def fit(train: list[int], val: list[int], init_model: Any = None,
+            learning_rate: float | None = None) -> Any:
+        return fit_files(ts.scan, train, val, epochs=epochs, seed=seed, batch_size=batch_size,
+                         augment=augment, max_frames=max_frames, min_steps=min_steps,
+                         params=params, init_model=init_model, learning_rate=learning_rate,
+                         on_epoch=on_epoch)
+
+    if decision["source"] == "synthetic":
+        recipe = {"params": params, "augment": augment.as_dict(), "epochs": epochs,
+                  "seed": seed, "batch_size": batch_size, "min_steps": min_steps}
+        key = pretrain_key(decision["synthetic_settings"], ts.scan.class_names, recipe)
+        result, info = train_with_synthetic(strategy, ts, cache_root, key, fit,
+                                            say=lambda m: _emit({"stage": "train",
+                                                                 "message": m}))
+        result.params = {**DEFAULT_PARAMS, **params}
+        return result, info
     if tune:
+        from tasks.train.dataset import make_tf_dataset
+
         _emit({"stage": "tune", "message": f"hyperparameter search, budget {tune_budget:.0f} s"})
 
         def on_trial(i: int, hp: dict[str, Any], score: float | None) -> None:
             _emit({"stage": "tune", "trial": i, "hyperparameters": hp, "val_loss": score})
 
-        return tune_cnn(train_ds, val_ds, n, epochs=epochs, seed=seed,
+        train_ds = make_tf_dataset(ts.scan, ts.split.train, batch_size, shuffle=True, seed=seed,
+                                   max_frames=max_frames,
+                                   augment=lambda ds: augment_dataset(
+                                       ds, ts.scan.class_names, seed, augment))
+        val_ds = make_tf_dataset(ts.scan, ts.split.val, 256, max_frames=max_frames)
+        return tune_cnn(train_ds, val_ds, len(ts.scan.class_names), epochs=epochs, seed=seed,
                         budget_seconds=tune_budget, max_trials=tune_trials,
-                        on_epoch=on_epoch, on_trial=on_trial)
-    _emit({"stage": "train", "message": f"training the CNN for up to {epochs} epochs"
-           f"{' (frames cached in memory)' if cache else ' (streamed from disk)'}"})
-    return train_cnn(train_ds, val_ds, n, epochs=epochs, seed=seed, on_epoch=on_epoch)
+                        on_epoch=on_epoch, on_trial=on_trial), {"strategy": "tuned"}
+    _emit({"stage": "train", "message": f"training the CNN for up to {epochs} epochs "
+           f"(at least {min_steps} optimizer steps)"})
+    return fit(ts.split.train, ts.split.val), {"strategy": "labeled only"}
+
+
+@task(name="adapt-to-stream", cache_policy=NO_CACHE)
+def adapt_task(model: Any, frames: Any, ts: TrainingSet, seed: int, max_frames: int,
+               augment: AugmentConfig) -> tuple[Any, dict[str, Any]]:
+    """AdaBN and self-training on the unlabeled stream; keep what measures better on the
+    labeled target validation frames (``tasks/adapt/domain.py``)."""
+    from tasks.adapt.domain import candidates, choose
+    from tasks.train.dataset import load_frames
+
+    say = lambda m: _emit({"stage": "adapt", "message": m})  # noqa: E731
+    labeled = load_frames(ts.scan, _sample(ts.split.train + ts.synthetic["train"], 2048, seed),
+                          max_frames)
+    val = load_frames(ts.scan, ts.split.val, max_frames)
+    target = load_frames(ts.scan, ts.target_val, max_frames) if ts.target_val else None
+    cands = candidates(model, frames, labeled, val, ts.scan.class_names, seed=seed,
+                       augment=augment, progress=say)
+    kept, info = choose(cands, frames, target, ts.scan.class_names)
+    say(f"adaptation kept: {info['kept']} ({info['judged_on']})")
+    return kept, info
 
 
 @task(name="fit-classical", cache_policy=NO_CACHE)
@@ -197,37 +263,65 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
                  promote: str = "if-better", margin: float | None = None,
                  group_by: str = "subject", batch_size: int = 64,
                  max_frames_per_file: int | None = None,
-                 data_root: str | None = None) -> dict[str, Any]:
+                 data_root: str | None = None, source: str = "auto",
+                 strategy: str | None = None, unlabeled: str = "auto",
+                 feedback: bool = True, input_mode: str | None = None) -> dict[str, Any]:
     """Train, compare, calibrate and evaluate a model on labeled folders; register it and
     promote it per ``promote`` (``if-better``: only if its test macro-F1 is at least the
-    production model's on the same split plus ``margin``). Returns the run summary."""
+    production model's on the same split plus ``margin``). ``source``: our generator as a
+    source domain (``auto``: below ``transfer_below`` frames a class); ``unlabeled``: adapt
+    to the production stream (``auto``: what was classified in the last ``adapt_days``);
+    ``feedback``: learn from the labels fed back. Returns the run summary."""
     t_start = time.monotonic()
     settings = get_settings(data_root)
     labeled = str(labeled_dir or settings.labeled_dir)
     registry = str(registry_dir or settings.registry_dir)
     margin = settings.promotion_margin if margin is None else float(margin)
     max_frames = max_frames_per_file or settings.max_frames_per_file
-    check_retrain_options(promote, group_by, epochs, batch_size)
+    strategy = strategy or settings.transfer_strategy
+    params = {"input_mode": input_mode or settings.input_mode}
+    check_retrain_options(promote, group_by, epochs, batch_size, source, strategy,
+                          params["input_mode"])
+    check_unlabeled(unlabeled)
     augment = AugmentConfig()
 
-    scan, split = scan_task(labeled, group_by, max_frames, seed)
-    frames = _log_split(scan, split)
-    result = train_task(scan, split, epochs, seed, batch_size, tune, tune_budget_seconds,
-                        tune_max_trials, max_frames, augment)
-    classical = classical_task(scan, split, seed)
-    evaluation = evaluate_task(result.model, scan, split, max_frames, augment, seed)
+    scan = scan_task(labeled, group_by, max_frames, source)
+    ts, fb, decision = sources_task(scan, labeled, source, feedback, settings, seed, max_frames)
+    frames = _log_split(ts.scan, ts.split)
+    result, transfer = train_task(ts, decision, strategy, epochs, seed, batch_size, tune,
+                                  tune_budget_seconds, tune_max_trials, max_frames, augment,
+                                  params, settings.min_train_steps, settings.cache_dir)
+    stream, stream_info = unlabeled_frames(unlabeled, str(settings.output_dir),
+                                           str(settings.incoming_dir), settings.adapt_days,
+                                           settings.adapt_max_frames, seed)
+    model, adaptation = result.model, {**stream_info, "kept": "none"}
+    if stream is not None:
+        model, chosen = adapt_task(result.model, stream, ts, seed, max_frames, augment)
+        adaptation.update(chosen)
+    baseline_split = dataclasses.replace(ts.split,
+                                         train=ts.split.train + ts.synthetic.get("train", []))
+    classical = classical_task(ts.scan, baseline_split, seed)
+    evaluation = evaluate_task(model, ts.scan, ts.split, max_frames, augment, seed)
     evaluation["metrics"]["seconds"] = result.seconds
-    champion = champion_task(registry, scan, split, max_frames, result.model,
+    champion = champion_task(registry, ts.scan, ts.split, max_frames, model,
                              evaluation["calibration"]["temperature"], augment, seed)
-    ok, reason = gate_verdict(promote, margin, evaluation, champion, len(split.test))
+    target = target_scores(model, evaluation["calibration"]["temperature"], registry,
+                           fb.test_frames, fb.test_labels, ts.scan.class_names)
+    unjudged = adaptation["kept"] != "none" and not adaptation.get("target_labels") \
+        and target is None
+    ok, reason = gate_verdict(promote, margin, evaluation, champion, len(ts.split.test),
+                              target=target, adapted_unjudged=unjudged)
     summary: RetrainSummary = {
         "created_at": datetime.now(UTC).isoformat(),
-        "class_names": scan.class_names,
-        "data": data_summary(labeled, scan, split),
-        "split": {"group_by": group_by, "method": split.method, "note": split.note,
-                  "groups": split.groups, "frames": frames},
+        "class_names": ts.scan.class_names,
+        "data": data_summary(labeled, ts.scan, ts.split),
+        "split": {"group_by": group_by, "method": ts.split.method, "note": ts.split.note,
+                  "groups": ts.split.groups, "frames": frames},
         "training": training_summary(result, epochs, seed, batch_size, augment.as_dict(),
                                      tune_budget_seconds),
+        "sources": {**source_summary(ts, decision, transfer, labeled),
+                    "feedback": fb.summary, "adaptation": adaptation},
+        "target": target,
         "methods": _methods(evaluation, classical, champion),
         "calibration": evaluation["calibration"],
         "shift": shift_scores(evaluation, champion),
@@ -239,14 +333,23 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     }
     # The gate's verdict holds against the production it compared with (if-better only).
     expected = (champion["version"] if champion else None) if promote == "if-better" else ANY
-    reg = register_task(registry, result.model, summary, ok, reason, expected)
+    reg = register_task(registry, model, summary, ok, reason, expected)
     get_run_logger().info("registered %s (%s): %s", reg["version"], "promoted"
                           if reg["promoted"] else "not promoted", reg["reason"])
     _artifacts(summary, reg["version"])
-    _monitor(settings, scan.class_names, evaluation, reg["version"], len(scan.files),
+    _monitor(settings, ts.scan.class_names, evaluation, reg["version"], len(ts.scan.files),
              time.monotonic() - t_start)
-    return retrain_result(summary, reg, Registry(registry).production_version(), scan, split,
-                          seconds=round(time.monotonic() - t_start, 1))
+    return retrain_result(summary, reg, Registry(registry).production_version(), ts.scan,
+                          ts.split, seconds=round(time.monotonic() - t_start, 1))
+
+
+def _sample(idx: list[int], n: int, seed: int) -> list[int]:
+    """At most ``n`` of ``idx``, the same for a seed."""
+    import numpy as np
+
+    if len(idx) <= n:
+        return list(idx)
+    return sorted(np.random.default_rng(seed).choice(idx, n, replace=False).tolist())
 
 
 # -- the flow's steps -----------------------------------------------------------------------

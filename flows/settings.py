@@ -42,6 +42,19 @@ class Settings(BaseSettings):
     alert_webhook_block: str = "posebatch-alerts"   # name of the block `apply` writes
     alert_absence_hours: float = 26.0
     telemetry: bool = False
+    # Training (flows/retrain.py, tasks/adapt): the CNN's input mode ("raw" or "canonical":
+    # decoded and redrawn, models/network.py); a floor on optimizer steps, so a small folder
+    # trains as long as it needs; our generator as a source domain below transfer_below
+    # frames a class (synthetic_per_class frames a class, cached under DATA/cache), by
+    # transfer_strategy ("finetune" or "mixed"); adaptation to what was
+    # classified in the last adapt_days (at most adapt_max_frames frames).
+    input_mode: str = "raw"
+    min_train_steps: int = 800
+    transfer_below: int = 100
+    transfer_strategy: str = "finetune"
+    synthetic_per_class: int = 150
+    adapt_days: float = 7.0
+    adapt_max_frames: int = 4096
     # classification's work units and output upkeep
     chunk_files: int = 2048            # files per classify-chunk task: a few thousand frames
     chunk_bytes: int = 512 << 20       # and at most this much input per chunk
@@ -73,6 +86,10 @@ class Settings(BaseSettings):
     @property
     def state_dir(self) -> Path:
         return self.data_root / "state"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_root / "cache"
 
     @property
     def prefect_home(self) -> Path:

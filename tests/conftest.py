@@ -23,6 +23,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.pop("PREFECT_API_URL", None)
     os.environ.pop("POSEBATCH_DATA_ROOT", None)
+    # Tests train tiny models on tiny folders: no step floor and no synthetic source unless
+    # a test asks for them (tests/flows/test_retrain_sources.py does, at toy sizes).
+    os.environ["POSEBATCH_MIN_TRAIN_STEPS"] = "0"
+    os.environ["POSEBATCH_TRANSFER_BELOW"] = "0"
 
 
 @pytest.fixture(scope="session")

@@ -81,6 +81,13 @@ def _human(r: dict[str, Any]) -> str:
     for name, m in r.get("shift_metrics", {}).items():
         lines.append(f"  {name:<14} {_num(m['accuracy'])}  {_num(m['macro_f1'])}  "
                      f"{_num(m['ece'])}")
+    src = r.get("sources") or {}
+    if src:
+        ad = src.get("adaptation") or {}
+        lines.append(f"source: {src['source']} ({src['why']}); unlabeled adaptation kept "
+                     f"{ad.get('kept', 'none')}" + (f" ({ad['why']})" if ad.get("why") else ""))
+    for name, m in (r.get("target_metrics") or {}).items():
+        lines.append(f"held-out feedback frames: {name} macro-F1 {_num(m['macro_f1'])}")
     lines.append(f"report: {Path(r['path']) / 'report.md'}  ({r['seconds']} s)")
     return "\n".join(lines)
 
@@ -112,16 +119,37 @@ def _retrain_cmd(
         help="Split groups: subject (first sub-folder, else file-name prefix), prefix "
              "(sub-folders + file-name prefix = take), none (file split).")] = "subject",
     batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 64,
+    source: Annotated[str, typer.Option(
+        help="Our generator as a source domain: auto (when the smallest class has fewer "
+             "than $POSEBATCH_TRANSFER_BELOW frames, default 100), synthetic, none.")] = "auto",
+    strategy: Annotated[str | None, typer.Option(
+        help="With a synthetic source: finetune (pretrain on synthetic, fine-tune on "
+             "yours) or mixed (both at once, yours weighted up) [default: "
+             "$POSEBATCH_TRANSFER_STRATEGY, finetune].")] = None,
+    unlabeled: Annotated[str, typer.Option(
+        help="Adapt to unlabeled target frames: auto (what DATA/output says was classified "
+             "in the last $POSEBATCH_ADAPT_DAYS days), none, or a local folder of .npy "
+             "files.")] = "auto",
+    feedback: Annotated[bool, typer.Option(
+        "--feedback/--no-feedback",
+        help="Learn from labels fed back with `posebatch feedback` (a held-out share judges "
+             "the model on your heatmaps).")] = True,
+    input_mode: Annotated[str | None, typer.Option(
+        help="CNN input: raw or canonical (decoded and redrawn) [default: "
+             "$POSEBATCH_INPUT_MODE, raw].")] = None,
     data: DataOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a model on labeled folders, compare methods, evaluate on held-out groups,
     register it, and promote it only if it beats production on the new test split."""
-    _check_options(promote, group_by, epochs, batch_size, as_json)
+    _check_options(promote, group_by, epochs, batch_size, as_json, source, strategy,
+                   input_mode, unlabeled)
     settings = setup(data, prefect=True)
     labeled_dir = labeled or settings.labeled_dir
-    _check_labeled(labeled_dir, group_by, as_json)
-    params = dict(
+    if source == "none" or Path(labeled_dir).exists():
+        _check_labeled(labeled_dir, group_by, as_json, source_ok=source != "none")
+    params = dict(source=source, strategy=strategy, unlabeled=unlabeled, feedback=feedback,
+                  input_mode=input_mode,
         labeled_dir=str(labeled_dir),
         registry_dir=str(registry or settings.registry_dir), epochs=epochs,
         seed=seed, tune=tune, tune_budget_seconds=tune_budget,
@@ -132,23 +160,30 @@ def _retrain_cmd(
 
 
 def _check_options(promote: str, group_by: str, epochs: int, batch_size: int,
-                   as_json: bool) -> None:
+                   as_json: bool, source: str = "auto", strategy: str | None = None,
+                   input_mode: str | None = None, unlabeled: str = "auto") -> None:
     """Reject bad choices before Prefect starts, so a typo costs no server start-up."""
+    from tasks.adapt.gather import check_unlabeled
+
     try:
-        check_retrain_options(promote, group_by, epochs, batch_size)
+        check_retrain_options(promote, group_by, epochs, batch_size, source,
+                              strategy or "finetune", input_mode or "raw")
+        check_unlabeled(unlabeled)
     except ValueError as exc:
         fail(str(exc), as_json)
 
 
-def _check_labeled(labeled_dir: Path, group_by: str, as_json: bool) -> None:
-    """A one-line error for a missing or one-class labeled folder, before any training."""
+def _check_labeled(labeled_dir: Path, group_by: str, as_json: bool,
+                   source_ok: bool = False) -> None:
+    """A one-line error for a missing or one-class labeled folder, before any training
+    (``source_ok``: an empty folder is fine, our synthetic frames may be all there is)."""
     from tasks.train.dataset import list_labeled
 
     try:
         classes, _files, _ = list_labeled(labeled_dir, group_by)
     except FileNotFoundError as exc:
         fail(str(exc), as_json)
-    if len(classes) < 2:
+    if len(classes) < 2 and not (len(classes) == 0 and source_ok):
         fail(f"{labeled_dir}: need at least 2 class folders holding .npy files, found "
              f"{len(classes)}", as_json)
 

@@ -23,7 +23,6 @@ import numpy as np
 
 from tasks.train.dataset import LabeledFile, Scan, ScannedFile, Split, split_scan
 
-STRATEGIES = ("finetune", "mixed")
 MIX_SHARE = 0.4  # mixed: the user's frames are repeated until they are about this share
 
 
@@ -117,17 +116,16 @@ def oversampled(user_train: list[int], synthetic_train: list[int], share: float 
     return sorted(synthetic_train + user_train * repeat)
 
 
-def source_summary(ts: TrainingSet, source: str, why: str, strategy: str | None,
-                   synthetic_settings: dict[str, Any] | None, labeled_dir: str) -> dict[str, Any]:
-    """What the model was trained on, for its metadata and report."""
+def source_summary(ts: TrainingSet, decision: dict[str, Any], transfer: dict[str, Any],
+                   labeled_dir: str) -> dict[str, Any]:
+    """What the model was trained on, for its metadata and report: the source decision, the
+    frames of each origin, the synthetic settings and what transfer did."""
     frames = {o: sum(ts.scan.files[i].n_frames for i in ts.idx(o))
               for o in ("user", "feedback", "synthetic")}
-    return {"source": source, "why": why, "strategy": strategy if source == "synthetic" else None,
-            "labeled_dir": labeled_dir, "user_frames": frames["user"],
+    return {**decision, "labeled_dir": labeled_dir, "user_frames": frames["user"],
+            "user_frames_per_class_min": min(ts.frames_per_class(("user",)) or [0]),
             "feedback_train_frames": frames["feedback"],
-            "synthetic_frames": frames["synthetic"],
-            "synthetic_settings": synthetic_settings if source == "synthetic" else None,
-            "user_frames_per_class_min": min(ts.frames_per_class(("user",)) or [0])}
+            "synthetic_frames": frames["synthetic"], "transfer": transfer}
 
 
 def materialise(root: Path | str, frames: np.ndarray, labels: np.ndarray,

@@ -2,7 +2,7 @@
 
 Why: a team's own labeled folder is small (tens of frames a class), and a CNN trained on
 it alone learns almost nothing; the same frames added to our synthetic ones beat either
-alone. So below ``transfer_below`` frames a class, ``retrain`` uses the generator as a
+alone. So below ``transfer_below`` frames a class (a setting), ``retrain`` uses the generator as a
 source domain (``--source auto``, the default); ``--source synthetic|none`` chooses by hand.
 
 The frames are written once per generator setting under the data root
@@ -24,9 +24,8 @@ from typing import Any
 
 from models.spec import class_names as spec_class_names
 from models.spec import spec_version
+from tasks.train.choices import SOURCES
 
-SOURCES = ("auto", "synthetic", "none")
-TRANSFER_BELOW = 100   # frames a class: below this, --source auto adds the generator
 SYNTH_PER_CLASS = 150  # the synthetic set: the robustness suite's training size
 SYNTH_SEED = 0
 
@@ -44,7 +43,7 @@ def settings_key(settings: dict[str, Any]) -> str:
 
 
 def choose_source(requested: str, class_names: Sequence[str], frames_per_class: Sequence[int],
-                  below: int = TRANSFER_BELOW) -> tuple[str, str]:
+                  below: int) -> tuple[str, str]:
     """``(synthetic | none, why)`` for one retrain.
 
     ``auto`` transfers when the smallest class has fewer than ``below`` frames (or there

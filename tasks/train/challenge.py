@@ -127,3 +127,30 @@ def challenge_production(registry_dir: str, scan: Scan, split: Split, max_frames
         c_logits, c_y = predict_scan(challenger, scan, fair, max_frames=max_frames)
         out["challenger_metrics"] = scored(c_logits, c_y, temperature, scan.class_names)
     return out
+
+
+def target_scores(challenger: Any, temperature: float, registry_dir: str,
+                  frames: np.ndarray, labels: np.ndarray, class_names: list[str]
+                  ) -> dict[str, Any] | None:
+    """Challenger and production on the target-domain test set (the held-out share of the
+    labels fed back; None when there is none): the gate's evidence that a model is better
+    on the heatmaps users actually have, not only on the labeled folder's test split."""
+    from models.network import predict_logits
+
+    if not len(labels):
+        return None
+    out: dict[str, Any] = {"frames": int(len(labels)), "challenger": classification_metrics(
+        labels, softmax(predict_logits(challenger, frames), temperature), class_names)}
+    registry = Registry(registry_dir)
+    version = registry.production_version()
+    if version is not None:
+        try:
+            entry = registry.get(version)
+            probs = remap_probabilities(
+                softmax(predict_logits(load_model(entry), frames), entry.temperature),
+                entry.class_names, class_names)
+            out["production"] = {**classification_metrics(labels, probs, class_names),
+                                 "label": version}
+        except Exception as exc:  # reported; the gate then refuses if-better
+            out["production"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    return out

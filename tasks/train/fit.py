@@ -97,9 +97,8 @@ def train_cnn(train_ds: Any, val_ds: Any, num_classes: int, *, epochs: int = 30,
     h = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     losses = h.get("val_loss") or h.get("loss") or [0.0]
     best = int(min(range(len(losses)), key=losses.__getitem__)) + 1
-    result = TrainResult(model, p, len(losses), best, h, time.monotonic() - start)
-    result.steps_per_epoch = per_epoch or natural
-    return result
+    return TrainResult(model, p, len(losses), best, h, time.monotonic() - start,
+                       steps_per_epoch=per_epoch or natural)
 
 
 def tune_cnn(train_ds: Any, val_ds: Any, num_classes: int, *, epochs: int = 30,
@@ -211,3 +210,26 @@ def shifted_split(scan: Any, idx: Any, seed: int, config: Any = None, cap: int =
     if not len(labels):
         return frames, labels
     return shifted_copy(frames, labels, scan.class_names, seed, config), labels
+
+
+def fit_files(scan: Any, train_idx: Any, val_idx: Any, *, epochs: int, seed: int,
+              batch_size: int, augment: Any, max_frames: int = 4096, min_steps: int = 0,
+              params: dict[str, Any] | None = None, init_model: Any = None,
+              learning_rate: float | None = None, on_epoch: EpochHook | None = None,
+              cache_limit: int = 2 << 30) -> TrainResult:
+    """``train_cnn`` on files of a scan, streamed (cached in memory below ``cache_limit``
+    bytes) and augmented like every ``retrain``: the one recipe for training from scratch,
+    pretraining on synthetic frames and fine-tuning on a user's."""
+    from tasks.train.augment import augment_dataset
+    from tasks.train.dataset import make_tf_dataset
+
+    frames = sum(scan.files[i].n_frames for i in list(set(train_idx)) + list(val_idx))
+    cache = frames * 17 * 64 * 48 * 4 <= cache_limit
+    train_ds = make_tf_dataset(scan, train_idx, batch_size, shuffle=True, seed=seed,
+                               cache=cache, max_frames=max_frames,
+                               augment=lambda ds: augment_dataset(ds, scan.class_names, seed,
+                                                                  augment))
+    val_ds = make_tf_dataset(scan, val_idx, 256, cache=cache, max_frames=max_frames)
+    return train_cnn(train_ds, val_ds, len(scan.class_names), epochs=epochs, seed=seed,
+                     params=params, on_epoch=on_epoch, min_steps=min_steps,
+                     init_model=init_model, learning_rate=learning_rate)

@@ -99,12 +99,41 @@ def fairness_note(champion: dict[str, Any], n_test: int) -> str:
             f"trained on; {left} left out)")
 
 
+def target_verdict(target: dict[str, Any] | None, margin: float) -> str | None:
+    """Why the challenger is refused on the target-domain test set (the held-out labels fed
+    back), or None. A model better on the labeled folder but worse on the heatmaps users
+    actually have is the one mistake a folder's own test split cannot see."""
+    if not target or "production" not in target:
+        return None
+    prod = target["production"]
+    if "error" in prod:
+        return (f"not promoted: production could not be scored on the {target['frames']} "
+                f"held-out feedback frame(s) ({prod['error']})")
+    mine, theirs = target["challenger"]["macro_f1"], prod["macro_f1"]
+    floor = theirs - abs(margin)
+    if mine < floor:
+        return (f"not promoted: worse on the {target['frames']} held-out feedback frame(s) "
+                f"(macro-F1 {mine:.4f} vs production {theirs:.4f} - |margin| "
+                f"{abs(margin):.4f} = {floor:.4f})")
+    return None
+
+
 def gate_verdict(policy: str, margin: float, evaluation: dict[str, Any],
-                 champion: dict[str, Any] | None, n_test: int) -> tuple[bool, str]:
+                 champion: dict[str, Any] | None, n_test: int,
+                 target: dict[str, Any] | None = None,
+                 adapted_unjudged: bool = False) -> tuple[bool, str]:
     """Apply ``decide_promotion`` to one retrain's scores.
 
     When production was re-evaluated on a subset of the test split (groups it never trained
-    on), the challenger's score on that same subset is the one compared."""
+    on), the challenger's score on that same subset is the one compared. With a
+    target-domain test set (``target``), ``if-better`` also requires the challenger not to
+    be worse there than production by more than ``|margin|``. A model adapted to the
+    unlabeled stream that no target-domain label judged is promoted only with ``always``:
+    the label-free estimate flatters a self-trained model's own confidence."""
+    if policy == "if-better" and adapted_unjudged:
+        return False, ("not promoted: adapted to the unlabeled stream with no target-domain "
+                       "labels to judge it (no labeled target frames, no feedback); "
+                       "use --promote always to deploy it anyway")
     challenger_f1 = evaluation["metrics"].get("macro_f1")
     if champion and "challenger_metrics" in champion:  # the same files for both models
         challenger_f1 = champion["challenger_metrics"].get("macro_f1")
@@ -117,4 +146,11 @@ def gate_verdict(policy: str, margin: float, evaluation: dict[str, Any],
         champion_shift_f1=f1_of(champion, "shift_metrics"))
     if policy == "if-better" and champion and "metrics" in champion:
         reason += fairness_note(champion, n_test)
+    refused = target_verdict(target, margin) if policy == "if-better" and ok else None
+    if refused:
+        return False, f"{refused}; {reason}"
+    if ok and policy == "if-better" and target and "production" in target:
+        reason += (f"; on the {target['frames']} held-out feedback frame(s) "
+                   f"{target['challenger']['macro_f1']:.4f} vs production "
+                   f"{target['production']['macro_f1']:.4f}")
     return ok, reason

@@ -32,6 +32,8 @@ class RetrainSummary(TypedDict):
     ood: dict[str, Any]           # the out-of-distribution reference (models/ood.py)
     monitor: NotRequired[dict[str, Any]]  # the monitoring reference (tasks/monitor)
     champion: dict[str, Any] | None
+    sources: NotRequired[dict[str, Any]]  # synthetic source, feedback, adaptation (tasks/adapt)
+    target: NotRequired[dict[str, Any] | None]  # scores on the held-out feedback frames
     promotion_policy: str
     margin: float
     promoted: bool
@@ -53,7 +55,9 @@ def render_report(r: RetrainSummary) -> str:
         f"- test macro-F1 {_fmt(cnn.get('macro_f1'))}, accuracy {_fmt(cnn.get('accuracy'))}, "
         f"ECE {_fmt(cal['test_ece_before'])} -> {_fmt(cal['test_ece_after'])} "
         f"(temperature {cal['temperature']:.3f})",
+        *baseline_warning(r["methods"]),
         "",
+        *sources_section(r),
         "## Data",
         "",
         f"- labeled folder: `{data['labeled_dir']}`",
@@ -147,3 +151,57 @@ def render_report(r: RetrainSummary) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def baseline_warning(methods: dict[str, dict[str, Any]]) -> list[str]:
+    """A line at the top when a keypoint baseline beats the deployed CNN on the test split:
+    the reader should know before anything else that a simpler method did better here."""
+    cnn = methods["cnn"].get("macro_f1")
+    best = max(((m.get("macro_f1") or 0.0, name) for name, m in methods.items()
+                if name in ("logreg", "hgb")), default=(0.0, ""))
+    if cnn is None or best[0] <= cnn:
+        return []
+    return ["", f"> **Warning:** the {best[1]} baseline ({best[0]:.4f}) beats the deployed "
+                f"CNN ({cnn:.4f}) on this test split. With few labeled frames, try "
+                "`--source synthetic` or label more frames."]
+
+
+def sources_section(r: RetrainSummary) -> list[str]:
+    """What the model learned from beyond the labeled folder, and what adaptation kept."""
+    src = r.get("sources")
+    if not src:
+        return []
+    lines = ["## Sources and adaptation", "",
+             f"- source domain: **{src['source']}** ({src['why']}); user frames "
+             f"{src['user_frames']} (smallest class {src['user_frames_per_class_min']}), "
+             f"synthetic frames {src['synthetic_frames']}, feedback frames trained on "
+             f"{src['feedback_train_frames']}"]
+    if src.get("synthetic_settings"):
+        lines.append(f"- synthetic settings: `{src['synthetic_settings']}`")
+    if src.get("transfer"):
+        lines.append(f"- training: `{src['transfer']}`")
+    fb = src.get("feedback") or {}
+    lines.append(f"- feedback: `{fb}`")
+    ad = src.get("adaptation") or {}
+    lines.append(f"- unlabeled adaptation: kept **{ad.get('kept', 'none')}**"
+                 + (f" ({ad['judged_on']})" if ad.get("judged_on") else "")
+                 + (f"; {ad['why']}" if ad.get("why") else ""))
+    rows = ad.get("candidates") or []
+    if rows:
+        lines += ["", "| candidate | target validation macro-F1 | stream class entropy | "
+                  "pseudo-labeled |", "|---|---|---|---|"]
+        lines += [f"| {c['candidate']} | {_fmt(c.get('target_val_macro_f1'))} | "
+                  f"{_fmt(c['stream_class_entropy'])} | {c.get('pseudo_labeled', '-')} |"
+                  for c in rows]
+    target = r.get("target")
+    if target:
+        prod = target.get("production") or {}
+        lines += ["", f"Held-out feedback frames ({target['frames']}, never trained on), "
+                  f"next to the labeled folder's test split:", "",
+                  "| model | feedback macro-F1 | test split macro-F1 |", "|---|---|---|",
+                  f"| cnn | {_fmt(target['challenger'].get('macro_f1'))} | "
+                  f"{_fmt(r['methods']['cnn'].get('macro_f1'))} |"]
+        if "macro_f1" in prod:
+            lines.append(f"| production {prod.get('label', '')} | {_fmt(prod['macro_f1'])} | "
+                         f"{_fmt(r['methods'].get('production', {}).get('macro_f1'))} |")
+    return [*lines, ""]

@@ -85,6 +85,10 @@ def model_metadata(summary: RetrainSummary, input_layout: str,
         | {"rejected": len(summary["data"]["rejected"])},
         "library_versions": libraries,
         "source": "retrain",
+        # what it learned from beyond the folder, and its score on held-out feedback
+        "training_sources": summary.get("sources"),
+        "target_metrics": {k: slim(v) for k, v in (summary.get("target") or {}).items()
+                           if isinstance(v, dict)} or None,
     }
 
 
@@ -111,5 +115,10 @@ def retrain_result(summary: RetrainSummary, reg: dict[str, Any], production: str
         "temperature": summary["calibration"]["temperature"],
         "epochs_run": summary["training"]["epochs_run"],
         "data_fingerprint": summary["data"]["fingerprint"],
+        "sources": {k: v for k, v in (summary.get("sources") or {}).items()
+                    if k != "synthetic_settings"},
+        "target_metrics": {k: {s: v.get(s) for s in SCORES}
+                           for k, v in (summary.get("target") or {}).items()
+                           if isinstance(v, dict) and "error" not in v},
         "seconds": seconds,
     }

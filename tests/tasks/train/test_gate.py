@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.train.gate import decide_promotion, f1_of, fair_test_files, fairness_note
+from tasks.train.gate import (
+    decide_promotion,
+    f1_of,
+    fair_test_files,
+    fairness_note,
+    gate_verdict,
+)
 
 
 def test_gate_promotes_a_better_challenger_and_refuses_a_worse_one() -> None:
@@ -74,3 +80,37 @@ def test_a_production_model_trained_on_a_file_split_is_never_called_fairly_compa
     assert fair == [0, 1, 2] and left_out == 0
     assert "file split" in note and "may flatter production" in note
     assert fairness_note({"note": note, "excluded_files": 0}, 3) == f"; {note}"
+
+
+def _scores(cnn: float, prod: float) -> tuple[dict, dict]:
+    evaluation = {"metrics": {"macro_f1": cnn}}
+    champion = {"version": "v0001", "metrics": {"macro_f1": prod}, "excluded_files": 0}
+    return evaluation, champion
+
+
+def test_gate_refuses_an_adapted_model_worse_on_the_target_labels() -> None:
+    """Better on the labeled folder's test split, worse on the held-out feedback frames (the
+    heatmaps users actually have): refused, with both numbers; within the margin: promoted
+    and the reason shows them."""
+    evaluation, champion = _scores(0.95, 0.90)
+    worse = {"frames": 40, "challenger": {"macro_f1": 0.70},
+             "production": {"macro_f1": 0.80, "label": "v0001"}}
+    ok, why = gate_verdict("if-better", 0.02, evaluation, champion, 10, target=worse)
+    assert not ok and why.startswith("not promoted: worse on the 40 held-out feedback")
+    assert "0.7000" in why and "0.7800" in why
+    close = {**worse, "challenger": {"macro_f1": 0.79}}
+    ok, why = gate_verdict("if-better", 0.02, evaluation, champion, 10, target=close)
+    assert ok and "held-out feedback frame(s) 0.7900 vs production 0.8000" in why
+    assert gate_verdict("always", 0.02, evaluation, champion, 10, target=worse)[0]
+    broken = {"frames": 40, "challenger": {"macro_f1": 0.9}, "production": {"error": "boom"}}
+    ok, why = gate_verdict("if-better", 0.02, evaluation, champion, 10, target=broken)
+    assert not ok and "could not be scored" in why
+
+
+def test_gate_promotes_an_unjudged_adapted_model_only_when_told() -> None:
+    evaluation, champion = _scores(0.99, 0.50)
+    ok, why = gate_verdict("if-better", 0.0, evaluation, champion, 10, adapted_unjudged=True)
+    assert not ok and "no target-domain labels" in why and "--promote always" in why
+    ok, _ = gate_verdict("if-better", 0.0, evaluation, None, 10, adapted_unjudged=True)
+    assert not ok  # even as the first model
+    assert gate_verdict("always", 0.0, evaluation, champion, 10, adapted_unjudged=True)[0]
