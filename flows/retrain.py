@@ -91,8 +91,8 @@ def scan_task(labeled_dir: str, group_by: str, max_frames: int, source: str = "n
 
 @task(name="gather-sources", cache_policy=NO_CACHE)
 def sources_task(scan: Scan, labeled_dir: str, source: str, use_feedback: bool,
-                 settings: Any, seed: int, max_frames: int) -> tuple[TrainingSet, Feedback,
-                                                                      dict[str, Any]]:
+                 settings: Any, seed: int, max_frames: int, registry_dir: str
+                 ) -> tuple[TrainingSet, Feedback, dict[str, Any]]:
     """The feedback labels (training share and held-out target test set) and, for a small
     folder, our synthetic frames: merged and split (``tasks/adapt/gather.py``)."""
     from models.spec import class_names as spec_names
@@ -102,7 +102,7 @@ def sources_task(scan: Scan, labeled_dir: str, source: str, use_feedback: bool,
     if use_feedback:
         _emit({"stage": "scan", "message": "looking for labels fed back"})
         feedback = gather_feedback(str(settings.output_dir), str(settings.incoming_dir), names,
-                                   settings.cache_dir, seed, max_frames)
+                                   settings.cache_dir, max_frames, _heldout_before(registry_dir))
     ts, decision = gather_training_set(
         scan, labeled_dir, feedback, source=source, cache_root=settings.cache_dir, seed=seed,
         max_frames=max_frames, transfer_below=settings.transfer_below,
@@ -166,7 +166,7 @@ def train_task(ts: TrainingSet, decision: dict[str, Any], strategy: str, epochs:
 
 @task(name="adapt-to-stream", cache_policy=NO_CACHE)
 def adapt_task(model: Any, frames: Any, ts: TrainingSet, seed: int, max_frames: int,
-               augment: AugmentConfig) -> tuple[Any, dict[str, Any]]:
+               augment: AugmentConfig, round_steps: int = 300) -> tuple[Any, dict[str, Any]]:
     """AdaBN and self-training on the unlabeled stream; keep what measures better on the
     labeled target validation frames (``tasks/adapt/domain.py``)."""
     from tasks.adapt.domain import candidates, choose
@@ -178,7 +178,7 @@ def adapt_task(model: Any, frames: Any, ts: TrainingSet, seed: int, max_frames: 
     val = load_frames(ts.scan, ts.split.val, max_frames)
     target = load_frames(ts.scan, ts.target_val, max_frames) if ts.target_val else None
     cands = candidates(model, frames, labeled, val, ts.scan.class_names, seed=seed,
-                       augment=augment, progress=say)
+                       augment=augment, steps=round_steps, progress=say)
     kept, info = choose(cands, frames, target, ts.scan.class_names)
     say(f"adaptation kept: {info['kept']} ({info['judged_on']})")
     return kept, info
@@ -286,17 +286,19 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     augment = AugmentConfig()
 
     scan = scan_task(labeled, group_by, max_frames, source)
-    ts, fb, decision = sources_task(scan, labeled, source, feedback, settings, seed, max_frames)
+    ts, fb, decision = sources_task(scan, labeled, source, feedback, settings, seed, max_frames,
+                                    registry)
     frames = _log_split(ts.scan, ts.split)
     result, transfer = train_task(ts, decision, strategy, epochs, seed, batch_size, tune,
                                   tune_budget_seconds, tune_max_trials, max_frames, augment,
                                   params, settings.min_train_steps, settings.cache_dir)
     stream, stream_info = unlabeled_frames(unlabeled, str(settings.output_dir),
                                            str(settings.incoming_dir), settings.adapt_days,
-                                           settings.adapt_max_frames, seed)
+                                           settings.adapt_max_frames, seed, fb.heldout_paths)
     model, adaptation = result.model, {**stream_info, "kept": "none"}
     if stream is not None:
-        model, chosen = adapt_task(result.model, stream, ts, seed, max_frames, augment)
+        model, chosen = adapt_task(result.model, stream, ts, seed, max_frames, augment,
+                                   settings.adapt_round_steps)
         adaptation.update(chosen)
     baseline_split = dataclasses.replace(ts.split,
                                          train=ts.split.train + ts.synthetic.get("train", []))
@@ -341,6 +343,17 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
              time.monotonic() - t_start)
     return retrain_result(summary, reg, Registry(registry).production_version(), ts.scan,
                           ts.split, seconds=round(time.monotonic() - t_start, 1))
+
+
+def _heldout_before(registry_dir: str) -> list[str]:
+    """The feedback keys production's training held out: held out again, so a frame the
+    gate once tested on never becomes training data later."""
+    version = Registry(registry_dir).production_version()
+    if version is None:
+        return []
+    meta = Registry(registry_dir).get(version).metadata
+    return list(((meta.get("training_sources") or {}).get("feedback") or {})
+                .get("holdout_keys") or [])
 
 
 def _sample(idx: list[int], n: int, seed: int) -> list[int]:

@@ -27,6 +27,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # a test asks for them (tests/flows/test_retrain_sources.py does, at toy sizes).
     os.environ["POSEBATCH_MIN_TRAIN_STEPS"] = "0"
     os.environ["POSEBATCH_TRANSFER_BELOW"] = "0"
+    os.environ["POSEBATCH_ADAPT_ROUND_STEPS"] = "4"
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.adapt.selftrain import THRESHOLD, marginal_entropy
+from tasks.adapt.selftrain import ROUND_STEPS, THRESHOLD, marginal_entropy
 
 COLLAPSE_RATIO = 0.8
 
@@ -49,7 +49,7 @@ def _macro_f1(model: Any, data: tuple[np.ndarray, np.ndarray], class_names: list
 def candidates(model: Any, unlabeled: np.ndarray, labeled: tuple[np.ndarray, np.ndarray],
                val: tuple[np.ndarray, np.ndarray], class_names: list[str], *, rounds: int = 2,
                seed: int = 0, augment: Any = None, threshold: float = THRESHOLD,
-               progress: Any = None) -> list[tuple[str, Any, dict[str, Any]]]:
+               steps: int = ROUND_STEPS, progress: Any = None) -> list[tuple[str, Any, dict[str, Any]]]:
     """``(name, model, info)`` for the trained model, AdaBN and each self-training round."""
     from tasks.adapt.batchnorm import adapt_batchnorm
     from tasks.adapt.selftrain import self_train_round
@@ -62,7 +62,7 @@ def candidates(model: Any, unlabeled: np.ndarray, labeled: tuple[np.ndarray, np.
         say(f"self-training round {r}/{rounds}")
         tuned, info = self_train_round(current, labeled, unlabeled, _temperature(current, val),
                                        class_names, None, seed=seed + r, threshold=threshold,
-                                       augment=augment)
+                                       steps=steps, augment=augment)
         if tuned is None:
             break
         current = adapt_batchnorm(tuned, unlabeled)

@@ -33,6 +33,7 @@ class Feedback:
                                                                      np.float32))
     test_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     summary: dict[str, Any] = field(default_factory=dict)
+    heldout_paths: list[str] = field(default_factory=list)  # never adapted to either
 
 
 def check_unlabeled(value: str) -> None:
@@ -46,38 +47,43 @@ def check_unlabeled(value: str) -> None:
 
 
 def gather_feedback(output_dir: str, input_dir: str, class_names: list[str], cache_root: Path,
-                    seed: int, max_frames: int) -> Feedback:
+                    max_frames: int, keep: list[str] | tuple[str, ...] = ()) -> Feedback:
     """The frames labeled through ``posebatch feedback``, found by content hash in the input
-    or the archive. A share grouped by batch, then by file (``holdout_split``: stable as more
-    labels arrive) is held out as the gate's target-domain test set and never trained on;
-    the rest is written as a labeled folder under the cache and scanned like one."""
-    from tasks.adapt.feedback import feedback_frames, holdout_split
-    from tasks.classify.archive import known_archive
+    or the archive. A share grouped by batch, then by file (``holdout_split``, with a fixed
+    seed: the held-out frames must not change with ``--seed``) is held out as the gate's
+    target-domain test set and never trained on; ``keep``: the keys the last model held out
+    (its metadata), held out again whatever arrived since. The rest is written as a labeled
+    folder under the cache and scanned like one."""
+    from dataclasses import asdict
 
-    found = feedback_frames(output_dir, input_dir, class_names,
-                            archive=known_archive(output_dir), max_frames_per_file=max_frames)
-    summary = {"found_frames": int(len(found.labels)), **found.counts}
+    from tasks.adapt.feedback import feedback_frames, holdout_keys, holdout_split
+
+    found = feedback_frames(output_dir, input_dir, class_names, max_frames_per_file=max_frames)
+    summary: dict[str, Any] = {"used": True, "recorded": found.recorded,
+                               "unknown_class": found.unknown_class,
+                               "unknown_labels": found.unknown_labels,
+                               "frames": asdict(found.tally)}
     if not len(found.labels):
         return Feedback(summary=summary)
-    train, test = holdout_split(found.batch, found.source_path, FEEDBACK_HOLDOUT, seed)
-    summary.update(train_frames=len(train), heldout_frames=len(test))
+    train, test = holdout_split(found.batch, found.source_path, FEEDBACK_HOLDOUT, 0, keep)
+    held = sorted(holdout_keys(found.batch, found.source_path, FEEDBACK_HOLDOUT, 0, keep))
+    summary.update(train_frames=len(train), heldout_frames=len(test), holdout_keys=held)
     fb = Feedback(test_frames=found.frames[test], test_labels=found.labels[test],
-                  summary=summary)
+                  summary=summary, heldout_paths=sorted({found.source_path[i] for i in test}))
     if len(train):
-        names = [f"{sha[:16]}_f{i}" for sha, i in zip(np.asarray(found.content_sha256)[train],
-                                                      np.asarray(found.frame_index)[train],
-                                                      strict=True)]
+        names = [f"{found.content_sha256[i][:16]}_f{int(found.frame_index[i])}" for i in train]
         digest = hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:12]
+        groups = [found.batch[i] or "_root" for i in train]
         root = materialise(cache_root / "feedback" / digest, found.frames[train],
-                           found.labels[train], class_names,
-                           [str(b) for b in np.asarray(found.batch)[train]], names)
+                           found.labels[train], class_names, groups, names)
         fb.train = scan_labeled(root, "subject", max_frames)
     return fb
 
 
 def gather_training_set(scan: Scan, labeled_dir: str, feedback: Feedback, *, source: str,
                         cache_root: Path, seed: int, max_frames: int, transfer_below: int,
-                        synthetic_per_class: int = 150, say: Any = None) -> tuple[TrainingSet, dict[str, Any]]:
+                        synthetic_per_class: int = 150, say: Any = None
+                        ) -> tuple[TrainingSet, dict[str, Any]]:
     """The merged training set and the source decision (``tasks/adapt/synthetic.py``)."""
     from models.spec import class_names as spec_names
 
@@ -102,21 +108,26 @@ def gather_training_set(scan: Scan, labeled_dir: str, feedback: Feedback, *, sou
 
 
 def unlabeled_frames(value: str, output_dir: str, input_dir: str, days: float,
-                     max_frames: int, seed: int) -> tuple[np.ndarray | None, dict[str, Any]]:
-    """The unlabeled target frames ``--unlabeled`` asks for (None: no adaptation, and why)."""
+                     max_frames: int, seed: int, exclude: list[str] | tuple[str, ...] = ()
+                     ) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The unlabeled target frames ``--unlabeled`` asks for (None: no adaptation, and why).
+    ``exclude``: files held out for the gate, which adaptation must not see either."""
     if value == "none":
         return None, {"used": False, "why": "--unlabeled none"}
     if value == "auto":
+        from dataclasses import asdict
+
         from tasks.adapt.stream import recent_unlabeled
         from tasks.classify.archive import known_archive
-        from tasks.io.storage import Location
+        from tasks.classify.ledger import Ledger
 
-        if not Location(output_dir).exists("_posebatch"):
+        if Ledger.load(output_dir).entries.num_rows == 0:
             return None, {"used": False, "why": f"nothing classified yet in {output_dir}"}
         got = recent_unlabeled(output_dir, input_dir, known_archive(output_dir), days=days,
-                               max_frames=max_frames, seed=seed)
+                               max_frames=max_frames, seed=seed, exclude=exclude)
         frames, info = got.frames, {"from": f"classified in the last {days:g} day(s)",
-                                    **got.counts}
+                                    "window_files": got.window_files,
+                                    "files": asdict(got.files)}
     else:
         frames, info = _folder_frames(Path(value), max_frames, seed), {"from": value}
     info["frames"] = int(len(frames))
