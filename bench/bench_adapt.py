@@ -51,6 +51,14 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def _progress(ev: dict[str, Any]) -> None:
+    """The flow's progress events: every 10th epoch and every message."""
+    if "epoch" in ev and ev["epoch"] % 10 == 0:
+        _log(f"  epoch {ev['epoch']}/{ev['epochs']} val_loss {ev['logs'].get('val_loss', 0):.3f}")
+    elif "message" in ev:
+        _log(f"  {ev['stage']}: {ev['message']}")
+
+
 def render(standin: str, names: list[str], per_class: int, people: int, seed: int
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(frames, labels, people) of a stand-in; a seed is a new set of people."""
@@ -251,6 +259,9 @@ def main() -> None:
     if 0 not in args.sizes:
         args.sizes.insert(0, 0)
     args.strategies = args.strategies.split(",")
+    from flows.runtime.progress import add_stage_listener
+
+    add_stage_listener(_progress)
     t0 = time.monotonic()
     results: dict[str, Any] = {"standins": {}}
     with tempfile.TemporaryDirectory(prefix="bench-adapt-") as tmp:

@@ -69,7 +69,13 @@ class Strength:
 STRENGTHS = {"moderate": Strength(),
              "hard": Strength(angle_sd=9.0, habit_sd=7.0, lean_sd=4.0, roll_sd=5.0, turn_sd=25.0,
                               body_sd=0.11, box_sd=0.07, truncation=0.15, occlusion=0.13,
-                              swap=0.05, distractor=0.8, checker=0.09, quant=32.0)}
+                              swap=0.05, distractor=0.8, checker=0.09, quant=32.0),
+             # farther still: the camera and the people of another site (more turn, habit,
+             # truncation and occlusion), a coarser head (values in steps of 1/16)
+             "severe": Strength(angle_sd=11.0, habit_sd=10.0, lean_sd=5.0, roll_sd=7.0,
+                                turn_sd=35.0, body_sd=0.14, box_sd=0.09, truncation=0.25,
+                                occlusion=0.2, swap=0.08, distractor=1.2, checker=0.14,
+                                quant=16.0)}
 
 
 @dataclass

@@ -108,7 +108,7 @@ def sources_task(scan: Scan, labeled_dir: str, source: str, use_feedback: bool,
         max_frames=max_frames, transfer_below=settings.transfer_below,
         synthetic_per_class=settings.synthetic_per_class,
         say=lambda m: _emit({"stage": "scan", "message": m}))
-    if not ts.split.train and decision["source"] != "synthetic" or not ts.split.val:
+    if (not ts.split.train and decision["source"] != "synthetic") or not ts.split.val:
         raise ValueError(f"{labeled_dir}: too few labeled files to split into train and "
                          "validation sides (need at least 3 files per class)")
     return ts, feedback, decision
@@ -288,7 +288,10 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     scan = scan_task(labeled, group_by, max_frames, source)
     ts, fb, decision = sources_task(scan, labeled, source, feedback, settings, seed, max_frames,
                                     registry)
-    frames = _log_split(ts.scan, ts.split)
+    # every file trained on (synthetic ones too): the baselines' training set, and the
+    # reference the out-of-distribution check and the drift report compare against
+    trained = dataclasses.replace(ts.split, train=ts.split.train + ts.synthetic.get("train", []))
+    frames = _log_split(ts.scan, trained)
     result, transfer = train_task(ts, decision, strategy, epochs, seed, batch_size, tune,
                                   tune_budget_seconds, tune_max_trials, max_frames, augment,
                                   params, settings.min_train_steps, settings.cache_dir)
@@ -300,10 +303,8 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
         model, chosen = adapt_task(result.model, stream, ts, seed, max_frames, augment,
                                    settings.adapt_round_steps)
         adaptation.update(chosen)
-    baseline_split = dataclasses.replace(ts.split,
-                                         train=ts.split.train + ts.synthetic.get("train", []))
-    classical = classical_task(ts.scan, baseline_split, seed)
-    evaluation = evaluate_task(model, ts.scan, ts.split, max_frames, augment, seed)
+    classical = classical_task(ts.scan, trained, seed)
+    evaluation = evaluate_task(model, ts.scan, trained, max_frames, augment, seed)
     evaluation["metrics"]["seconds"] = result.seconds
     champion = champion_task(registry, ts.scan, ts.split, max_frames, model,
                              evaluation["calibration"]["temperature"], augment, seed)
@@ -316,7 +317,7 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     summary: RetrainSummary = {
         "created_at": datetime.now(UTC).isoformat(),
         "class_names": ts.scan.class_names,
-        "data": data_summary(labeled, ts.scan, ts.split),
+        "data": data_summary(labeled, ts.scan, trained),
         "split": {"group_by": group_by, "method": ts.split.method, "note": ts.split.note,
                   "groups": ts.split.groups, "frames": frames},
         "training": training_summary(result, epochs, seed, batch_size, augment.as_dict(),

@@ -149,7 +149,7 @@ def gate_verdict(policy: str, margin: float, evaluation: dict[str, Any],
     refused = target_verdict(target, margin) if policy == "if-better" and ok else None
     if refused:
         return False, f"{refused}; {reason}"
-    if ok and policy == "if-better" and target and "production" in target:
+    if policy == "if-better" and target and "macro_f1" in target.get("production", {}):
         reason += (f"; on the {target['frames']} held-out feedback frame(s) "
                    f"{target['challenger']['macro_f1']:.4f} vs production "
                    f"{target['production']['macro_f1']:.4f}")
