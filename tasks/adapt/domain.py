@@ -49,7 +49,8 @@ def _macro_f1(model: Any, data: tuple[np.ndarray, np.ndarray], class_names: list
 def candidates(model: Any, unlabeled: np.ndarray, labeled: tuple[np.ndarray, np.ndarray],
                val: tuple[np.ndarray, np.ndarray], class_names: list[str], *, rounds: int = 2,
                seed: int = 0, augment: Any = None, threshold: float = THRESHOLD,
-               steps: int = ROUND_STEPS, progress: Any = None) -> list[tuple[str, Any, dict[str, Any]]]:
+               steps: int = ROUND_STEPS, progress: Any = None
+               ) -> list[tuple[str, Any, dict[str, Any]]]:
     """``(name, model, info)`` for the trained model, AdaBN and each self-training round."""
     from tasks.adapt.batchnorm import adapt_batchnorm
     from tasks.adapt.selftrain import self_train_round
