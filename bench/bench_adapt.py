@@ -45,6 +45,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 TEST_PER_CLASS, UNLABELED_PER_CLASS, LABELED_PEOPLE = 40, 72, 7
+STRENGTH = ["severe"]  # the stand-in's preset (--strength)
 
 
 def _log(msg: str) -> None:
@@ -65,7 +66,7 @@ def render(standin: str, names: list[str], per_class: int, people: int, seed: in
     if standin == "standin":
         from standin import render_standin
 
-        return render_standin(names, per_class, people, seed, strength="hard")
+        return render_standin(names, per_class, people, seed, strength=STRENGTH[0])
     from tasks.synth.generate import synth_dataset
     from tasks.synth.nuisance import shifted
 
@@ -104,7 +105,7 @@ def train_config(cfg: str, labeled: Path | None, stream: np.ndarray | None, seed
     if stream is not None:
         t0 = time.monotonic()
         out["adapted"], out["adaptation"] = rt.adapt_task.fn(result.model, stream, ts, seed,
-                                                             4096, augment)
+                                                             4096, augment, 300, args.rounds)
         out["adapt_seconds"] = round(time.monotonic() - t0, 1)
     return out, info
 
@@ -197,8 +198,8 @@ def write(out_dir: Path, results: dict[str, Any], args: argparse.Namespace) -> N
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "adapt.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     lines = [f"Measured by `bench/bench_adapt.py` (input mode {args.input_mode}, seed "
-             f"{args.seed}); macro-F1 on {TEST_PER_CLASS} test frames a class of 12 people "
-             "nobody trained on.", ""]
+             f"{args.seed}, stand-in preset {args.strength}); macro-F1 on "
+             f"{TEST_PER_CLASS} test frames a class of 12 people nobody trained on.", ""]
     for standin, res in results["standins"].items():
         cfgs = ["synthetic", *args.strategies]
         lines += [f"### {standin}", "", "| labels a class | " + " | ".join(
@@ -247,7 +248,9 @@ def main() -> None:
     ap.add_argument("--standins", default="standin,shift2")
     ap.add_argument("--strategies", default="target,finetune,mixed")
     ap.add_argument("--input-mode", default="raw")
-    ap.add_argument("--rounds", type=int, default=2, help="-1: no adaptation")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="self-training rounds after AdaBN; -1: no adaptation at all")
+    ap.add_argument("--strength", default="severe", help="the stand-in's preset")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--min-steps", type=int, default=800)
     ap.add_argument("--seed", type=int, default=0)
@@ -259,6 +262,7 @@ def main() -> None:
     if 0 not in args.sizes:
         args.sizes.insert(0, 0)
     args.strategies = args.strategies.split(",")
+    STRENGTH[0] = args.strength
     from flows.runtime.progress import add_stage_listener
 
     add_stage_listener(_progress)

@@ -166,7 +166,8 @@ def train_task(ts: TrainingSet, decision: dict[str, Any], strategy: str, epochs:
 
 @task(name="adapt-to-stream", cache_policy=NO_CACHE)
 def adapt_task(model: Any, frames: Any, ts: TrainingSet, seed: int, max_frames: int,
-               augment: AugmentConfig, round_steps: int = 300) -> tuple[Any, dict[str, Any]]:
+               augment: AugmentConfig, round_steps: int = 300, rounds: int = 2
+               ) -> tuple[Any, dict[str, Any]]:
     """AdaBN and self-training on the unlabeled stream; keep what measures better on the
     labeled target validation frames (``tasks/adapt/domain.py``)."""
     from tasks.adapt.domain import candidates, choose
@@ -178,7 +179,7 @@ def adapt_task(model: Any, frames: Any, ts: TrainingSet, seed: int, max_frames: 
     val = load_frames(ts.scan, ts.split.val, max_frames)
     target = load_frames(ts.scan, ts.target_val, max_frames) if ts.target_val else None
     cands = candidates(model, frames, labeled, val, ts.scan.class_names, seed=seed,
-                       augment=augment, steps=round_steps, progress=say)
+                       augment=augment, steps=round_steps, rounds=rounds, progress=say)
     kept, info = choose(cands, frames, target, ts.scan.class_names)
     say(f"adaptation kept: {info['kept']} ({info['judged_on']})")
     return kept, info

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     input_mode: str = "raw"
     min_train_steps: int = 800
     transfer_below: int = 100
-    transfer_strategy: str = "finetune"
+    transfer_strategy: str = "mixed"
     synthetic_per_class: int = 150
     adapt_days: float = 7.0
     adapt_max_frames: int = 4096

@@ -125,7 +125,7 @@ def _retrain_cmd(
     strategy: Annotated[str | None, typer.Option(
         help="With a synthetic source: finetune (pretrain on synthetic, fine-tune on "
              "yours) or mixed (both at once, yours weighted up) [default: "
-             "$POSEBATCH_TRANSFER_STRATEGY, finetune].")] = None,
+             "$POSEBATCH_TRANSFER_STRATEGY, mixed].")] = None,
     unlabeled: Annotated[str, typer.Option(
         help="Adapt to unlabeled target frames: auto (what DATA/output says was classified "
              "in the last $POSEBATCH_ADAPT_DAYS days), none, or a local folder of .npy "
@@ -167,7 +167,7 @@ def _check_options(promote: str, group_by: str, epochs: int, batch_size: int,
 
     try:
         check_retrain_options(promote, group_by, epochs, batch_size, source,
-                              strategy or "finetune", input_mode or "raw")
+                              strategy or "mixed", input_mode or "raw")
         check_unlabeled(unlabeled)
     except ValueError as exc:
         fail(str(exc), as_json)
