@@ -51,17 +51,19 @@ def train(root: Path, per_class: int, epochs: int, seed: int) -> tuple[Any, dict
     from tasks.train.augment import AugmentConfig
 
     generate_dataset(root, per_class=per_class, seed=seed)
-    scan, split = rt.scan_task.fn(str(root / "labeled"), "subject", 4096, seed)
 
     def progress(ev: dict[str, Any]) -> None:
         if "epoch" in ev and ev["epoch"] % 5 == 0:
             _log(f"epoch {ev['epoch']}/{ev['epochs']} "
                  f"val_acc {ev['logs'].get('val_accuracy', 0):.3f}")
 
-    remove = rt.add_progress_listener(progress)
+    from flows.runtime.progress import add_stage_listener
+
+    remove = add_stage_listener(progress)
     try:
         augment = AugmentConfig()
-        result = rt.train_task.fn(scan, split, epochs, seed, 64, False, 0.0, 0, 4096, augment)
+        scan, split, result = rt.train_labeled_only(str(root / "labeled"), epochs, seed, 64,
+                                                    augment)
         evaluation = rt.evaluate_task.fn(result.model, scan, split, 4096, augment, seed)
     finally:
         remove()

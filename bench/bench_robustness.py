@@ -78,7 +78,6 @@ def train_variants(train_root: Path, epochs: int, seed: int,
     """Scan and split once; train a CNN per variant as ``retrain`` does. Returns the scan,
     the split and ``name -> {model, temperature, seconds, ood}``."""
     import flows.retrain as rt
-    from tasks.adapt.gather import Feedback, gather_training_set
     from tasks.train.augment import AugmentConfig
 
     def progress(ev: dict[str, Any]) -> None:
@@ -88,24 +87,16 @@ def train_variants(train_root: Path, epochs: int, seed: int,
                  f"val_acc {logs.get('val_accuracy', 0):.3f}")
 
     from flows.runtime.progress import add_stage_listener
-    from flows.settings import Settings
 
     remove = add_stage_listener(progress)
     trained: dict[str, Any] = {}
-    settings = Settings()
     try:
-        scan = rt.scan_task.fn(str(train_root / "labeled"), "subject", 4096)
-        ts, decision = gather_training_set(scan, str(train_root), Feedback(), source="none",
-                                           cache_root=train_root / "cache", seed=seed,
-                                           max_frames=4096, transfer_below=0)
-        scan, split = ts.scan, ts.split
         for name, v in variants.items():
             _log(f"training {name}: {v or 'retrain defaults'}")
             config = AugmentConfig(**{**AugmentConfig().as_dict(), **v.get("augment", {})})
-            params = {"input_mode": settings.input_mode, **v.get("params", {})}
-            result, _ = rt.train_task.fn(ts, decision, "finetune", v.get("epochs", epochs), seed,
-                                         64, False, 0.0, 0, 4096, config, params,
-                                         settings.min_train_steps, train_root / "cache")
+            scan, split, result = rt.train_labeled_only(
+                str(train_root / "labeled"), v.get("epochs", epochs), seed, 64, config,
+                v.get("params", {}))
             evaluation = rt.evaluate_task.fn(result.model, scan, split, 4096, config, seed)
             trained[name] = {"model": result.model, "seconds": round(result.seconds, 1),
                              "epochs_run": result.epochs_run,

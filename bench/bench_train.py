@@ -79,11 +79,10 @@ def train_and_score(roots: dict[str, Path], epochs: int, seed: int, batch_size: 
     remove = add_stage_listener(progress)
     try:
         t0 = time.perf_counter()
-        scan, split = rt.scan_task.fn(str(roots["train"] / "labeled"), "subject", 4096, seed)
-        scan_s = time.perf_counter() - t0
         config = AugmentConfig(**(augment or {}))
-        result = rt.train_task.fn(scan, split, epochs, seed, batch_size, False, 0.0, 0, 4096,
-                                  config)
+        scan, split, result = rt.train_labeled_only(str(roots["train"] / "labeled"), epochs,
+                                                    seed, batch_size, config)
+        scan_s = time.perf_counter() - t0 - result.seconds
         evaluation = rt.evaluate_task.fn(result.model, scan, split, 4096)
     finally:
         remove()

@@ -347,6 +347,23 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
                           ts.split, seconds=round(time.monotonic() - t_start, 1))
 
 
+def train_labeled_only(labeled_dir: str, epochs: int, seed: int, batch_size: int = 64,
+                       augment: AugmentConfig | None = None, params: dict[str, Any] | None = None,
+                       max_frames: int = 4096) -> tuple[Scan, Any, Any]:
+    """``retrain``'s recipe on a labeled folder alone, no transfer, feedback or adaptation,
+    outside a flow run: (scan, split, TrainResult). The benchmarks' one way to train."""
+    settings = get_settings()
+    scan = scan_task.fn(labeled_dir, "subject", max_frames)
+    ts, decision = gather_training_set(scan, labeled_dir, Feedback(), source="none",
+                                       cache_root=settings.cache_dir, seed=seed,
+                                       max_frames=max_frames, transfer_below=0)
+    result, _ = train_task.fn(ts, decision, settings.transfer_strategy, epochs, seed,
+                              batch_size, False, 0.0, 0, max_frames, augment or AugmentConfig(),
+                              {"input_mode": settings.input_mode, **(params or {})},
+                              settings.min_train_steps, settings.cache_dir)
+    return ts.scan, ts.split, result
+
+
 def _heldout_before(registry_dir: str) -> list[str]:
     """The feedback keys production's training held out: held out again, so a frame the
     gate once tested on never becomes training data later."""
