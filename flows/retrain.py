@@ -4,14 +4,21 @@ Orchestration only; the work lives in ``tasks/`` and ``models/``. One run:
 
 1. ``scan-labeled``: list ``<class>/**/*.npy``, validate every file with the shared validator
    (rejections reported, not fatal), hash contents (data fingerprint), decode keypoint
-   features, split train/val/test by group (``tasks/train/dataset.py``);
-2. ``train-cnn``: fit the CNN on a ``tf.data`` stream with augmentation and early stopping,
+   features (``tasks/train/dataset.py``);
+2. ``gather-sources``: the labels fed back (a training share, and a held-out share that is
+   the gate's target-domain test set), our synthetic frames when the folder is small, all
+   merged and split by group (``tasks/adapt/gather.py``, ``sources.py``);
+3. ``train-cnn``: fit the CNN with augmentation, early stopping and a floor on optimizer
+   steps; with a synthetic source, mixed or pretrain + fine-tune (``tasks/adapt/transfer.py``);
    or ``--tune`` a bounded KerasTuner search first (``tasks/train/fit.py``);
-3. ``fit-classical``: logistic regression, gradient boosting and the majority baseline on
-   the same split (``models/features.py``);
-4. ``evaluate-cnn``: temperature on the validation split, test metrics, ECE before/after;
-5. ``challenge-production``: the current production model re-evaluated on the NEW test split;
-6. ``register-model``: save model + metadata + report + confusion PNG, then promote if the
+4. ``adapt-to-stream``: AdaBN and self-training on recently classified frames, kept only if
+   better on the labeled target validation frames (``tasks/adapt/domain.py``);
+5. ``fit-classical``: logistic regression, gradient boosting and the majority baseline on
+   the same training files (``models/features.py``);
+6. ``evaluate-cnn``: temperature on the validation split, test metrics, ECE before/after;
+7. ``challenge-production``: the current production model re-evaluated on the NEW test split
+   (and both on the held-out feedback frames);
+8. ``register-model``: save model + metadata + report + confusion PNG, then promote if the
    gate says so (``tasks/train/gate.py``); artifacts for the UI.
 
 Tasks are coarse (one per stage) and take ``cache_policy=NO_CACHE``: their inputs are models
