@@ -54,8 +54,8 @@ def test_small_folder_transfers_learns_feedback_and_adapts(prefect_server, root:
     src = out["sources"]
     assert src["source"] == "synthetic" and "fewer than 100" in src["why"]
     assert src["synthetic_frames"] == 17 * 3 and src["user_frames"] == 17 * 4
-    assert src["transfer"]["strategy"] == "finetune" and src["transfer"]["finetuned"]
-    assert not src["transfer"]["pretrain"]["cached"]
+    assert src["transfer"]["strategy"] == "mixed"  # the default
+    assert src["transfer"]["train_files"] > 17  # synthetic and the user's files together
     fb = src["feedback"]
     assert fb["train_frames"] > 0 and fb["heldout_frames"] > 0
     assert fb["train_frames"] + fb["heldout_frames"] == 34 == src["feedback_train_frames"] \
@@ -86,15 +86,18 @@ def test_small_folder_transfers_learns_feedback_and_adapts(prefect_server, root:
     assert "## Sources and adaptation" in report and "Held-out feedback frames" in report
 
 
-def test_second_retrain_reuses_the_pretrained_model_and_the_holdout(prefect_server,
+def test_finetune_reuses_the_pretrained_model_and_the_holdout_stays(prefect_server,
                                                                     root: Path,
                                                                     transfer: None) -> None:
     reg = Registry(root / "registry")
     if reg.production_version() is None:  # run alone: the first model first
         retrain_flow(data_root=str(root), epochs=1, seed=0)
     first = reg.resolve().metadata["training_sources"]["feedback"]["holdout_keys"]
-    out = retrain_flow(data_root=str(root), epochs=1, seed=0, unlabeled="none")
-    assert out["sources"]["transfer"]["pretrain"]["cached"]
+    runs = [retrain_flow(data_root=str(root), epochs=1, seed=0, unlabeled="none",
+                         strategy="finetune") for _ in range(2)]
+    assert [r["sources"]["transfer"]["pretrain"]["cached"] for r in runs] == [False, True]
+    assert all(r["sources"]["transfer"]["finetuned"] for r in runs)
+    out = runs[1]
     assert out["sources"]["feedback"]["holdout_keys"] == first
     assert out["sources"]["adaptation"] == {"used": False, "why": "--unlabeled none",
                                             "kept": "none"}
