@@ -83,10 +83,13 @@ LIBRARIES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "
 # -- tasks ----------------------------------------------------------------------------------
 @task(name="scan-labeled", cache_policy=NO_CACHE)
 def scan_task(labeled_dir: str, group_by: str, max_frames: int, source: str = "none") -> Scan:
-    """Validate and featurise the labeled files. With a synthetic source possible, a missing
-    or empty folder is allowed: the generator's frames are then all there is."""
+    """Validate and featurise the labeled files. An empty folder (or, with ``--source
+    synthetic``, a missing one) is allowed when our generator may be the source: its frames
+    are then all there is. A missing folder is otherwise an error (a typo must not train)."""
     _emit({"stage": "scan", "message": f"scanning {labeled_dir}"})
-    if source != "none" and not any(Path(labeled_dir).glob("*/**/*.npy")):
+    folder = Path(labeled_dir)
+    if (source == "synthetic" or (source == "auto" and folder.is_dir())) \
+            and not any(folder.glob("*/**/*.npy")):
         return Scan([], [])
     scan = scan_labeled(labeled_dir, group_by, max_frames,
                         progress=lambda i, n: _emit({"stage": "scan", "done": i, "total": n}))

@@ -146,7 +146,7 @@ def _retrain_cmd(
                    input_mode, unlabeled)
     settings = setup(data, prefect=True)
     labeled_dir = labeled or settings.labeled_dir
-    if source == "none" or Path(labeled_dir).exists():
+    if source != "synthetic" or Path(labeled_dir).exists():  # a typo'd folder is an error
         _check_labeled(labeled_dir, group_by, as_json, source_ok=source != "none")
     params = dict(source=source, strategy=strategy, unlabeled=unlabeled, feedback=feedback,
                   input_mode=input_mode,

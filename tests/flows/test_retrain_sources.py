@@ -121,7 +121,7 @@ def test_adapted_without_target_labels_needs_promote_always(prefect_server, tmp_
     for i, frame in enumerate(synth_dataset(per_class=1, seed=40).frames):
         np.save(stream / f"s{i}.npy", frame[None])
     out = retrain_flow(data_root=str(tmp_path), labeled_dir=str(tmp_path / "none"), epochs=1,
-                       seed=0, unlabeled=str(stream), feedback=False)
+                       seed=0, unlabeled=str(stream), feedback=False, source="synthetic")
     assert out["sources"]["source"] == "synthetic" and out["sources"]["user_frames"] == 0
     ad = out["sources"]["adaptation"]
     assert ad["kept"] != "none" and not ad["target_labels"]
