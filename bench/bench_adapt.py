@@ -240,7 +240,8 @@ def plot(path: Path, results: dict[str, Any], args: argparse.Namespace) -> None:
         if "synthetic+adapt" in zero:
             ax.axhline(zero["synthetic+adapt"], color="grey", ls="--", lw=1,
                        label="synthetic + adapt")
-        ax.set_xscale("log")
+        if sizes:
+            ax.set_xscale("log")
         ax.set(title=standin, xlabel="labeled target frames a class", ylabel="macro-F1",
                ylim=(0, 1))
         ax.legend(fontsize=7)
