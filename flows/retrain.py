@@ -50,7 +50,7 @@ from tasks.adapt.gather import (
     unlabeled_frames,
 )
 from tasks.adapt.sources import TrainingSet, source_summary
-from tasks.train.augment import AugmentConfig, augment_dataset
+from tasks.train.augment import AugmentConfig
 from tasks.train.challenge import challenge_production, evaluate_challenger, target_scores
 from tasks.train.choices import check_retrain_options
 from tasks.train.dataset import Scan, Split, features_of, scan_labeled
@@ -132,7 +132,7 @@ def train_task(ts: TrainingSet, decision: dict[str, Any], strategy: str, epochs:
     """Fit the CNN: on the labeled files alone (optionally after a bounded search), or with
     our synthetic frames as a source domain (``tasks/adapt/transfer.py``)."""
     from tasks.adapt.transfer import pretrain_key, train_with_synthetic
-    from tasks.train.fit import fit_files, tune_cnn
+    from tasks.train.fit import fit_files, training_datasets, tune_cnn
 
     def on_epoch(e: int, n: int, logs: dict[str, float]) -> None:
         _emit({"stage": "train", "epoch": e, "epochs": n, "logs": logs})
@@ -154,18 +154,14 @@ def train_task(ts: TrainingSet, decision: dict[str, Any], strategy: str, epochs:
         result.params = {**DEFAULT_PARAMS, **params}
         return result, info
     if tune:
-        from tasks.train.dataset import make_tf_dataset
-
         _emit({"stage": "tune", "message": f"hyperparameter search, budget {tune_budget:.0f} s"})
 
         def on_trial(i: int, hp: dict[str, Any], score: float | None) -> None:
             _emit({"stage": "tune", "trial": i, "hyperparameters": hp, "val_loss": score})
 
-        train_ds = make_tf_dataset(ts.scan, ts.split.train, batch_size, shuffle=True, seed=seed,
-                                   max_frames=max_frames,
-                                   augment=lambda ds: augment_dataset(
-                                       ds, ts.scan.class_names, seed, augment))
-        val_ds = make_tf_dataset(ts.scan, ts.split.val, 256, max_frames=max_frames)
+        train_ds, val_ds = training_datasets(ts.scan, ts.split.train, ts.split.val,
+                                             batch_size=batch_size, seed=seed,
+                                             augment=augment, max_frames=max_frames)
         return tune_cnn(train_ds, val_ds, len(ts.scan.class_names), epochs=epochs, seed=seed,
                         budget_seconds=tune_budget, max_trials=tune_trials,
                         on_epoch=on_epoch, on_trial=on_trial), {"strategy": "tuned"}

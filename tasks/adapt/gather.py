@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from models.spec import HEATMAP_SHAPE
 from tasks.adapt.sources import TrainingSet, build_training_set, materialise
 from tasks.adapt.synthetic import choose_source, synthetic_folder, synthetic_settings
-from tasks.train.dataset import Scan, scan_labeled
+from tasks.train.dataset import Scan, class_distribution, scan_labeled
 
 UNLABELED_CHOICES = ("auto", "none")  # or a local folder of .npy files
 MIN_UNLABELED = 200   # fewer frames than this give no useful batch-norm statistics
@@ -29,7 +30,7 @@ class Feedback:
     """The labels fed back: a training share (as a scan) and the held-out target test set."""
 
     train: Scan | None = None
-    test_frames: np.ndarray = field(default_factory=lambda: np.zeros((0, 17, 64, 48),
+    test_frames: np.ndarray = field(default_factory=lambda: np.zeros((0, *HEATMAP_SHAPE),
                                                                      np.float32))
     test_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     summary: dict[str, Any] = field(default_factory=dict)
@@ -88,9 +89,7 @@ def gather_training_set(scan: Scan, labeled_dir: str, feedback: Feedback, *, sou
     from models.spec import class_names as spec_names
 
     names = scan.class_names or spec_names()
-    per_class = [0] * len(names)
-    for f in scan.files:
-        per_class[f.file.label] += f.n_frames
+    per_class = list(class_distribution(scan, range(len(scan.files))).values()) or [0]
     chosen, why = choose_source(source, names, per_class, transfer_below)
     parts: list[tuple[str, Scan]] = [("user", scan)]
     if feedback.train is not None:
@@ -156,5 +155,5 @@ def _folder_frames(folder: Path, max_frames: int, seed: int) -> np.ndarray:
         if total >= max_frames:
             break
     if not out:
-        return np.zeros((0, 17, 64, 48), np.float32)
+        return np.zeros((0, *HEATMAP_SHAPE), np.float32)
     return np.concatenate(out)[:max_frames].astype(np.float32)

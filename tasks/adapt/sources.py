@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from tasks.train.dataset import LabeledFile, Scan, ScannedFile, Split, split_scan
+from tasks.train.dataset import (
+    LabeledFile,
+    Scan,
+    ScannedFile,
+    Split,
+    class_distribution,
+    split_scan,
+)
 
 MIX_SHARE = 0.4  # mixed: the user's frames are repeated until they are about this share
 
@@ -34,17 +41,14 @@ class TrainingSet:
     split: Split
     origin: list[str]                          # per file: "user", "feedback" or "synthetic"
     synthetic: dict[str, list[int]] = field(default_factory=dict)  # its train/val/test
-    target_val: list[int] = field(default_factory=list)   # user + feedback validation files
+    target_val: list[int] = field(default_factory=list)   # the user's validation files
 
     def idx(self, origin: str) -> list[int]:
         return [i for i, o in enumerate(self.origin) if o == origin]
 
     def frames_per_class(self, origins: tuple[str, ...] = ("user", "feedback")) -> list[int]:
-        counts = [0] * len(self.scan.class_names)
-        for f, o in zip(self.scan.files, self.origin, strict=True):
-            if o in origins:
-                counts[f.file.label] += f.n_frames
-        return counts
+        idx = [i for i, o in enumerate(self.origin) if o in origins]
+        return list(class_distribution(self.scan, idx).values())
 
 
 def merge_scans(parts: list[tuple[str, Scan]], class_names: list[str]) -> tuple[Scan, list[str]]:

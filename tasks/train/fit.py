@@ -212,14 +212,11 @@ def shifted_split(scan: Any, idx: Any, seed: int, config: Any = None, cap: int =
     return shifted_copy(frames, labels, scan.class_names, seed, config), labels
 
 
-def fit_files(scan: Any, train_idx: Any, val_idx: Any, *, epochs: int, seed: int,
-              batch_size: int, augment: Any, max_frames: int = 4096, min_steps: int = 0,
-              params: dict[str, Any] | None = None, init_model: Any = None,
-              learning_rate: float | None = None, on_epoch: EpochHook | None = None,
-              cache_limit: int = 2 << 30) -> TrainResult:
-    """``train_cnn`` on files of a scan, streamed (cached in memory below ``cache_limit``
-    bytes) and augmented like every ``retrain``: the one recipe for training from scratch,
-    pretraining on synthetic frames and fine-tuning on a user's."""
+def training_datasets(scan: Any, train_idx: Any, val_idx: Any, *, batch_size: int, seed: int,
+                      augment: Any, max_frames: int = 4096, cache_limit: int = 2 << 30
+                      ) -> tuple[Any, Any]:
+    """The augmented training stream and the validation stream of files of a scan, cached in
+    memory below ``cache_limit`` bytes (train + val): what every fit and search trains on."""
     from tasks.train.augment import augment_dataset
     from tasks.train.dataset import make_tf_dataset
 
@@ -230,6 +227,20 @@ def fit_files(scan: Any, train_idx: Any, val_idx: Any, *, epochs: int, seed: int
                                augment=lambda ds: augment_dataset(ds, scan.class_names, seed,
                                                                   augment))
     val_ds = make_tf_dataset(scan, val_idx, 256, cache=cache, max_frames=max_frames)
+    return train_ds, val_ds
+
+
+def fit_files(scan: Any, train_idx: Any, val_idx: Any, *, epochs: int, seed: int,
+              batch_size: int, augment: Any, max_frames: int = 4096, min_steps: int = 0,
+              params: dict[str, Any] | None = None, init_model: Any = None,
+              learning_rate: float | None = None, on_epoch: EpochHook | None = None,
+              cache_limit: int = 2 << 30) -> TrainResult:
+    """``train_cnn`` on files of a scan, streamed (cached in memory below ``cache_limit``
+    bytes) and augmented like every ``retrain``: the one recipe for training from scratch,
+    pretraining on synthetic frames and fine-tuning on a user's."""
+    train_ds, val_ds = training_datasets(scan, train_idx, val_idx, batch_size=batch_size,
+                                         seed=seed, augment=augment, max_frames=max_frames,
+                                         cache_limit=cache_limit)
     return train_cnn(train_ds, val_ds, len(scan.class_names), epochs=epochs, seed=seed,
                      params=params, on_epoch=on_epoch, min_steps=min_steps,
                      init_model=init_model, learning_rate=learning_rate)
