@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -66,6 +67,17 @@ class Settings(BaseSettings):
     xla: bool = False                  # XLA-compile the model (POSEBATCH_XLA=1; see infer.py)
     early_server: bool = True          # start Prefect's server while the CLI imports
     crash_at: str = ""                 # tests only: "recorded:2,batch:5" (tasks/io/faults.py)
+
+    @field_validator("data_root", mode="before")
+    @classmethod
+    def _local_data_root(cls, value: object) -> object:
+        """The data root is a local folder: a URL is refused, never turned into a folder
+        named ``s3:`` (put input, output or registry on object storage by their options)."""
+        text = str(value)
+        scheme = text.split("://", 1)[0] if "://" in text else ""
+        if len(scheme) > 1:
+            raise ValueError(f"data root {text} is a URL; it must be a local folder")
+        return value
 
     # Everything lives under one data root; these are the conventional sub-folders.
     @property

@@ -11,10 +11,20 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup, use_server
+from flows.cli.common import (
+    DataOpt,
+    JsonOpt,
+    emit,
+    fail,
+    local_path,
+    registry_location,
+    setup,
+    use_server,
+)
 
-RegistryOpt = Annotated[Path | None, typer.Option(
-    "--registry", help="Model registry (default DATA/registry).", show_default=False)]
+RegistryOpt = Annotated[str | None, typer.Option(
+    "--registry", help="Model registry (default DATA/registry).", show_default=False,
+    parser=registry_location)]
 
 
 def _registry(registry: Path | None, data: Path | None) -> Any:
@@ -159,7 +169,8 @@ def _history_cmd(registry: RegistryOpt = None, data: DataOpt = None,
     emit({"ok": True, "history": records}, as_json, human)
 
 
-def _import_cmd(path: Annotated[Path, typer.Argument(help="A .keras or legacy .h5 model.")],
+def _import_cmd(path: Annotated[Path, typer.Argument(help="A .keras or legacy .h5 model.",
+                                                     parser=local_path)],
                 classes: Annotated[str | None, typer.Option(
                     help="Comma-separated class names in the model's output order "
                          "(default: the pose spec's 17 classes, sorted).")] = None,

@@ -19,7 +19,17 @@ from flows.cli.classify import (
     QuietOpt,
     WorkersOpt,
 )
-from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup, use_server
+from flows.cli.common import (
+    DataOpt,
+    JsonOpt,
+    emit,
+    fail,
+    local_path,
+    location,
+    registry_location,
+    setup,
+    use_server,
+)
 
 PortOpt = Annotated[int, typer.Option(
     "--port", help="Port of the local Prefect server `serve` starts on 127.0.0.1 when "
@@ -60,10 +70,10 @@ def serve(
 def notify_labeled(
     labeled: Annotated[Path | None, typer.Option(
         "--labeled", help="Labeled folder that changed (default: DATA/labeled).",
-        show_default=False)] = None,
-    registry: Annotated[Path | None, typer.Option(
+        show_default=False, parser=local_path)] = None,
+    registry: Annotated[str | None, typer.Option(
         "--registry", help="Registry the retraining writes to (default: DATA/registry).",
-        show_default=False)] = None,
+        show_default=False, parser=registry_location)] = None,
     data: DataOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -74,7 +84,9 @@ def notify_labeled(
     """
     settings = setup(data, prefect=True)
     labeled = (labeled or settings.labeled_dir).resolve()
-    registry = (registry or settings.registry_dir).resolve()
+    from tasks.io.storage import absolute
+
+    registry = absolute(registry or settings.registry_dir)
     if not labeled.is_dir():
         fail(f"labeled folder {labeled} does not exist", as_json)
     api = use_server(settings)
@@ -95,11 +107,13 @@ def notify_labeled(
 def watch(
     input_dir: Annotated[str | None, typer.Option(
         "--input", help="Folder (or s3:// URL) to watch (default: DATA/incoming).",
-        show_default=False)] = None,
+        show_default=False, parser=location)] = None,
     output_dir: Annotated[str | None, typer.Option(
-        "--output", help="Output folder (default: DATA/output).", show_default=False)] = None,
+        "--output", help="Output folder (default: DATA/output).", show_default=False,
+        parser=location)] = None,
     registry_dir: Annotated[str | None, typer.Option(
-        "--registry", help="Model registry (default: DATA/registry).", show_default=False)
+        "--registry", help="Model registry (default: DATA/registry).", show_default=False,
+        parser=registry_location)
     ] = None,
     model_version: ModelVersionOpt = None,
     batch_size: BatchSizeOpt = None,
@@ -114,7 +128,8 @@ def watch(
     dask_address: DaskOpt = None,
     labeled: Annotated[Path | None, typer.Option(
         "--labeled", help="Also watch this labeled folder and emit posebatch.labeled.updated "
-        "when it changed and went quiet (needs a Prefect server).", show_default=False)] = None,
+        "when it changed and went quiet (needs a Prefect server).", show_default=False,
+        parser=local_path)] = None,
     data: DataOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -244,13 +259,16 @@ def _watch_until_stopped(watcher: Any, server: Any, inp: str, as_json: bool) -> 
 
 def doctor(
     input_dir: Annotated[str | None, typer.Option(
-        "--input", help="Input folder to check (default: DATA/incoming).", show_default=False)
+        "--input", help="Input folder to check (default: DATA/incoming).", show_default=False,
+        parser=location)
     ] = None,
     output_dir: Annotated[str | None, typer.Option(
-        "--output", help="Output folder to check (default: DATA/output).", show_default=False)
+        "--output", help="Output folder to check (default: DATA/output).", show_default=False,
+        parser=location)
     ] = None,
-    registry_dir: Annotated[Path | None, typer.Option(
-        "--registry", help="Registry to check (default: DATA/registry).", show_default=False)
+    registry_dir: Annotated[str | None, typer.Option(
+        "--registry", help="Registry to check (default: DATA/registry).", show_default=False,
+        parser=registry_location)
     ] = None,
     data: DataOpt = None,
     as_json: JsonOpt = False,

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from flows.cli.classify import InputOpt, OutputOpt, RegistryOpt, _str
-from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup
+from flows.cli.common import DataOpt, JsonOpt, emit, fail, location, setup
 
 
 def register(app: typer.Typer) -> None:
@@ -48,7 +48,7 @@ def rescore(
     registry_dir: RegistryOpt = None,
     archive: Annotated[str | None, typer.Option(
         "--archive", help="Where --move-processed moved the inputs [default: the folder the "
-        "output remembers from classify].", show_default=False)] = None,
+        "output remembers from classify].", show_default=False, parser=location)] = None,
     data: DataOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

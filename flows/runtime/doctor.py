@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.settings import Settings
+from tasks.io.storage import absolute
 
 CLASSIFY_FLOW = "classify"
 PACKAGES = ("posebatch", "prefect", "prefect-dask", "dask", "distributed", "tensorflow-cpu",
@@ -49,7 +50,7 @@ def _iso_age(stamp: str | None, now: float) -> tuple[str | None, float | None]:
     return t.isoformat(), round((now - t.timestamp()) / 86400, 2)
 
 
-def model_section(registry_dir: Path, now: float) -> tuple[dict[str, Any], list[str]]:
+def model_section(registry_dir: Path | str, now: float) -> tuple[dict[str, Any], list[str]]:
     from models.registry import Registry, RegistryError
 
     reg = Registry(registry_dir)
@@ -212,12 +213,12 @@ def disk_section(paths: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
 
 
 def diagnose(settings: Settings, input_dir: str | None = None, output_dir: str | None = None,
-             registry_dir: Path | None = None) -> dict[str, Any]:
+             registry_dir: Path | str | None = None) -> dict[str, Any]:
     """Every section of the report; each section fails on its own, never the whole."""
     now = time.time()
     input_dir = input_dir or str(settings.incoming_dir.resolve())
     output_dir = output_dir or str(settings.output_dir.resolve())
-    registry_dir = (registry_dir or settings.registry_dir).resolve()
+    registry_dir = absolute(registry_dir or settings.registry_dir)
     root = settings.data_root.resolve()
     report: dict[str, Any] = {"versions": versions(),
                               "data_root": {"path": str(root), "exists": root.is_dir()}}
