@@ -252,13 +252,13 @@ def register_task(registry_dir: str, model: Any, summary: RetrainSummary, promot
         except ProductionChanged as exc:
             promote, reason = False, f"not promoted: {exc} (during training)"
     if promote:  # the rescore/after-promotion deployment may be listening
-        emit_model_promoted(str(Path(registry_dir).resolve()), entry.version,
+        emit_model_promoted(registry.uri, entry.version,
                             registry.history()[-1].get("from"), "promote")
     summary["version"] = entry.version
     summary["promoted"] = promote
     summary["promotion_reason"] = reason
-    (entry.path / "report.md").write_text(render_report(summary), encoding="utf-8")
-    return {"version": entry.version, "path": str(entry.path), "promoted": promote,
+    registry.attach(entry.version, "report.md", render_report(summary).encode("utf-8"))
+    return {"version": entry.version, "path": entry.uri, "promoted": promote,
             "reason": reason}
 
 

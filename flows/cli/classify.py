@@ -35,7 +35,8 @@ OutputOpt = Annotated[str | None, typer.Option(
     "--output", help="Output folder: Parquet datasets and the ledger [default: DATA/output].",
     show_default=False, parser=location)]
 RegistryOpt = Annotated[str | None, typer.Option(
-    "--registry", help="Model registry [default: DATA/registry].", show_default=False,
+    "--registry", help="Model registry, a folder or s3://bucket/prefix "
+    "[default: DATA/registry].", show_default=False,
     parser=registry_location)]
 # The options a classification run shares with `watch` (declared once).
 ModelVersionOpt = Annotated[str | None, typer.Option(

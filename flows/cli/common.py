@@ -51,13 +51,9 @@ def location(value: str) -> str:
 
 
 def registry_location(value: str) -> str:
-    """Parser of every ``--registry`` option: a local folder (a registry on object storage
-    is not supported yet); any URL is refused."""
-    scheme = url_scheme(str(value))
-    if scheme:
-        refuse(f"{value}: a registry on {scheme}:// is not supported; use a "
-                            "local folder")
-    return str(value)
+    """Parser of every ``--registry`` option: a local folder or ``s3://bucket/prefix``
+    (``models/registry.py`` has a store for each); any other URL is refused."""
+    return location(value)
 
 
 DataOpt = Annotated[

@@ -23,7 +23,8 @@ from flows.cli.common import (
 )
 
 RegistryOpt = Annotated[str | None, typer.Option(
-    "--registry", help="Model registry (default DATA/registry).", show_default=False,
+    "--registry", help="Model registry, a folder or s3://bucket/prefix "
+    "(default DATA/registry).", show_default=False,
     parser=registry_location)]
 
 
@@ -36,8 +37,8 @@ def _registry(registry: Path | None, data: Path | None) -> Any:
 def _row(entry: Any, production: str | None) -> dict[str, Any]:
     meta = entry.metadata
     test = (meta.get("metrics") or {}).get("test") or {}
-    return {"version": entry.version, "path": str(entry.path.resolve()),
-            "model_path": str(entry.model_path.resolve()),
+    return {"version": entry.version, "path": entry.uri,
+            "model_path": f"{entry.uri}/model.keras",
             "production": entry.version == production, "created_at": meta.get("created_at"),
             "source": meta.get("source", "retrain"), "classes": len(meta.get("class_names", [])),
             "macro_f1": test.get("macro_f1"), "accuracy": test.get("accuracy"),
@@ -57,7 +58,7 @@ def _announce(reg: Any, version: str, previous: str | None, action: str,
     from flows.runtime.events import emit_model_promoted
 
     try:
-        return emit_model_promoted(str(reg.root.resolve()), version, previous, action,
+        return emit_model_promoted(reg.uri, version, previous, action,
                                    wait=True)
     except Exception as exc:  # noqa: BLE001 - the switch is done; the event is best effort
         typer.echo(f"warning: production switched, but the event was not sent to {api}: "
@@ -94,10 +95,10 @@ def _list_cmd(registry: RegistryOpt = None, data: DataOpt = None,
         + [f"{'* ' if r['production'] else '  '}{r['version']:<8} "
            f"{(r['created_at'] or '')[:19]:<20} {r['source']:<8} {_fmt(r['macro_f1']):>8} "
            f"{_fmt(r['accuracy']):>8}  {r['path']}" for r in rows]
-        + [f"({len(rows)} version(s) in {reg.root}; * = production)" if rows
-           else f"no models in {reg.root}: run `posebatch retrain` or `posebatch models "
+        + [f"({len(rows)} version(s) in {reg.uri}; * = production)" if rows
+           else f"no models in {reg.uri}: run `posebatch retrain` or `posebatch models "
                 "import`"])
-    emit({"ok": True, "registry": str(reg.root.resolve()), "production": prod,
+    emit({"ok": True, "registry": reg.uri, "production": prod,
           "versions": rows}, as_json, human)
 
 
@@ -113,11 +114,11 @@ def _show_cmd(version: Annotated[str, typer.Argument(
         entry = reg.resolve(version)
     except RegistryError as exc:
         fail(str(exc), as_json)
-    report = entry.path / "report.md"
+    report = reg.read_file(entry.version, "report.md")
     row = _row(entry, reg.production_version())
-    human = report.read_text(encoding="utf-8") if report.is_file() else "\n".join(
+    human = report.decode("utf-8") if report is not None else "\n".join(
         f"{k}: {v}" for k, v in row.items())
-    emit({"ok": True, **row, "report_path": str(report.resolve()) if report.is_file()
+    emit({"ok": True, **row, "report_path": f"{entry.uri}/report.md" if report is not None
           else None, "metadata": entry.metadata}, as_json, human)
 
 
@@ -205,7 +206,7 @@ def _import_cmd(path: Annotated[Path, typer.Argument(help="A .keras or legacy .h
         fail(str(exc), as_json)
     event = _announce(reg, entry.version, before, "import", data) if promoted else None
     meta = entry.metadata
-    emit({"ok": True, "version": entry.version, "path": str(entry.path.resolve()),
+    emit({"ok": True, "version": entry.version, "path": entry.uri,
           "promoted": promoted, "production": reg.production_version(), "event": event,
           "input_adapter": meta["import"]["input_adapter"],
           "output_transform": meta["import"]["output_transform"], "output": "logits"},

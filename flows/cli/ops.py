@@ -214,11 +214,12 @@ def _watcher(params: dict[str, Any], spec: Any, poll_seconds: float, polling: bo
     labeled-updated event for the registry this watch classifies with."""
     from flows.runtime.events import emit_labeled_updated
     from flows.runtime.watch import Watcher, classify_runner, ledger_entries
+    from tasks.io.storage import absolute
 
     out = params["output_dir"]
     on_labeled = None
     if labeled is not None:
-        lab, regp = labeled.resolve(), Path(params["registry_dir"]).resolve()
+        lab, regp = labeled.resolve(), absolute(params["registry_dir"])
 
         def on_labeled() -> object:
             return emit_labeled_updated(lab, regp)

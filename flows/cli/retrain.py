@@ -111,7 +111,8 @@ def _retrain_cmd(
         "--labeled", help="Labeled folder <class>/**/*.npy (default DATA/labeled).",
         parser=local_path)] = None,
     registry: Annotated[str | None, typer.Option(
-        "--registry", help="Model registry (default DATA/registry).",
+        "--registry", help="Model registry, a folder or s3://bucket/prefix "
+        "(default DATA/registry).",
         parser=registry_location)] = None,
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping).")] = 30,
     seed: Annotated[int, typer.Option(help="Seed: same seed, data, code -> same model.")] = 0,

@@ -51,7 +51,7 @@ from models.keypoints import decode
 from models.ood import ood_codes
 from models.spec import HEATMAP_SHAPE
 from tasks.io.faults import crash_point
-from tasks.io.storage import Location
+from tasks.io.storage import Location, absolute
 from tasks.io.validate import Rejected, read_untrusted
 from tasks.monitor.inputs import InputStats
 
@@ -143,7 +143,7 @@ def load_predictor(registry_dir: str, model_version: str, batch_size: int = 256,
     own kernels use both, cost about 15% more CPU per batch and half a second more to
     compile: off is the better default; try it on other hardware.
     """
-    key = (os.path.abspath(str(registry_dir)), model_version, int(batch_size), bool(jit_compile))
+    key = (absolute(registry_dir), model_version, int(batch_size), bool(jit_compile))
     with _PREDICTOR_LOCK:
         if key not in _PREDICTORS:
             _PREDICTORS[key] = _build_predictor(key[0], model_version, int(batch_size),
