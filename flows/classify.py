@@ -183,7 +183,7 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
            "move_processed": move_processed, "run_id": run_id,
            "lineage": lineage(entry, "classify")}
 
-    with OutputLock(output_dir):
+    with OutputLock(output_dir, settings.lease_seconds):
         ledger, rec, lost = _reconcile(output_dir, settings.fold_at, input_dir,
                                        move_processed, run_id)
         found = _discover(input_dir, quiet, ledger, excluded_folders(input_dir, output_dir,

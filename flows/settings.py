@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     compact_above: int = 32            # compact a day partition holding more parts than this
     backlog_max_age_hours: float = 26  # doctor: a complete batch waiting longer is a problem
     fold_at: int = 16                  # fold ledger records into a segment at this many
+    lease_seconds: float = 60.0        # an s3:// output's writer lease lives this long
+                                       # unrenewed (tasks/classify/lease.py)
     # runtime switches
     xla: bool = False                  # XLA-compile the model (POSEBATCH_XLA=1; see infer.py)
     early_server: bool = True          # start Prefect's server while the CLI imports
