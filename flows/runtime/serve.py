@@ -165,12 +165,19 @@ def check_schedule(cron: str, timezone: str) -> None:
 
 # --- a local Prefect server for processes that need its services -----------------------------
 
+DATABASE_VARS = ("PREFECT_API_DATABASE_", "PREFECT_SERVER_DATABASE_")
+
+
 def server_env(home: Path, port: int, base: Mapping[str, str] | None = None,
                telemetry: bool = False) -> dict[str, str]:
     """Environment for a Prefect server on 127.0.0.1:``port`` with its home in ``home``, and
-    for the clients of that server (workers, ``prefect deploy``, flow runs)."""
+    for the clients of that server (workers, ``prefect deploy``, flow runs).
+
+    Other Prefect settings are dropped (another server's URL must not leak in), except the
+    database's (``PREFECT_API_DATABASE_*``, ``PREFECT_SERVER_DATABASE_*``): a server told
+    to keep its state in PostgreSQL must not fall back to SQLite in its home unnoticed."""
     env = {k: v for k, v in (os.environ if base is None else base).items()
-           if not k.startswith("PREFECT_")}
+           if not k.startswith("PREFECT_") or k.startswith(DATABASE_VARS)}
     env.update({
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",

@@ -21,7 +21,7 @@ rows never cross a process boundary.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,7 +52,7 @@ class StagedChunk:
 
     commit_id: str
     output_dir: str
-    files: list[FileOutcome]
+    outcomes: pa.Table                   # per file: path, sha256, frames, reason, detail...
     model_version: str
     class_names: list[str]
     parts: list[Part]
@@ -63,6 +63,12 @@ class StagedChunk:
     seconds: dict[str, float] = field(default_factory=dict)
     input_stats: InputStats = field(default_factory=InputStats)
     batches: int = 0
+
+    @property
+    def files(self) -> list[FileOutcome]:
+        """The file outcomes (columns on the wire: unpickling 2,048 objects per chunk cost
+        the flow more than committing them)."""
+        return [FileOutcome(**row) for row in self.outcomes.to_pylist()]
 
 
 def _assumed(result: ChunkResult) -> Judged:
@@ -83,8 +89,7 @@ def stage_chunk(output_dir: str, commit_id: str, result: ChunkResult, flow_run_i
     parts = stage_tables(loc, commit_id, at, tables)
     stats = PredictionStats(result.class_names, low_confidence)
     return StagedChunk(
-        commit_id=commit_id, output_dir=output_dir,
-        files=[replace(f, warnings=[]) for f in result.files],  # per frame: in the parts
+        commit_id=commit_id, output_dir=output_dir, outcomes=_outcomes(result.files),
         model_version=result.model_version, class_names=result.class_names, parts=parts,
         rows={k: t.num_rows for k, t in tables.items() if t.num_rows},
         bytes={p.staged: loc.fs.get_file_info(loc.path(p.staged)).size for p in parts},
@@ -92,21 +97,33 @@ def stage_chunk(output_dir: str, commit_id: str, result: ChunkResult, flow_run_i
         seconds=result.seconds, input_stats=result.input_stats, batches=result.batches)
 
 
-def _judge(staged: StagedChunk, ledger: Ledger) -> Judged:
+def _outcomes(files: list[FileOutcome]) -> pa.Table:
+    """The file outcomes as columns, without the per-frame warnings (they are in the parts)."""
+    return pa.table({
+        "path": pa.array([f.path for f in files], pa.string()),
+        "sha256": pa.array([f.sha256 for f in files], pa.string()),
+        "frames": pa.array([f.frames for f in files], pa.int32()),
+        "reason": pa.array([f.reason for f in files], pa.string()),
+        "detail": pa.array([f.detail for f in files], pa.string()),
+        "skipped": pa.array([f.skipped for f in files], pa.string()),
+    })
+
+
+def _judge(staged: StagedChunk, files: list[FileOutcome], ledger: Ledger) -> Judged:
     import numpy as np
 
-    shell = ChunkResult(staged.files, np.zeros(0, np.int32), np.zeros(0, np.int32),
+    shell = ChunkResult(files, np.zeros(0, np.int32), np.zeros(0, np.int32),
                         np.zeros((0, len(staged.class_names)), np.float32),
                         staged.class_names, staged.model_version)
     return judge_chunk(shell, ledger)
 
 
-def _restage(ledger: Ledger, staged: StagedChunk, judged: Judged,
+def _restage(ledger: Ledger, staged: StagedChunk, files: list[FileOutcome], judged: Judged,
              low_confidence: float) -> dict[str, Any]:
     """Drop the rows of files the ledger already holds from the staged parts (rare)."""
-    keep = {"predictions": [f.path for f, s in zip(staged.files, judged.status, strict=True)
+    keep = {"predictions": [f.path for f, s in zip(files, judged.status, strict=True)
                             if s == "classified"],
-            "rejections": [f.path for f, s in zip(staged.files, judged.status, strict=True)
+            "rejections": [f.path for f, s in zip(files, judged.status, strict=True)
                            if s == "rejected"]}
     loc, preds, parts = ledger.loc, None, []
     for part in staged.parts:
@@ -130,13 +147,14 @@ def commit_staged(ledger: Ledger, staged: StagedChunk, sizes: dict[str, tuple[in
                   ) -> tuple[CommitRecord, Judged, dict[str, Any]]:
     """In the flow: judge the files, commit the worker's parts with their ledger entries
     (one record, exactly once); returns the record, the verdicts and the chunk's summary."""
-    judged = _judge(staged, ledger)
+    files = staged.files
+    judged = _judge(staged, files, ledger)
     existing = ledger.record_for(staged.commit_id)
     if existing is not None:  # a retried commit: only finish it
         return ledger.commit(existing), judged, staged.summary
     summary = staged.summary
-    if judged.status != _assumed_status(staged.files):
-        summary = _restage(ledger, staged, judged, low_confidence)
+    if judged.status != _assumed_status(files):
+        summary = _restage(ledger, staged, files, judged, low_confidence)
     record = CommitRecord(seq=0, commit_id=staged.commit_id, kind="classify",
                           created_at=staged.at, flow_run_id=flow_run_id,
                           model_version=staged.model_version,
