@@ -35,20 +35,29 @@ def _as_postgres(args: list[str], **kw) -> subprocess.CompletedProcess[str]:
     return res
 
 
+def missing() -> str | None:
+    """Why no PostgreSQL can be started here (None: it can)."""
+    if not (PG_BIN / "initdb").is_file():
+        return f"PostgreSQL binaries not found in {PG_BIN}"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root and there is no postgres user to run PostgreSQL"
+    return None
+
+
 @contextlib.contextmanager
 def postgres(database: str = "prefect") -> Iterator[str]:
     """Start a throwaway cluster; yield an asyncpg SQLAlchemy URL to ``database``."""
-    if not (PG_BIN / "initdb").is_file():
-        pytest.skip(f"PostgreSQL binaries not found in {PG_BIN}")
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no postgres user to run PostgreSQL")
+    why = missing()
+    if why:
+        pytest.skip(why)
+    owner = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
     root = Path(tempfile.mkdtemp(prefix="posebatch-pg-"))
     data, sock = root / "data", root / "sock"
     sock.mkdir()
-    if os.geteuid() == 0:
+    if owner is not None:
         for path in (root, sock):
             os.chown(path, owner.pw_uid, owner.pw_gid)
     port = free_port()
@@ -67,3 +76,22 @@ def postgres(database: str = "prefect") -> Iterator[str]:
             _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w",
                           "stop"])
         shutil.rmtree(root, ignore_errors=True)
+
+
+def flow_runs_in(url: str) -> list[tuple[str, str]]:
+    """(flow name, state type) of every flow run stored in the Prefect database at ``url``:
+    proof that the server kept its state there."""
+    import asyncio
+
+    import asyncpg
+
+    async def query() -> list[tuple[str, str]]:
+        con = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            rows = await con.fetch("select f.name, r.state_type from flow_run r "
+                                   "join flow f on f.id = r.flow_id")
+        finally:
+            await con.close()
+        return [(r[0], str(r[1])) for r in rows]
+
+    return asyncio.run(query())
