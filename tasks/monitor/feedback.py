@@ -73,7 +73,8 @@ def match_labels(labels: pa.Table, predictions: pa.Table, class_names: Sequence[
                  recorded_at: datetime | None = None) -> dict[str, Any]:
     """Join labels with predictions. Returns ``matched`` (a ``FEEDBACK_SCHEMA`` table),
     ``rejected`` (rows whose label is no class: ``{source_path, label}``, first 20),
-    ``rejected_rows`` and ``unmatched_rows`` (labels of frames never classified)."""
+    ``rejected_rows``, ``unmatched_rows`` (labels of frames never classified) and
+    ``first_unmatched`` (the first such row's ``source_path``, or None)."""
     known = pa.array(list(class_names), pa.string())
     ok = pc.is_in(labels["true_label"], value_set=known)
     bad = labels.filter(pc.invert(ok))
@@ -89,10 +90,13 @@ def match_labels(labels: pa.Table, predictions: pa.Table, class_names: Sequence[
     joined = joined.append_column("recorded_at", pa.array([when] * joined.num_rows,
                                                           pa.timestamp("us", tz="UTC")))
     matched_rows = set(joined["_row"].to_pylist())
+    unmatched = [p for p, r in zip(good["source_path"].to_pylist(), good["_row"].to_pylist(),
+                                   strict=True) if r not in matched_rows]
     return {"matched": joined.select(FEEDBACK_SCHEMA.names).cast(FEEDBACK_SCHEMA),
             "rejected": bad.select(["source_path", "true_label"]).slice(0, 20).to_pylist(),
             "rejected_rows": bad.num_rows,
-            "unmatched_rows": good.num_rows - len(matched_rows)}
+            "unmatched_rows": len(unmatched),
+            "first_unmatched": unmatched[0] if unmatched else None}
 
 
 def feedback_digest(matched: pa.Table) -> str:
