@@ -125,7 +125,7 @@ def _nothing_matched(rows: int, res: dict[str, Any], output: str) -> str:
     first = res["first_unmatched"]
     where = (f"first unmatched source_path {first!r}" if first is not None else
              f"every row has an unknown label, e.g. {res['rejected'][0]['true_label']!r}")
-    return (f"none of the {rows} label rows matches a classified frame in {output} ({where}): "
+    return (f"0 of the {rows} label rows match a classified frame in {output} ({where}): "
             "source_path must be relative to the input folder, as `posebatch query` shows "
             "it; check the paths and --output")
 

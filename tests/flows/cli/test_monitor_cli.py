@@ -84,7 +84,7 @@ def test_feedback_that_matches_nothing_is_an_error(tmp_path):
     res = CliRunner().invoke(app, ["feedback", str(csv), "--data", str(tmp_path), "--json"])
     assert res.exit_code == 2, res.output
     errors = res.stderr.strip().splitlines()
-    assert len(errors) == 1 and errors[0].startswith("error: none of the 2 label rows")
+    assert len(errors) == 1 and errors[0].startswith("error: 0 of the 2 label rows match")
     assert "'elsewhere/a.npy'" in errors[0] and str(out) in errors[0]
     assert json.loads(res.stdout.strip().splitlines()[-1])["ok"] is False
     assert not (out / "monitoring").exists()
