@@ -74,7 +74,8 @@ def match_labels(labels: pa.Table, predictions: pa.Table, class_names: Sequence[
     """Join labels with predictions. Returns ``matched`` (a ``FEEDBACK_SCHEMA`` table),
     ``rejected`` (rows whose label is no class: ``{source_path, label}``, first 20),
     ``rejected_rows``, ``unmatched_rows`` (labels of frames never classified; ``unmatched``
-    names the first 20 paths) and ``changed_rows`` / ``changed``.
+    names the first 20 paths, ``first_unmatched`` the first row's, or None) and
+    ``changed_rows`` / ``changed``.
 
     A labels table with a ``content_sha256`` column (``label import``: the content the
     person saw) matches only the predictions of that content; a row whose path and frame
@@ -104,11 +105,14 @@ def match_labels(labels: pa.Table, predictions: pa.Table, class_names: Sequence[
     changed = missed.filter(pc.is_valid(missed["frame_index"])).select(framing).join(
         preds.select(framing), framing, join_type="left semi")
     changed_paths = sorted(set(changed["source_path"].to_pylist()))
-    unmatched = sorted(set(missed["source_path"].to_pylist()) - set(changed_paths))
+    gone = set(changed_paths)
+    in_order = [p for p in missed["source_path"].to_pylist() if p not in gone]
+    unmatched = sorted(set(in_order))
     return {"matched": joined.select(FEEDBACK_SCHEMA.names).cast(FEEDBACK_SCHEMA),
             "rejected": bad.select(["source_path", "true_label"]).slice(0, 20).to_pylist(),
             "rejected_rows": bad.num_rows,
             "unmatched_rows": missed.num_rows - changed.num_rows, "unmatched": unmatched[:20],
+            "first_unmatched": in_order[0] if in_order else None,
             "changed_rows": changed.num_rows, "changed": changed_paths[:20]}
 
 
