@@ -158,7 +158,7 @@ def import_(
     if result["matched_frames"] == 0:
         first = (result["unmatched"] or result["changed"] or ["?"])[0]
         fail(f"none of the {labels.num_rows} labeled rows matches a classified frame under "
-             f"{out} (first: {first})", as_json, code=1)
+             f"{out} (first: {first})", as_json)
     if materialise:
         result["materialised"] = materialise_feedback(
             out, _str(input_dir, settings.incoming_dir), target, class_names())
@@ -187,8 +187,8 @@ def _import_human(r: dict[str, Any]) -> str:
 def audit(
     labeled: LabeledOpt = None,
     method: Annotated[str, typer.Option(
-        "--method", help="auto (whichever of logreg and hgb scores the labels better out "
-        "of sample), logreg or hgb.")] = "auto",
+        "--method", help="auto (whichever of logreg, hgb and their mean, ensemble, gives "
+        "the labels the lowest out-of-sample log loss), logreg, hgb or ensemble.")] = "auto",
     folds: Annotated[int, typer.Option("--folds", min=2, help="Cross-validation folds.")] = 5,
     to: Annotated[str | None, typer.Option(
         "--to", help="Report folder [default: DATA/label-audit/<UTC time>].",
