@@ -156,3 +156,20 @@ def audit_scan(scan: Any, method: str = "auto", folds: int = 5, seed: int = 0) -
     """``audit_labels`` over a scanned labeled folder (``tasks.train.dataset.Scan``)."""
     return audit_labels([f.features for f in scan.files], scan.labels(), scan.class_names,
                         method, folds, seed)
+
+
+def retrain_audit(scan: Any, exclude: bool, method: str = "auto", folds: int = 5,
+                  seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """``retrain``'s check of its labeled folder: (the scan to train on, the summary for
+    the metadata and report). With ``exclude`` the suspect files are left out, and named."""
+    import dataclasses
+
+    paths = [f.file.rel for f in scan.files]
+    found = audit_scan(scan, method, folds, seed)
+    summary = {"ran": True, **found.summary(paths), "excluded": []}
+    if exclude and found.suspects:
+        out = {s["index"] for s in found.suspects}
+        summary["excluded"] = sorted(paths[i] for i in out)
+        scan = dataclasses.replace(scan, files=[f for i, f in enumerate(scan.files)
+                                                if i not in out])
+    return scan, summary

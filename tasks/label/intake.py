@@ -79,3 +79,13 @@ def materialise_feedback(output_dir: str, input_dir: str, labeled_dir: Path,
     return {"folder": str(labeled_dir), "frames": len(want), "written": len(ok),
             "removed": len(have - set(want)), "unreadable_frames": len(unread),
             "unreadable": sorted(set(unread))[:20]}
+
+
+def without_mirror(scan: Any) -> tuple[Any, int]:
+    """The labeled folder's scan without the mirror's files (``<class>/feedback/...``),
+    and how many there were: ``retrain`` with feedback on reads those labels from the
+    store, where its held-out share is kept apart."""
+    import dataclasses
+
+    keep = [f for f in scan.files if Path(f.file.rel).parts[1:2] != (FOLDER,)]
+    return dataclasses.replace(scan, files=keep), len(scan.files) - len(keep)
