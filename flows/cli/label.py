@@ -39,8 +39,9 @@ def _local(option: str, value: str) -> Path:
     return Path(value)
 
 
-def _say(as_json: bool):
-    return lambda m: None if as_json else typer.echo(m, err=True)
+def _say(message: str) -> None:
+    """Progress and notes go to stderr, so stdout stays the result (and --json clean)."""
+    typer.echo(message, err=True)
 
 
 def _progress(what: str):
@@ -108,8 +109,8 @@ def suggest(
         "/data/local-files/?d=" + str(folder.resolve()).lstrip("/") + "/"
     names = class_names_of(preds, class_names())
     result = run(preds, out, inp, folder, n=n, strategy=strategy, class_names=names,
-                 pool_size=pool, seed=seed, image_url_prefix=prefix, say=_say(as_json),
-                 progress=None if as_json else _progress("reading frames"))
+                 pool_size=pool, seed=seed, image_url_prefix=prefix, say=_say,
+                 progress=_progress("reading frames"))
     if not result["picked"]:
         fail(f"every frame under {out} matching the filters is labeled already, or none "
              "could be read", as_json, code=1)
@@ -211,12 +212,12 @@ def audit(
         root = _local("--labeled", labeled or str(settings.labeled_dir))
         folder = _local("--to", to or str(settings.data_root / "label-audit" / stamp))
         scan = scan_labeled(root, "subject", settings.max_frames_per_file,
-                            progress=None if as_json else _progress("scanning"))
+                            progress=_progress("scanning"))
     except (OSError, ValueError) as exc:
         fail(str(exc), as_json)
     if not scan.files:
         fail(f"{root}: no labeled files to audit", as_json, code=1)
-    _say(as_json)(f"checking {len(scan.files)} files out of sample ({folds} folds)")
+    _say(f"checking {len(scan.files)} files out of sample ({folds} folds)")
     summary = audit_scan(scan, method, folds, seed).summary(
         [f.file.rel for f in scan.files], limit=sys.maxsize)
     files = write_report(folder, summary, root, settings.max_frames_per_file)

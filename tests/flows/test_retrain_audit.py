@@ -1,6 +1,5 @@
 """``retrain --exclude-suspect``: files moved into the wrong class folder are flagged by the
-label audit, left out of training, and named in the metadata and the report; a mirror of
-the feedback store inside the labeled folder is not trained on twice."""
+label audit, left out of training, and named in the metadata and the report."""
 
 from __future__ import annotations
 
@@ -19,12 +18,12 @@ pytestmark = pytest.mark.slow
 
 def test_exclude_suspect_leaves_the_flagged_files_out_and_says_which(prefect_server,
                                                                      tmp_path: Path):
-    generate_dataset(tmp_path, per_class=10, seed=4, incoming_batches=0,
+    generate_dataset(tmp_path, per_class=6, seed=4, incoming_batches=0,
                      incoming_per_batch=0)
     labeled = tmp_path / "labeled"
     classes = sorted(p.name for p in labeled.iterdir())
     moved = []
-    for k, cls in enumerate(classes[:8]):                   # 8 of 170 files mislabeled
+    for k, cls in enumerate(classes[:6]):                   # 6 of ~100 files mislabeled
         src = sorted((labeled / cls).rglob("*.npy"))[0]
         wrong = classes[(k + 5) % len(classes)]
         dst = labeled / wrong / src.relative_to(labeled / cls)
@@ -38,7 +37,7 @@ def test_exclude_suspect_leaves_the_flagged_files_out_and_says_which(prefect_ser
     audit = meta["label_audit"]
     assert audit["ran"] and audit["excluded"] == sorted(s["path"] for s in audit["suspects"])
     caught = set(audit["excluded"]) & set(moved)
-    assert len(caught) >= 5, (audit["excluded"], moved)
+    assert len(caught) >= 4, (audit["excluded"], moved)
     assert meta["data"]["files"] == accepted - len(audit["excluded"])
     report = (Registry(tmp_path / "registry").get(out["version"]).path / "report.md").read_text()
     assert "## Label audit" in report and f"**{len(audit['excluded'])} left out**" in report

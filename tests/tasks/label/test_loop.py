@@ -148,3 +148,23 @@ def test_the_folder_mirror_follows_the_store(output, tmp_path: Path):
     assert (second["written"], second["removed"]) == (1, 1)
     moved = sorted(p.relative_to(labeled).as_posix() for p in labeled.rglob("*.npy"))
     assert moved[1].startswith(f"{NAMES[5]}/feedback/b1/") and len(moved) == 2
+
+
+def test_retrain_with_feedback_skips_the_mirror_and_keeps_the_rest(output, tmp_path: Path,
+                                                                   small_data: Path):
+    import shutil
+
+    from tasks.label.intake import without_mirror
+    from tasks.train.dataset import scan_labeled
+
+    inp, out = output
+    labeled = tmp_path / "labeled"
+    for cls in NAMES[:2]:
+        shutil.copytree(small_data / "labeled" / cls, labeled / cls)
+    own = len(scan_labeled(labeled).files)
+    materialise_feedback(str(out), str(inp), labeled, NAMES)
+    scan = scan_labeled(labeled)
+    assert len(scan.files) == own + 2
+    kept, skipped = without_mirror(scan)
+    assert skipped == 2 and len(kept.files) == own
+    assert not any("/feedback/" in f.file.rel for f in kept.files)
