@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from flows.cli.classify import InputOpt, OutputOpt, _str
-from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup
+from flows.cli.common import DataOpt, JsonOpt, emit, fail, local_path, setup
 from flows.cli.query import SinceOpt
 
 app = typer.Typer(help="The labeling loop: suggest frames to label, import the labels, "
@@ -24,6 +24,7 @@ app = typer.Typer(help="The labeling loop: suggest frames to label, import the l
 
 LabeledOpt = Annotated[str | None, typer.Option(
     "--labeled", help="Labeled folder, one sub-folder per class [default: DATA/labeled].",
+    parser=local_path,
     show_default=False)]
 
 
@@ -32,8 +33,11 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="label")
 
 
-def _local(option: str, value: str) -> Path:
-    """A folder option that must be local: a URL is refused, never made a local path."""
+def _local(option: str, value: str | Path) -> Path:
+    """A folder option that must be local: a URL is refused, never made a local path
+    (the options' parser, ``common.local_path``, already refuses one given on the command
+    line; this also covers the defaults)."""
+    value = str(value)
     if "://" in value:
         raise ValueError(f"{option} {value}: only a local folder is supported here")
     return Path(value)
@@ -69,6 +73,7 @@ def suggest(
         show_default=False)] = None,
     to: Annotated[str | None, typer.Option(
         "--to", help="Labeling folder to write [default: DATA/labeling/<UTC time>].",
+        parser=local_path,
         show_default=False)] = None,
     pool: Annotated[int, typer.Option("--pool", min=1, help="Choose among at most this "
                                       "many frames (a seeded sample).")] = 5000,
@@ -125,7 +130,7 @@ def suggest(
 def import_(
     labels_file: Annotated[Path, typer.Argument(
         help="The filled labels.csv, or Label Studio's JSON export (JSON or JSON_MIN) of "
-        "the tasks `label suggest` wrote.")],
+        "the tasks `label suggest` wrote.", parser=local_path)],
     materialise: Annotated[bool, typer.Option(
         "--materialise", help="Also mirror every recorded label into "
         "LABELED/<class>/feedback/ as one .npy a frame.")] = False,
@@ -193,6 +198,7 @@ def audit(
     folds: Annotated[int, typer.Option("--folds", min=2, help="Cross-validation folds.")] = 5,
     to: Annotated[str | None, typer.Option(
         "--to", help="Report folder [default: DATA/label-audit/<UTC time>].",
+        parser=local_path,
         show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     data: DataOpt = None,
