@@ -82,7 +82,9 @@ class S3Store:
             status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
             if err.get("Code") in CONFLICT or status in CONFLICT:
                 return None
-            raise
+            raise self._unreachable(exc) from None
+        except Exception as exc:
+            raise self._unreachable(exc) from None
 
     def _get(self, key: str) -> tuple[bytes, str] | None:
         from botocore.exceptions import ClientError
@@ -92,17 +94,28 @@ class S3Store:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
-            raise
+            raise self._unreachable(exc) from None
+        except Exception as exc:
+            raise self._unreachable(exc) from None
         return obj["Body"].read(), obj["ETag"]
+
+    def _unreachable(self, exc: Exception) -> RegistryError:
+        """Any other storage failure (no credentials, no endpoint, access denied, no such
+        bucket) as one line naming the registry."""
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        return RegistryError(f"registry {self.uri}: {first}")
 
     def _keys(self, under: str) -> list[str]:
         """Every key below ``under`` (relative to the registry prefix), sorted."""
         base = self._key(under) + "/"
         out: list[str] = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=base):
-            out.extend(o["Key"][len(self._key()) + 1 if self.prefix else 0:]
-                       for o in page.get("Contents", []))
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=base):
+                out.extend(o["Key"][len(self._key()) + 1 if self.prefix else 0:]
+                           for o in page.get("Contents", []))
+        except Exception as exc:
+            raise self._unreachable(exc) from None
         return sorted(out)
 
     # -- versions ------------------------------------------------------------------------
@@ -185,9 +198,13 @@ class S3Store:
         (one LIST starting after the last known record, one GET per new record)."""
         start = self._key("history", f"{len(self._history):08d}.json") if self._history \
             else ""
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self._key("history") + "/", StartAfter=start)
-        for key in sorted(o["Key"] for page in pages for o in page.get("Contents", [])):
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key("history") + "/", StartAfter=start)
+            keys = sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+        except Exception as exc:
+            raise self._unreachable(exc) from None
+        for key in keys:
             got = self._get(key)
             if got:
                 self._history.append(json.loads(got[0]))
