@@ -94,8 +94,11 @@ async def serve_until_stopped(deployments: list[Any], shutdown: Shutdown) -> lis
             return ids
         ids.append(await runner.aadd_deployment(dep))
     task = asyncio.create_task(runner.start())
-    say("Your deployments are being served: "
-        + ", ".join(f"{d.flow_name}/{d.name}" for d in deployments) + " (Ctrl-C stops)")
+    while not (runner.started or task.done() or stop.is_set()):
+        await asyncio.sleep(0.05)
+    if runner.started:
+        say("Your deployments are being served: "
+            + ", ".join(f"{d.flow_name}/{d.name}" for d in deployments) + " (Ctrl-C stops)")
     waiter = asyncio.create_task(stop.wait())
     await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
@@ -107,10 +110,17 @@ async def serve_until_stopped(deployments: list[Any], shutdown: Shutdown) -> lis
 
 
 async def _stop_runner(runner: Any, task: asyncio.Task[Any]) -> None:
+    """``Runner.astop`` (cancels the runs it started, ends its loops), bounded; a runner
+    still starting is cancelled instead."""
     try:
-        await asyncio.wait_for(runner.astop(), RUNNER_STOP)
+        if runner.started:
+            await asyncio.wait_for(runner.astop(), RUNNER_STOP)
+        else:
+            task.cancel()
         await asyncio.wait_for(task, RUNNER_STOP)
-    except (TimeoutError, asyncio.CancelledError):
+    except asyncio.CancelledError:
+        pass
+    except TimeoutError:
         task.cancel()
         say(f"the runner did not stop within {RUNNER_STOP:.0f} s: left behind")
     except Exception as exc:  # noqa: BLE001 - stopping anyway; one line, no traceback
