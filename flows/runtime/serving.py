@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-RUNNER_STOP = 5.0      # seconds for the runner to stop and cancel its runs
+RUNNER_STOP = 5.0      # seconds for the runner to stop and cancel its runs, in all
 PAUSE_TIMEOUT = 2.0    # seconds per request when pausing the deployments
 
 
@@ -112,12 +112,14 @@ async def serve_until_stopped(deployments: list[Any], shutdown: Shutdown) -> lis
 async def _stop_runner(runner: Any, task: asyncio.Task[Any]) -> None:
     """``Runner.astop`` (cancels the runs it started, ends its loops), bounded; a runner
     still starting is cancelled instead."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RUNNER_STOP
     try:
         if runner.started:
             await asyncio.wait_for(runner.astop(), RUNNER_STOP)
         else:
             task.cancel()
-        await asyncio.wait_for(task, RUNNER_STOP)
+        await asyncio.wait_for(task, max(0.1, deadline - loop.time()))
     except asyncio.CancelledError:
         pass
     except TimeoutError:

@@ -84,6 +84,20 @@ def test_pausing_against_a_dead_server_is_skipped_in_one_line():
     assert "\n" not in line and time.monotonic() - started < 5
 
 
+def test_a_bad_cron_is_refused_before_any_server_starts(tmp_path: Path):
+    data = tmp_path / "data"
+    cmd = Command(["serve", "--data", str(data), "--port", str(free_port()), "--cron",
+                   "every night"], _env(), cwd=tmp_path)
+    try:
+        assert cmd.finish(60) == 2
+        assert cmd.output.startswith("error: invalid cron expression 'every night'")
+        assert cmd.output.count("\n") == 1
+        assert not (data / "prefect" / "server.log").exists()   # no server was launched
+        assert holder((data / "prefect").resolve()) is None
+    finally:
+        cmd.kill()
+
+
 # --- the real thing ------------------------------------------------------------------------
 
 def _paused(home: Path) -> dict[str, bool]:
@@ -92,7 +106,7 @@ def _paused(home: Path) -> dict[str, bool]:
 
 
 @pytest.mark.slow
-def test_serve_one_server_ctrl_c_and_kill(tmp_path: Path):
+def test_serve_one_server_ctrl_c_and_kill(tmp_path: Path, registry_dir: Path):
     """One serve start-up shared by every check but the kill, which restarts serve on the same
     data root (its database already migrated: the quick start an operator gets too)."""
     data, port = tmp_path / "data", free_port()
@@ -111,6 +125,17 @@ def test_serve_one_server_ctrl_c_and_kill(tmp_path: Path):
         assert second.finish(30) == 3, second.output
         assert second.output.count("\n") == 1 and f"PID {first.pid}" in second.output
         assert servers_using(home) == [server]
+
+        # watch on the same data root uses serve's server: still one server on the database.
+        (data / "incoming").mkdir()
+        shared = Command(["watch", "--data", str(data), "--registry", str(registry_dir)],
+                         _env(), cwd=tmp_path)
+        started.append(shared)
+        assert shared.wait_for("watching", 120), shared.output[-3000:]
+        assert f"using the Prefect server of posebatch serve (PID {first.pid}" in shared.output
+        assert shared.servers() == [] and servers_using(home) == [server]
+        shared.signal_group(signal.SIGINT)
+        assert shared.finish(STOP_WITHIN) == 0, shared.output[-3000:]
 
         # serve against a running server (PREFECT_API_URL) starts none. Ctrl-C twice: at once.
         third = _serve_started(tmp_path / "other", free_port(), started,
