@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.runtime.claim import Claim, claim
-from flows.runtime.ephemeral import export_api_url
+from flows.runtime.ephemeral import answers, export_api_url
 from flows.runtime.processes import kill_now, port_in_use, stop_process
 from flows.runtime.server import launch_server, wait_healthy
 from flows.runtime.serving import Shutdown, pause, say, serve_until_stopped
@@ -244,6 +244,9 @@ def serve_forever(settings: Settings, port: int = 4200) -> None:
             deployments = build_deployments(plans)   # imports the flows: overlaps the boot
             if server is not None:
                 wait_healthy(api, server, 120.0, home / "server.log")
+            elif not answers(api):
+                raise RuntimeError(f"the Prefect API at {api} (PREFECT_API_URL) does not "
+                                   "answer: is its server running?")
             ids = asyncio.run(serve_until_stopped(deployments, shutdown))
             shutdown.detach()
             say(pause(api, ids))
