@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.label import select
-from tasks.label.pool import Pool, build_pool, frames_of
+from tasks.label.pool import build_pool, frames_of
 from tasks.label.sheet import write_sheet
 from tasks.monitor.feedback import read_feedback
 
@@ -39,13 +39,15 @@ def labeled_features(output_dir: str, input_dir: str, class_names: Sequence[str]
     return keypoint_features(np.stack(frames)) if frames else np.zeros((0, 51), np.float32)
 
 
-def choose(pool: Pool, n: int, strategy: str, labeled: np.ndarray, n_classes: int,
-           seed: int = 0) -> tuple[str, np.ndarray]:
-    """(the strategy used, pool indices of the picks)."""
+def choose(features: np.ndarray, probs: np.ndarray, n: int, strategy: str,
+           labeled: np.ndarray, n_classes: int, seed: int = 0) -> tuple[str, np.ndarray]:
+    """(the strategy used, indices into the pool's rows of the picks). ``features`` and
+    ``probs``: the pool's keypoint features and model probabilities; ``labeled``: the
+    keypoint features of frames labeled already."""
     used = select.resolve(strategy, len(labeled), n_classes)
-    emb = select.embedding(pool.features, labeled)
-    picks = select.pick(used, emb[:len(pool)], pool.probs, n,
-                        labeled_emb=emb[len(pool):], seed=seed)
+    emb = select.embedding(features, labeled)
+    picks = select.pick(used, emb[:len(features)], probs, n,
+                        labeled_emb=emb[len(features):], seed=seed)
     return used, picks
 
 
@@ -67,7 +69,8 @@ def suggest(preds: pa.Table, output_dir: str, input_dir: str, folder: Path, *, n
     say(f"{pool.eligible} classified frames, {pool.already_labeled} labeled already; "
         f"choosing from {len(pool)}")
     labeled = labeled_features(output_dir, input_dir, class_names, seed)
-    used, picks = choose(pool, n, strategy, labeled, len(class_names), seed)
+    used, picks = choose(pool.features, pool.probs, n, strategy, labeled, len(class_names),
+                         seed)
     rows = pool.rows.take(pa.array(picks, pa.int64()))
     frames = frames_of(rows, output_dir, input_dir)
     out_rows, pngs = [], []
