@@ -50,9 +50,11 @@ def serve(
     from flows.runtime.claim import Busy
     from flows.runtime.serve import check_timezone, serve_forever
 
+    # The cron string is checked inside serve_forever: that check imports Prefect, which
+    # must only happen once the server's URL is exported.
     try:
-        check_timezone(settings.timezone)  # the cron string: in serve_forever (Prefect's own
-        serve_forever(settings, port=port)  # check, once the server's URL is exported)
+        check_timezone(settings.timezone)
+        serve_forever(settings, port=port)
     except (FileNotFoundError, RuntimeError, TimeoutError, ValueError) as exc:
         fail(str(exc).splitlines()[0], code=3 if isinstance(exc, Busy) else 2)
     except KeyboardInterrupt:  # Ctrl-C while starting: everything it started is stopped
