@@ -1,8 +1,8 @@
 """`posebatch serve` under an operator's hands, with real processes, each command in its own
 process group as a terminal runs it: exactly one Prefect server, a second serve on the same
 data root refused naming the first, Ctrl-C to the group stopping everything in seconds with
-the deployments paused, a second Ctrl-C stopping at once, and no server left behind when
-serve is killed. The pieces (claim, parent-death wrapper, pause) also get fast tests."""
+the deployments paused, and no server left behind when serve is killed. The pieces (claim,
+parent-death wrapper, second Ctrl-C, pause) get fast tests of their own."""
 
 from __future__ import annotations
 
@@ -31,9 +31,8 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _serve(data: Path, port: int, env: dict[str, str] | None = None) -> Command:
-    return Command(["serve", "--data", str(data), "--port", str(port)], env or _env(),
-                   cwd=data.parent)
+def _serve(data: Path, port: int) -> Command:
+    return Command(["serve", "--data", str(data), "--port", str(port)], _env(), cwd=data.parent)
 
 
 # --- the pieces, fast ----------------------------------------------------------------------
@@ -82,6 +81,40 @@ def test_pausing_against_a_dead_server_is_skipped_in_one_line():
     line = pause(f"http://127.0.0.1:{free_port()}/api", ["0b5e6c1a-0000-4000-8000-000000000000"])
     assert line.startswith("deployments not paused: the Prefect server at")
     assert "\n" not in line and time.monotonic() - started < 5
+
+
+def test_a_second_signal_stops_at_once(tmp_path: Path):
+    """serving.Shutdown in a real process: the first SIGINT asks the serving loop to stop (an
+    orderly stop that here never ends), the second kills the server and exits 130 at once."""
+    script = ("import asyncio, subprocess\n"
+              "from flows.runtime.processes import kill_now\n"
+              "from flows.runtime.serving import Shutdown\n"
+              "server = subprocess.Popen(['sleep', '60'], start_new_session=True)\n"
+              "shutdown = Shutdown(hard_stop=lambda: kill_now(server))\n"
+              "shutdown.install()\n"
+              "async def main():\n"
+              "    stop = shutdown.attach()\n"
+              "    print(server.pid, flush=True)\n"
+              "    await stop.wait()\n"
+              "    print('orderly stop', flush=True)\n"
+              "    await asyncio.sleep(60)\n"
+              "asyncio.run(main())\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    server = int(proc.stdout.readline())
+    try:
+        proc.send_signal(signal.SIGINT)
+        assert "SIGINT received" in proc.stdout.readline()
+        assert proc.stdout.readline().strip() == "orderly stop"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=5) == 130 and time.monotonic() - t0 < 2
+        assert wait_until(lambda: not alive(server), 5)
+        assert "Traceback" not in proc.stdout.read()
+    finally:
+        proc.kill()
+        if alive(server):
+            os.kill(server, signal.SIGKILL)
 
 
 def test_a_bad_cron_is_refused_before_any_server_starts(tmp_path: Path):
@@ -137,16 +170,6 @@ def test_serve_one_server_ctrl_c_and_kill(tmp_path: Path, registry_dir: Path):
         shared.signal_group(signal.SIGINT)
         assert shared.finish(STOP_WITHIN) == 0, shared.output[-3000:]
 
-        # serve against a running server (PREFECT_API_URL) starts none. Ctrl-C twice: at once.
-        third = _serve_started(tmp_path / "other", free_port(), started,
-                               {**_env(), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"})
-        assert third.servers() == []
-        third.signal_group(signal.SIGINT)
-        time.sleep(0.1)
-        third.signal_group(signal.SIGINT)
-        assert third.finish(5) == 130, third.output[-2000:]
-        assert "Traceback" not in third.output
-
         # Ctrl-C to the whole group: paused, server stopped, exit 0, no traceback.
         t0 = time.monotonic()
         first.signal_group(signal.SIGINT)
@@ -169,9 +192,8 @@ def test_serve_one_server_ctrl_c_and_kill(tmp_path: Path, registry_dir: Path):
             cmd.kill()
 
 
-def _serve_started(data: Path, port: int, started: list[Command],
-                   env: dict[str, str] | None = None) -> Command:
-    cmd = _serve(data, port, env)
+def _serve_started(data: Path, port: int, started: list[Command]) -> Command:
+    cmd = _serve(data, port)
     started.append(cmd)
     assert cmd.wait_for("being served", 120), cmd.output[-3000:]
     return cmd
