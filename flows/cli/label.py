@@ -193,8 +193,12 @@ def _import_human(r: dict[str, Any]) -> str:
 def audit(
     labeled: LabeledOpt = None,
     method: Annotated[str, typer.Option(
-        "--method", help="auto (whichever of logreg, hgb and their mean, ensemble, gives "
-        "the labels the lowest out-of-sample log loss), logreg, hgb or ensemble.")] = "auto",
+        "--method", help="auto (whichever gives the labels the lowest out-of-sample log "
+        "loss), logreg or hgb (keypoints), ensemble (their mean), or cnn (logistic "
+        "regression on the production model's embedding).")] = "auto",
+    registry: Annotated[str | None, typer.Option(
+        "--registry", help="Registry whose production model cnn uses [default: "
+        "DATA/registry; none there: keypoint methods only].", show_default=False)] = None,
     folds: Annotated[int, typer.Option("--folds", min=2, help="Cross-validation folds.")] = 5,
     to: Annotated[str | None, typer.Option(
         "--to", help="Report folder [default: DATA/label-audit/<UTC time>].",
@@ -207,7 +211,7 @@ def audit(
     """Find labeled files whose label looks wrong: out-of-sample probabilities from
     k-fold keypoint models, then cleanlab's confident learning. Writes audit.csv (file,
     given label, suggested label, quality score) and a PNG per suspect."""
-    from tasks.label.audit import METHODS, audit_scan, write_report
+    from tasks.label.audit import METHODS, audit_scan, production_model, write_report
     from tasks.train.dataset import scan_labeled
 
     if method not in ("auto", *METHODS):
@@ -219,13 +223,15 @@ def audit(
         folder = _local("--to", to or str(settings.data_root / "label-audit" / stamp))
         scan = scan_labeled(root, "subject", settings.max_frames_per_file,
                             progress=_progress("scanning"))
+        model = production_model(_local("--registry", registry or str(
+            settings.registry_dir))) if method in ("auto", "cnn") else None
+        if not scan.files:
+            fail(f"{root}: no labeled files to audit", as_json, code=1)
+        _say(f"checking {len(scan.files)} files out of sample ({folds} folds)")
+        summary = audit_scan(scan, method, folds, seed, model).summary(
+            [f.file.rel for f in scan.files], limit=sys.maxsize)
     except (OSError, ValueError) as exc:
         fail(str(exc), as_json)
-    if not scan.files:
-        fail(f"{root}: no labeled files to audit", as_json, code=1)
-    _say(f"checking {len(scan.files)} files out of sample ({folds} folds)")
-    summary = audit_scan(scan, method, folds, seed).summary(
-        [f.file.rel for f in scan.files], limit=sys.maxsize)
     files = write_report(folder, summary, root, settings.max_frames_per_file)
     emit({"ok": True, "labeled": str(root), "folder": str(folder), **summary, **files},
          as_json, _audit_human(summary, folder))

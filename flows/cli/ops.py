@@ -49,22 +49,26 @@ def serve(
     """Run the nightly classification and the retraining trigger in this process (Ctrl-C stops).
 
     The deployments come from prefect.yaml; paths point under --data. Uses PREFECT_API_URL
-    if set, else starts a Prefect server on 127.0.0.1:PORT with its state under the data root.
+    if set, else starts a Prefect server on 127.0.0.1:PORT with its state under the data root
+    (one per data root: a second serve is refused, naming the first one's PID). Ctrl-C or
+    SIGTERM stops serve and its server within seconds (a second Ctrl-C at once); if serve is
+    killed, its server exits with it.
     """
     settings = setup(data, prefect=True)
     update = {k: v for k, v in (("nightly_cron", cron), ("timezone", timezone)) if v}
     settings = settings.model_copy(update=update)
-    from flows.runtime.serve import check_schedule, serve_forever
+    from flows.runtime.claim import Busy
+    from flows.runtime.serve import check_timezone, serve_forever
 
+    # The cron string is checked inside serve_forever: that check imports Prefect, which
+    # must only happen once the server's URL is exported.
     try:
-        check_schedule(settings.nightly_cron, settings.timezone)
-    except ValueError as exc:
-        fail(str(exc))
-
-    try:
+        check_timezone(settings.timezone)
         serve_forever(settings, port=port)
-    except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
-        fail(str(exc).splitlines()[0])
+    except (FileNotFoundError, RuntimeError, TimeoutError, ValueError) as exc:
+        fail(str(exc).splitlines()[0], code=3 if isinstance(exc, Busy) else 2)
+    except KeyboardInterrupt:  # Ctrl-C while starting: everything it started is stopped
+        raise typer.Exit(130) from None
 
 
 def notify_labeled(
@@ -135,18 +139,25 @@ def watch(
 ) -> None:
     """Classify batches as they become complete (_SUCCESS or quiet), one run at a time.
 
-    Ctrl-C or SIGTERM stops after the current run; nothing is lost (the next run reconciles).
+    Ctrl-C or SIGTERM stops after the current run, a second one at once; nothing is lost (the
+    next run reconciles). Uses the server of a `posebatch serve` on the same data root, else
+    starts its own (one watch per data root; killed, it leaves no server behind).
     """
     settings = setup(data, prefect=True)
     params, spec = _watch_params(settings, input_dir, output_dir, registry_dir, model_version,
                                  batch_size, quiet_seconds, move_processed, workers,
                                  dask_address, as_json)
+    from flows.runtime.claim import Busy
     from flows.runtime.ephemeral import start_early_server
 
     # Before any thread exists. Not stopped here: it stops at exit, after Prefect has flushed
     # the last run's logs and events to it (stopping it first made Prefect retry against a
-    # dead server for over a minute before the process could exit).
-    server = start_early_server(settings.early_server)
+    # dead server for over a minute before the process could exit). Its own session keeps a
+    # Ctrl-C from reaching it before that; it dies with this process if this one is killed.
+    try:
+        server = start_early_server(settings.early_server, command="watch")
+    except Busy as exc:  # another watch serves this data root's database
+        fail(str(exc), as_json, code=3)
     _watch_logger()
     watcher = _watcher(params, spec, poll_seconds, polling, labeled)
     stats = _watch_until_stopped(watcher, server, params["input_dir"], as_json)

@@ -98,11 +98,15 @@ def _params(settings: Any, model: str | None, since: str | None, until: str | No
 def _run(params: dict[str, Any], as_json: bool) -> dict[str, Any]:
     import os
 
+    from flows.runtime.claim import Busy
     from flows.runtime.ephemeral import start_early_server
     from flows.settings import get_settings
 
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
-    server = start_early_server(get_settings(params["data_root"]).early_server)
+    try:
+        server = start_early_server(get_settings(params["data_root"]).early_server)
+    except Busy as exc:  # the data root's server (serve, watch) does not answer
+        fail(str(exc), as_json, code=3)
     from flows.rescore import rescore_flow
     from tasks.classify.ledger import LockHeld
     from tasks.read.query import QueryError

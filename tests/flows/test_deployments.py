@@ -21,7 +21,9 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from flows.runtime.serve import PROJECT_DIR, load_project, start_server, stop_process
+from flows.runtime.processes import stop_process
+from flows.runtime.serve import PROJECT_DIR, load_project
+from flows.runtime.server import start_server
 from tests.support.ops import (
     Procs,
     deployment,

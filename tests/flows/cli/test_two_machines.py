@@ -29,7 +29,8 @@ def _machine(name: str, root: Path, base: dict[str, str]) -> dict:
     home = root / name
     for sub in ("work", "tmp", "cache"):
         (home / sub).mkdir(parents=True)
-    env = {**base, "PYTHONPATH": str(REPO), "TMPDIR": str(home / "tmp"), "XDG_CACHE_HOME": str(home / "cache"),
+    env = {**base, "PYTHONPATH": str(REPO), "TMPDIR": str(home / "tmp"),
+           "XDG_CACHE_HOME": str(home / "cache"),
            "POSEBATCH_DATA_ROOT": str(home / "work" / "data"),
            "POSEBATCH_LEASE_SECONDS": str(LEASE_SECONDS), "POSEBATCH_XLA": "0",
            "PREFECT_LOGGING_LEVEL": "WARNING"}
