@@ -15,7 +15,15 @@ from typing import Annotated, Any
 import typer
 
 from flows.cli.classify import InputOpt, OutputOpt, _str
-from flows.cli.common import DataOpt, JsonOpt, emit, fail, local_path, setup
+from flows.cli.common import (
+    DataOpt,
+    JsonOpt,
+    emit,
+    fail,
+    local_path,
+    registry_location,
+    setup,
+)
 from flows.cli.query import SinceOpt
 
 app = typer.Typer(help="The labeling loop: suggest frames to label, import the labels, "
@@ -197,8 +205,9 @@ def audit(
         "loss), logreg or hgb (keypoints), ensemble (their mean), or cnn (logistic "
         "regression on the production model's embedding).")] = "auto",
     registry: Annotated[str | None, typer.Option(
-        "--registry", help="Registry whose production model cnn uses [default: "
-        "DATA/registry; none there: keypoint methods only].", show_default=False)] = None,
+        "--registry", help="Registry whose production model cnn uses, a folder or "
+        "s3://bucket/prefix [default: DATA/registry; none there: keypoint methods only].",
+        show_default=False, parser=registry_location)] = None,
     folds: Annotated[int, typer.Option("--folds", min=2, help="Cross-validation folds.")] = 5,
     to: Annotated[str | None, typer.Option(
         "--to", help="Report folder [default: DATA/label-audit/<UTC time>].",
@@ -223,8 +232,8 @@ def audit(
         folder = _local("--to", to or str(settings.data_root / "label-audit" / stamp))
         scan = scan_labeled(root, "subject", settings.max_frames_per_file,
                             progress=_progress("scanning"))
-        model = production_model(_local("--registry", registry or str(
-            settings.registry_dir))) if method in ("auto", "cnn") else None
+        model = production_model(registry or str(settings.registry_dir)) \
+            if method in ("auto", "cnn") else None
         if not scan.files:
             fail(f"{root}: no labeled files to audit", as_json, code=1)
         _say(f"checking {len(scan.files)} files out of sample ({folds} folds)")
