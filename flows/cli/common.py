@@ -33,8 +33,8 @@ def local_path(value: str) -> Path:
     """Parser of every option that takes a local file or folder: any URL is refused."""
     scheme = url_scheme(str(value))
     if scheme:
-        refuse(f"{value} is a {scheme}:// URL; this option takes a local path "
-                            "only")
+        refuse(f"{value} is a {scheme}:// URL: only a local folder or file is supported "
+               "here")
     return Path(value)
 
 
@@ -44,7 +44,7 @@ def location(value: str) -> str:
     scheme = url_scheme(str(value))
     if scheme not in (None, "s3", "file"):
         refuse(f"{value}: {scheme}:// is not supported; use a local path or "
-                            "s3://bucket/prefix")
+               "s3://bucket/prefix")
     if scheme == "s3" and not urlparse(value).netloc:
         refuse(f"{value}: no bucket; expected s3://bucket/prefix")
     return str(value)
