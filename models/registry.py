@@ -95,6 +95,15 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 class Registry:
     def __init__(self, root: Path | str):
         self.root = Path(root)
@@ -159,6 +168,22 @@ class Registry:
         # metadata.json last: a version without it is incomplete and ignored by versions().
         _atomic_write(path / METADATA_FILE, json.dumps(meta, indent=2, sort_keys=True))
         return ModelEntry(version, path, meta)
+
+    def attach(self, version: str, files: dict[str, bytes], metadata: dict[str, Any]
+               ) -> ModelEntry:
+        """Add files and metadata fields to an existing version (e.g. an inference artifact
+        made after registration). Files first, then the metadata in one atomic replace, so
+        a reader sees the old version or the new one, never metadata naming a missing file.
+        A file that is no longer recorded is not removed here: a running classifier may
+        still have it open."""
+        entry = self.get(version)
+        for name, data in files.items():
+            if Path(name).name != name or name in (MODEL_FILE, METADATA_FILE):
+                raise RegistryError(f"cannot attach {name!r} to {version}")
+            _atomic_write_bytes(entry.path / name, data)
+        meta = {**entry.metadata, **metadata}
+        _atomic_write(entry.path / METADATA_FILE, json.dumps(meta, indent=2, sort_keys=True))
+        return ModelEntry(version, entry.path, meta)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
