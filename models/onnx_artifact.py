@@ -74,12 +74,15 @@ def export_onnx(model: Any) -> tuple[bytes, str]:
 
 def onnx_session(data: bytes | str, threads: int | None = None) -> Any:
     """An ONNX Runtime CPU session: one op at a time (the network is a chain), each op on
-    ``threads`` cores (default: the cores this process may use), worker threads that sleep
+    ``threads`` cores (default: ``OMP_NUM_THREADS`` when set, as a local Dask cluster sets it
+    to each worker's share, else the cores this process may use), worker threads that sleep
     instead of spinning between calls, so the reader threads beside it keep their cores."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads or usable_cores())
+    share = os.environ.get("OMP_NUM_THREADS", "")
+    opts.intra_op_num_threads = int(threads or (int(share) if share.isdigit() else 0)
+                                    or usable_cores())
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -159,3 +159,16 @@ def test_promotion_with_an_expected_production_is_a_compare_and_swap(tmp_path: P
         reg.promote("v0003", "gate said v0003 beats v0002", expected_production="v0002")
     assert reg.production_version() == "v0001"
     assert [h["to"] for h in reg.history()] == ["v0001", "v0002", "v0001"]
+
+
+def test_attach_adds_files_and_metadata_to_a_version(tmp_path: Path, model) -> None:
+    reg = Registry(tmp_path)
+    entry = reg.register(model, {"class_names": class_names(), "temperature": 1.3})
+    after = reg.attach(entry.version, {"model.onnx": b"bytes"}, {"onnx": {"status": "x"}})
+    assert (entry.path / "model.onnx").read_bytes() == b"bytes"
+    again = reg.get(entry.version)
+    assert again.metadata == after.metadata
+    assert again.metadata["onnx"] == {"status": "x"} and again.temperature == 1.3
+    for bad in ("model.keras", "metadata.json", "../escape.onnx"):
+        with pytest.raises(RegistryError, match="cannot attach"):
+            reg.attach(entry.version, {bad: b""}, {})
