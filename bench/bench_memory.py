@@ -59,15 +59,31 @@ def own_rss() -> float:
 
 
 def checkpoint(stage: str, files: int, t0: float) -> dict:
+    import pyarrow as pa
     from bench_classify import tree_rss
 
     traced = tracemalloc.get_traced_memory()[0] / 2**20 if tracemalloc.is_tracing() else 0
     row = {"stage": stage, "files": files, "seconds": time.perf_counter() - t0,
            "rss": own_rss(), "tree_rss": tree_rss(os.getpid()) / 2**20, "traced": traced,
-           **mallinfo()}
+           **mallinfo(), "arrow": pa.total_allocated_bytes() / 2**20}
     print("  " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
                            for k, v in row.items()), file=sys.stderr, flush=True)
     return row
+
+
+def prepare_in_child(work: Path, files: int) -> dict[str, Path]:
+    """``bench_classify.prepare`` (data, registry, model.onnx) in a child process: making the
+    model imports TensorFlow, which must not weigh on this process's numbers."""
+    import json
+    import subprocess
+
+    code = ("import json, sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/bench']; "
+            "from bench_classify import prepare; "
+            "p = prepare(__import__('pathlib').Path(sys.argv[2]), int(sys.argv[3]), "
+            "min(int(sys.argv[3]), 2000)); print(json.dumps({k: str(v) for k, v in p.items()}))")
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT), str(work), str(files)],
+                         check=True, capture_output=True, text=True).stdout
+    return {k: Path(v) for k, v in json.loads(out.strip().splitlines()[-1]).items()}
 
 
 def main() -> None:
@@ -78,11 +94,11 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--no-tracemalloc", action="store_true")
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--trim", action="store_true",
+                    help="malloc_trim(0) after every chunk (the experiment)")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-memory-"))
-    from bench_classify import prepare
-
-    paths = prepare(work, args.files, min(args.files, 2_000))
+    paths = prepare_in_child(work, args.files)
     inp = paths["big"] if args.files > 2_000 else paths["small"]
     out = work / f"out-memory-{args.engine}"
     import shutil
@@ -101,6 +117,8 @@ def main() -> None:
     state = {"next": 1}
 
     def on_files(done: int, total: int) -> None:
+        if args.trim:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
         if done >= state["next"] * args.every or (done == total and total):
             state["next"] = done // args.every + 1
             gc.collect()
@@ -124,12 +142,12 @@ def report(rows: list[dict], snaps: list, summary: dict, args: argparse.Namespac
           f"stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in
                                       sorted(summary["stage_seconds"].items())))
     print("\n| stage | files | RSS MB | tree RSS MB | traced MB | malloc used MB | "
-          "malloc free MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "malloc free MB | Arrow pool MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['stage']} | {r['files']:,} | {r['rss']:.0f} | {r['tree_rss']:.0f} | "
               f"{r['traced']:.1f} | {r.get('malloc_used', 0):.0f} | "
-              f"{r.get('malloc_free', 0):.0f} |")
+              f"{r.get('malloc_free', 0):.0f} | {r['arrow']:.1f} |")
     if len(snaps) < 2:
         return
     (f0, first), (f1, last) = snaps[0], snaps[-1]

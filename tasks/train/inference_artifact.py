@@ -17,6 +17,7 @@ the version stays usable on Keras; nothing here raises for a model that does not
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -45,14 +46,17 @@ def split_check_frames(scan: Any, idx: list[int], max_frames: int,
     return np.ascontiguousarray(frames, np.float32)
 
 
+@lru_cache(maxsize=2)
 def synthetic_check_frames(per_class: int = SYNTHETIC_PER_CLASS,
                            seed: int = SYNTHETIC_SEED) -> tuple[np.ndarray, str]:
-    """Generated frames of every class, half clean and half hard, and how to name them."""
+    """Generated frames of every class, half clean and half hard, and how to name them
+    (made once per process: a migration checks every version on the same frames)."""
     from tasks.synth.generate import synth_frames
 
     labels = [name for name in class_names() for _ in range(per_class)]
     frames = np.concatenate([synth_frames(labels, seed=seed),
                              synth_frames(labels, seed=seed + 1, hard=True)])
+    frames.flags.writeable = False
     return frames, (f"synthetic: {len(frames)} generated frames (every class, clean and "
                     f"hard, seed {seed}); no test split is kept for this version")
 

@@ -121,3 +121,19 @@ def test_a_refused_export_and_a_changed_file_are_never_run(onnx_registry: Path,
     meta_path.write_text(json.dumps(meta))
     engine, why = choose_engine(Registry(copy).get("v0001"), "auto")
     assert engine == "keras" and "check failed" in why
+
+
+def test_onnx_runs_a_batch_in_slices_with_the_same_numbers(
+        onnx_registry: Path, keras_logits: tuple[np.ndarray, np.ndarray],
+        monkeypatch: pytest.MonkeyPatch):
+    """ONNX Runtime gets a batch in slices of ONNX_CALL_FRAMES (its arena keeps the largest
+    call's activations): rows come back whole and in order, the last slice partial."""
+    import tasks.classify.engine as engine_module
+
+    frames, expected = keras_logits
+    monkeypatch.setattr(engine_module, "ONNX_CALL_FRAMES", 3)
+    engine = open_engine(Registry(onnx_registry).get("v0001"), "onnx", batch_size=11)
+    buf = aligned_zeros(frames.shape)
+    buf[:] = frames
+    for n in (11, 7, 3, 1):
+        np.testing.assert_allclose(engine.logits(buf, n), expected[:n], rtol=0, atol=1e-4)
