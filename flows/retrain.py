@@ -5,23 +5,25 @@ Orchestration only; the work lives in ``tasks/`` and ``models/``. One run:
 1. ``scan-labeled``: list ``<class>/**/*.npy``, validate every file with the shared validator
    (rejections reported, not fatal), hash contents (data fingerprint), decode keypoint
    features (``tasks/train/dataset.py``);
-2. ``gather-sources``: the labels fed back (a training share, and a held-out share that is
+2. ``audit-labels``: labels worth doubting, out of sample (``tasks/label/audit.py``);
+   ``--exclude-suspect`` trains without them;
+3. ``gather-sources``: the labels fed back (a training share, and a held-out share that is
    the gate's target-domain test set), our synthetic frames when the folder is small, all
    merged and split by group (``tasks/adapt/gather.py``, ``sources.py``);
-3. ``train-cnn``: fit the CNN with augmentation, early stopping and a floor on optimizer
+4. ``train-cnn``: fit the CNN with augmentation, early stopping and a floor on optimizer
    steps; with a synthetic source, mixed or pretrain + fine-tune (``tasks/adapt/transfer.py``);
    or ``--tune`` a bounded KerasTuner search first (``tasks/train/fit.py``);
-4. ``adapt-to-stream``: AdaBN and self-training on recently classified frames, kept only if
+5. ``adapt-to-stream``: AdaBN and self-training on recently classified frames, kept only if
    better on the labeled target validation frames (``tasks/adapt/domain.py``);
-5. ``fit-classical``: logistic regression, gradient boosting and the majority baseline on
+6. ``fit-classical``: logistic regression, gradient boosting and the majority baseline on
    the same training files (``models/features.py``);
-6. ``evaluate-cnn``: temperature on the validation split, test metrics, ECE before/after;
-7. ``challenge-production``: the current production model re-evaluated on the NEW test split
+7. ``evaluate-cnn``: temperature on the validation split, test metrics, ECE before/after;
+8. ``challenge-production``: the current production model re-evaluated on the NEW test split
    (and both on the held-out feedback frames);
-8. ``export-onnx``: ``model.onnx`` beside the Keras model, checked against it on the test
+9. ``export-onnx``: ``model.onnx`` beside the Keras model, checked against it on the test
    split, or the reason it is left out (``tasks/train/inference_artifact.py``);
-9. ``register-model``: save model + metadata + report + confusion PNG, then promote if the
-   gate says so (``tasks/train/gate.py``); artifacts for the UI.
+10. ``register-model``: save model + metadata + report + confusion PNG, then promote if the
+    gate says so (``tasks/train/gate.py``); artifacts for the UI.
 
 Tasks are coarse (one per stage) and take ``cache_policy=NO_CACHE``: their inputs are models
 and arrays, which Prefect should neither hash nor persist.
@@ -102,6 +104,19 @@ def scan_task(labeled_dir: str, group_by: str, max_frames: int, source: str = "n
     return scan
 
 
+@task(name="audit-labels", cache_policy=NO_CACHE)
+def audit_task(scan: Scan, exclude: bool, seed: int) -> tuple[Scan, dict[str, Any]]:
+    """Flag labels the out-of-sample keypoint models contradict; leave them out when
+    ``exclude`` (``tasks/label/audit.py``)."""
+    from tasks.label.audit import retrain_audit
+
+    _emit({"stage": "scan", "message": f"auditing the labels of {len(scan.files)} files"})
+    scan, summary = retrain_audit(scan, exclude, seed=seed)
+    _emit({"stage": "scan", "message": f"{summary['flagged']} files look mislabeled"
+           + (", left out" if exclude else "")})
+    return scan, summary
+
+
 @task(name="gather-sources", cache_policy=NO_CACHE)
 def sources_task(scan: Scan, labeled_dir: str, source: str, use_feedback: bool,
                  settings: Any, seed: int, max_frames: int, registry_dir: str
@@ -113,9 +128,12 @@ def sources_task(scan: Scan, labeled_dir: str, source: str, use_feedback: bool,
     names = scan.class_names or spec_names()
     feedback = Feedback(summary={"used": False, "why": "--no-feedback"})
     if use_feedback:
+        from tasks.label.intake import without_mirror
+
         _emit({"stage": "scan", "message": "looking for labels fed back"})
         feedback = gather_feedback(str(settings.output_dir), str(settings.incoming_dir), names,
                                    settings.cache_dir, max_frames, _heldout_before(registry_dir))
+        scan, feedback.summary["mirror_files_skipped"] = without_mirror(scan)
     ts, decision = gather_training_set(
         scan, labeled_dir, feedback, source=source, cache_root=settings.cache_dir, seed=seed,
         max_frames=max_frames, transfer_below=settings.transfer_below,
@@ -293,13 +311,16 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
                  max_frames_per_file: int | None = None,
                  data_root: str | None = None, source: str = "auto",
                  strategy: str | None = None, unlabeled: str = "auto",
-                 feedback: bool = True, input_mode: str | None = None) -> dict[str, Any]:
+                 feedback: bool = True, input_mode: str | None = None,
+                 exclude_suspect: bool = False) -> dict[str, Any]:
     """Train, compare, calibrate and evaluate a model on labeled folders; register it and
     promote it per ``promote`` (``if-better``: only if its test macro-F1 is at least the
     production model's on the same split plus ``margin``). ``source``: our generator as a
     source domain (``auto``: below ``transfer_below`` frames a class); ``unlabeled``: adapt
     to the production stream (``auto``: what was classified in the last ``adapt_days``);
-    ``feedback``: learn from the labels fed back. Returns the run summary."""
+    ``feedback``: learn from the labels fed back; ``exclude_suspect``: leave out the files
+    the label audit flags (the audit runs when ``settings.label_audit`` or this is on).
+    Returns the run summary."""
     t_start = time.monotonic()
     settings = get_settings(data_root)
     labeled = str(labeled_dir or settings.labeled_dir)
@@ -314,6 +335,9 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     augment = AugmentConfig()
 
     scan = scan_task(labeled, group_by, max_frames, source)
+    audit = {"ran": False}
+    if scan.files and (settings.label_audit or exclude_suspect):
+        scan, audit = audit_task(scan, exclude_suspect, seed)
     ts, fb, decision = sources_task(scan, labeled, source, feedback, settings, seed, max_frames,
                                     registry)
     # every file trained on (synthetic ones too): the baselines' training set, and the
@@ -352,6 +376,7 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
                                      tune_budget_seconds),
         "sources": {**source_summary(ts, decision, transfer, labeled),
                     "feedback": fb.summary, "adaptation": adaptation},
+        "label_audit": audit,
         "target": target,
         "methods": _methods(evaluation, classical, champion),
         "calibration": evaluation["calibration"],

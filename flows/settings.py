@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     adapt_days: float = 7.0
     adapt_max_frames: int = 4096
     adapt_round_steps: int = 300       # optimizer steps per self-training round
+    label_audit: bool = True           # retrain audits its labeled folder (tasks/label)
     # classification's work units and output upkeep
     chunk_files: int = 2048            # files per classify-chunk task: a few thousand frames
     chunk_bytes: int = 512 << 20       # and at most this much input per chunk

@@ -28,6 +28,9 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["POSEBATCH_MIN_TRAIN_STEPS"] = "0"
     os.environ["POSEBATCH_TRANSFER_BELOW"] = "0"
     os.environ["POSEBATCH_ADAPT_ROUND_STEPS"] = "4"
+    # The label audit's k-fold gradient boosting costs seconds a retrain: on only where a
+    # test asks (--exclude-suspect, tests/flows/test_retrain_audit.py).
+    os.environ["POSEBATCH_LABEL_AUDIT"] = "0"
 
 
 @pytest.fixture(scope="session")

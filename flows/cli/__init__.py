@@ -14,6 +14,7 @@ from flows.cli import (
     demo,
     diff,
     generate,
+    label,
     ledger,
     models,
     monitor,
@@ -33,7 +34,7 @@ app = typer.Typer(
 )
 
 for module in (generate, classify, rescore, retrain, models, ledger, ops, query, diff, monitor,
-               alerts, demo):
+               label, alerts, demo):
     module.register(app)
 
 

@@ -89,7 +89,7 @@ def feedback(
     """Record true labels for frames already classified (OUTPUT/monitoring/feedback), so
     `posebatch monitor` shows realized accuracy and macro-F1 next to the estimate. The same
     CSV twice records nothing twice; unknown labels and rows matching no prediction are
-    counted and reported."""
+    counted and reported; a CSV none of whose rows matches is an error (exit 2)."""
     from models.spec import class_names
     from tasks.monitor.feedback import (
         PREDICTION_COLUMNS,
@@ -108,6 +108,8 @@ def feedback(
     except (OSError, FeedbackError, QueryError) as exc:
         fail(str(exc), as_json)
     res = match_labels(labels, preds, class_names())
+    if labels.num_rows and not res["matched"].num_rows:
+        fail(_nothing_matched(labels.num_rows, res, out), as_json)
     path, new = (record_feedback(out, res["matched"]) if res["matched"].num_rows
                  else (None, False))
     result = {"ok": True, "labels_csv": str(labels_csv), "rows": labels.num_rows,
@@ -115,6 +117,17 @@ def feedback(
               "unmatched_rows": res["unmatched_rows"], "rejected_rows": res["rejected_rows"],
               "rejected": res["rejected"]}
     emit(result, as_json, _feedback_human(result))
+
+
+def _nothing_matched(rows: int, res: dict[str, Any], output: str) -> str:
+    """Why a labels file with rows recorded nothing, in one line: a script must not take a
+    CSV for another output (or with wrong paths) for success."""
+    first = res["first_unmatched"]
+    where = (f"first unmatched source_path {first!r}" if first is not None else
+             f"every row has an unknown label, e.g. {res['rejected'][0]['true_label']!r}")
+    return (f"0 of the {rows} label rows match a classified frame in {output} ({where}): "
+            "source_path must be relative to the input folder, as `posebatch query` shows "
+            "it; check the paths and --output")
 
 
 def _feedback_human(r: dict[str, Any]) -> str:

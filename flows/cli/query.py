@@ -277,7 +277,9 @@ def sql(
 
     `date` is a DATE column, so filtering on it prunes partitions. A dataset that does not
     exist yet is an empty view. The `predictions` view's definition is in the README
-    ("Model versions").
+    ("Model versions"). Read-only and confined to these views: only SELECT/EXPLAIN run, no
+    other file is read and nothing is written (COPY, ATTACH, INSTALL/LOAD, SET ... are
+    refused); --to FILE saves the result.
     """
     from tasks.read.query import QueryError
     from tasks.read.sql import run_sql

@@ -137,6 +137,9 @@ def _retrain_cmd(
     input_mode: Annotated[str | None, typer.Option(
         help="CNN input: raw or canonical (decoded and redrawn) [default: "
              "$POSEBATCH_INPUT_MODE, raw].")] = None,
+    exclude_suspect: Annotated[bool, typer.Option(
+        "--exclude-suspect", help="Leave out the labeled files the label audit flags "
+        "(`posebatch label audit`); the metadata and report name them.")] = False,
     data: DataOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -149,7 +152,7 @@ def _retrain_cmd(
     if source != "synthetic" or Path(labeled_dir).exists():  # a typo'd folder is an error
         _check_labeled(labeled_dir, group_by, as_json, source_ok=source != "none")
     params = dict(source=source, strategy=strategy, unlabeled=unlabeled, feedback=feedback,
-                  input_mode=input_mode,
+                  input_mode=input_mode, exclude_suspect=exclude_suspect,
         labeled_dir=str(labeled_dir),
         registry_dir=str(registry or settings.registry_dir), epochs=epochs,
         seed=seed, tune=tune, tune_budget_seconds=tune_budget,

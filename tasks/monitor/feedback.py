@@ -73,26 +73,47 @@ def match_labels(labels: pa.Table, predictions: pa.Table, class_names: Sequence[
                  recorded_at: datetime | None = None) -> dict[str, Any]:
     """Join labels with predictions. Returns ``matched`` (a ``FEEDBACK_SCHEMA`` table),
     ``rejected`` (rows whose label is no class: ``{source_path, label}``, first 20),
-    ``rejected_rows`` and ``unmatched_rows`` (labels of frames never classified)."""
+    ``rejected_rows``, ``unmatched_rows`` (labels of frames never classified; ``unmatched``
+    names the first 20 paths, ``first_unmatched`` the first row's, or None) and
+    ``changed_rows`` / ``changed``.
+
+    A labels table with a ``content_sha256`` column (``label import``: the content the
+    person saw) matches only the predictions of that content; a row whose path and frame
+    were classified, but never with that content (the file was rewritten since), counts
+    as ``changed`` and labels nothing."""
     known = pa.array(list(class_names), pa.string())
     ok = pc.is_in(labels["true_label"], value_set=known)
     bad = labels.filter(pc.invert(ok))
     good = labels.filter(ok)
     good = good.append_column("_row", pa.array(range(good.num_rows), pa.int64()))
     preds = predictions.select(PREDICTION_COLUMNS)
-    exact = good.filter(pc.is_valid(good["frame_index"])).join(
-        preds, ["source_path", "frame_index"], join_type="inner")
-    whole = good.filter(pc.is_null(good["frame_index"])).drop_columns(["frame_index"]).join(
-        preds, ["source_path"], join_type="inner")
+    framed = good.filter(pc.is_valid(good["frame_index"]))
+    keys = ["source_path", "frame_index"]
+    if "content_sha256" in good.column_names:
+        keys.append("content_sha256")
+    exact = framed.join(preds, keys, join_type="inner")
+    whole = good.filter(pc.is_null(good["frame_index"])).select(
+        ["source_path", "true_label", "_row"]).join(preds, ["source_path"], join_type="inner")
     joined = pa.concat_tables([exact.select(whole.column_names), whole])
     when = recorded_at or datetime.now(UTC)
     joined = joined.append_column("recorded_at", pa.array([when] * joined.num_rows,
                                                           pa.timestamp("us", tz="UTC")))
     matched_rows = set(joined["_row"].to_pylist())
+    missed = good.filter(pc.invert(pc.is_in(good["_row"], pa.array(sorted(matched_rows),
+                                                                      pa.int64()))))
+    framing = ["source_path", "frame_index"]
+    changed = missed.filter(pc.is_valid(missed["frame_index"])).select(framing).join(
+        preds.select(framing), framing, join_type="left semi")
+    changed_paths = sorted(set(changed["source_path"].to_pylist()))
+    gone = set(changed_paths)
+    in_order = [p for p in missed["source_path"].to_pylist() if p not in gone]
+    unmatched = sorted(set(in_order))
     return {"matched": joined.select(FEEDBACK_SCHEMA.names).cast(FEEDBACK_SCHEMA),
             "rejected": bad.select(["source_path", "true_label"]).slice(0, 20).to_pylist(),
             "rejected_rows": bad.num_rows,
-            "unmatched_rows": good.num_rows - len(matched_rows)}
+            "unmatched_rows": missed.num_rows - changed.num_rows, "unmatched": unmatched[:20],
+            "first_unmatched": in_order[0] if in_order else None,
+            "changed_rows": changed.num_rows, "changed": changed_paths[:20]}
 
 
 def feedback_digest(matched: pa.Table) -> str:

@@ -13,10 +13,27 @@ row per frame, the production version's row, else the latest); ``current_view_sq
 its plain-SQL text, the one the README documents. When the data holds a single model version
 (proved from the file footers) it is ``SELECT * FROM predictions_all``, so filters still
 prune partitions.
+
+**Confinement.** The connection reads the output's datasets and nothing else, and writes
+nothing: the views scan Arrow datasets that posebatch opens itself (local or ``s3://``,
+through pyarrow's filesystems), so DuckDB never needs to open a file. It is therefore born
+with ``enable_external_access = false`` and *no* ``allowed_directories``/``allowed_paths``
+(an allowed output root would also expose the ledger and lock under ``_posebatch/``, and an
+``s3://`` root would need httpfs and credentials inside DuckDB), extension autoloading off,
+and ``lock_configuration = true`` so no statement can switch any of it back. That is the
+guarantee, for ``connect`` and ``run_sql`` alike. ``run_sql`` also accepts only reading
+statements (``SELECT``, ``EXPLAIN``), so a ``COPY``, ``ATTACH``, ``INSTALL``/``LOAD``,
+``SET``, ``CREATE`` ... is refused by name in one line before DuckDB runs anything. DuckDB may
+spill a large sort to a private temporary folder (not its default ``.tmp`` in the working
+folder), removed with the connection.
 """
 
 from __future__ import annotations
 
+import re
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +52,14 @@ from tasks.read.query import (
 
 VIEWS = (PREDICTIONS, REJECTIONS)
 ALL_VIEW = "predictions_all"
+READING = ("SELECT", "EXPLAIN")  # statement types run_sql runs (SUMMARIZE/DESCRIBE are SELECT)
+CONFINED = {  # set when the connection is made; lock_configuration keeps them
+    "enable_external_access": False,
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+    "lock_configuration": True,
+}
+VIEW_NAMES = "the views predictions, predictions_all and rejections"
 
 
 def _literal(text: str) -> str:
@@ -83,7 +108,9 @@ def connect(output: Path | str, model_version: str = "current",
     import duckdb
 
     check_mode(model_version, production)
-    con = duckdb.connect()
+    spill = tempfile.mkdtemp(prefix="posebatch-sql-")
+    con = duckdb.connect(config={**CONFINED, "temp_directory": spill})
+    weakref.finalize(con, shutil.rmtree, spill, True)  # nothing left in the working folder
     empty = []
     versions: list[str] = []
     try:
@@ -114,19 +141,54 @@ def connect(output: Path | str, model_version: str = "current",
     return con, empty
 
 
+def refused_statement(con: Any, query: str) -> str | None:
+    """The first statement of ``query`` that is not a read, named by its keyword as typed
+    (``COPY``, ``ATTACH``, ``INSTALL``, ``SET`` ...) or else by DuckDB's statement type;
+    None when every statement reads."""
+    for statement in con.extract_statements(query):
+        kind = statement.type.name
+        if kind not in READING:
+            words = statement.query.split()
+            first = words[0].upper() if words else ""
+            return first if first.isalpha() and first != "WITH" else kind
+    return None
+
+
+def _refusal(message: str) -> str:
+    """DuckDB's permission error as one line naming the file it was denied."""
+    found = re.search(r'Cannot access (file|directory) "([^"]*)"', message)
+    what = f"reading {found.group(1)} {found.group(2)!r}" if found else message
+    return f"SQL refused: {what} (`posebatch sql` reads only {VIEW_NAMES}, no other file)"
+
+
 def run_sql(output: Path | str, query: str, model_version: str = "current",
             production: str | None = None) -> pa.Table:
-    """The result of ``query`` as an Arrow table; a DuckDB error becomes a ``QueryError``.
-    ``model_version``/``production`` define the ``predictions`` view (see ``connect``)."""
+    """The result of ``query`` as an Arrow table; a DuckDB error becomes a ``QueryError``,
+    a statement that is not a read or reaches for a file a ``QueryError`` starting
+    ``SQL refused:`` (see the module docstring). ``model_version``/``production`` define the
+    ``predictions`` view (see ``connect``)."""
     import duckdb
 
     con, _ = connect(output, model_version, production)
     try:
-        return con.sql(query).to_arrow_table() if query.strip() else pa.table({})
+        if not query.strip():
+            return pa.table({})
+        refused = refused_statement(con, query)
+        if refused:
+            raise QueryError(f"SQL refused: {refused} statement (`posebatch sql` runs only "
+                             f"SELECT/EXPLAIN over {VIEW_NAMES} and writes nothing; save a "
+                             "result with --to FILE)")
+        return con.sql(query).to_arrow_table()
+    except duckdb.PermissionException as exc:
+        raise QueryError(_refusal(_first_line(exc))) from None
     except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QueryError(f"SQL: {first}") from None
+        raise QueryError(f"SQL: {_first_line(exc)}") from None
     except AttributeError:
         raise QueryError("SQL: the statement returned no result set (use SELECT)") from None
     finally:
         con.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

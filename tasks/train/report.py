@@ -34,6 +34,7 @@ class RetrainSummary(TypedDict):
     champion: dict[str, Any] | None
     sources: NotRequired[dict[str, Any]]  # synthetic source, feedback, adaptation (tasks/adapt)
     target: NotRequired[dict[str, Any] | None]  # scores on the held-out feedback frames
+    label_audit: NotRequired[dict[str, Any]]      # tasks/label/audit.py: doubted files
     promotion_policy: str
     margin: float
     promoted: bool
@@ -58,6 +59,7 @@ def render_report(r: RetrainSummary) -> str:
         *baseline_warning(r["methods"]),
         "",
         *sources_section(r),
+        *audit_section(r),
         "## Data",
         "",
         f"- labeled folder: `{data['labeled_dir']}`",
@@ -164,6 +166,28 @@ def baseline_warning(methods: dict[str, dict[str, Any]]) -> list[str]:
     return ["", f"> **Warning:** the {best[1]} baseline ({best[0]:.4f}) beats the deployed "
                 f"CNN ({cnn:.4f}) on this test split. With few labeled frames, try "
                 "`--source synthetic` or label more frames."]
+
+
+def audit_section(r: RetrainSummary) -> list[str]:
+    """The label audit of the labeled folder (``tasks/label/audit.py``): what it flagged,
+    and whether ``--exclude-suspect`` left those files out."""
+    a = r.get("label_audit") or {}
+    if not a.get("ran"):
+        return []
+    acc = a["oof_accuracy"].get(a["method"])
+    lines = ["## Label audit", "",
+             f"- {a['flagged']} of {a['files']} labeled files look mislabeled (confident "
+             f"learning on {a['folds']}-fold out-of-sample {a['method']} probabilities, "
+             f"accuracy {_fmt(acc)}); "
+             + (f"**{len(a['excluded'])} left out** (--exclude-suspect)" if a["excluded"]
+                else "all trained on (use --exclude-suspect to leave them out)")]
+    if a.get("skipped_classes"):
+        lines.append(f"- not checked (too few files): {', '.join(a['skipped_classes'])}")
+    if a["suspects"]:
+        lines += ["", "| file | given | suggested | label quality |", "|---|---|---|---|"]
+        lines += [f"| {x['path']} | {x['given']} | {x['suggested']} | "
+                  f"{_fmt(x['label_quality'])} |" for x in a["suspects"][:20]]
+    return [*lines, ""]
 
 
 def sources_section(r: RetrainSummary) -> list[str]:

@@ -87,6 +87,7 @@ def model_metadata(summary: RetrainSummary, input_layout: str,
         "source": "retrain",
         # what it learned from beyond the folder, and its score on held-out feedback
         "training_sources": summary.get("sources"),
+        "label_audit": summary.get("label_audit"),   # files doubted, and those left out
         "target_metrics": {k: slim(v) for k, v in (summary.get("target") or {}).items()
                            if isinstance(v, dict)} or None,
     }

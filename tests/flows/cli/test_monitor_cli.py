@@ -67,3 +67,29 @@ def test_feedback_twice_counts_once_and_monitor_shows_realized(tmp_path):
     bad = CliRunner().invoke(app, ["feedback", str(tmp_path / "none.csv"), "--data",
                                    str(tmp_path)])
     assert bad.exit_code == 2 and "none.csv" in bad.stderr
+
+
+def test_feedback_that_matches_nothing_is_an_error(tmp_path):
+    from datetime import date
+
+    from tasks.io.schema import PREDICTIONS
+    from tasks.synth.sample_outputs import synth_predictions, write_partitioned
+
+    out = tmp_path / "output"
+    preds = synth_predictions(20, date(2024, 6, 1), 1, seed=9)
+    write_partitioned(preds, out, PREDICTIONS)
+    label = preds["label"][0].as_py()
+    csv = tmp_path / "other.csv"
+    csv.write_text(f"source_path,label\nelsewhere/a.npy,{label}\nelsewhere/b.npy,{label}\n")
+    res = CliRunner().invoke(app, ["feedback", str(csv), "--data", str(tmp_path), "--json"])
+    assert res.exit_code == 2, res.output
+    errors = res.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("error: 0 of the 2 label rows match")
+    assert "'elsewhere/a.npy'" in errors[0] and str(out) in errors[0]
+    assert json.loads(res.stdout.strip().splitlines()[-1])["ok"] is False
+    assert not (out / "monitoring").exists()
+    src = preds["source_path"][0].as_py()
+    csv.write_text(csv.read_text() + f"{src},{label}\n")   # one row matches: counts, exit 0
+    res = CliRunner().invoke(app, ["feedback", str(csv), "--data", str(tmp_path), "--json"])
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert res.exit_code == 0 and got["unmatched_rows"] == 2 and got["matched_frames"] >= 1

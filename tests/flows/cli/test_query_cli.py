@@ -198,6 +198,23 @@ def test_sql(data):
     user_error(*run("sql", "--data", str(root), "SELEC 1"), "SQL: Parser Error")
 
 
+def test_sql_writes_the_result_not_the_query(data, tmp_path):
+    root, rows, _ = data
+    target = tmp_path / "by_label.csv"
+    code, out, err = run("sql", "--data", str(root), "--to", str(target), "--json",
+                         "SELECT label, count(*) AS n FROM predictions GROUP BY 1 ORDER BY 1")
+    assert code == 0, err
+    assert last_json(out)["path"] == str(target)
+    got = {r["label"]: int(r["n"]) for r in csv.DictReader(io.StringIO(target.read_text()))}
+    assert sum(got.values()) == len(rows)
+    copied = tmp_path / "copied.csv"
+    user_error(*run("sql", "--data", str(root), f"COPY predictions TO '{copied}'"),
+               "SQL refused: COPY statement")
+    user_error(*run("sql", "--data", str(root), "SELECT * FROM read_csv('/etc/passwd')"),
+               "SQL refused: reading file '/etc/passwd'")
+    assert not copied.exists()
+
+
 def test_report_command(data, tmp_path):
     root, rows, _ = data
     target = tmp_path / "report.html"

@@ -58,6 +58,7 @@ def test_match_counts_rejected_and_unmatched_and_realized_matches_sklearn():
     res = match_labels(parse_labels(text), preds, class_names())
     fb = res["matched"]
     assert fb.num_rows == 120 and res["unmatched_rows"] == 1 and res["rejected_rows"] == 1
+    assert res["first_unmatched"] == "nowhere/x.npy"
     assert res["rejected"] == [{"source_path": "batch_000/y.npy", "true_label": "flying"}]
     got = realized(fb["true_label"].to_pylist(), fb["label"].to_pylist())
     assert got["accuracy"] == pytest.approx(80 / 120)      # every third is wrong
