@@ -25,7 +25,7 @@ from flows.settings import Settings
 
 CLASSIFY_FLOW = "classify"
 PACKAGES = ("posebatch", "prefect", "prefect-dask", "dask", "distributed", "tensorflow-cpu",
-            "tensorflow", "keras", "numpy", "pyarrow", "duckdb", "scikit-learn")
+            "tensorflow", "keras", "onnxruntime", "numpy", "pyarrow", "duckdb", "scikit-learn")
 LOW_DISK_BYTES = 1 << 30
 BAD_STATES = ("FAILED", "CRASHED")
 
