@@ -33,9 +33,11 @@ from models.onnx_artifact import ONNX_FILE, artifact_status, onnx_session
 ENGINES = ("auto", "keras", "onnx")
 # Frames per ONNX Runtime call. Its arena keeps the largest call's activations for the
 # life of the session (the keypoint branch holds several full-size copies of the input):
-# about 220 MB at 256 frames, 56 MB at 64, for the same CPU per frame (measured on the
-# deployed network, 2 cores: 509-515 against 496-512 microseconds a frame).
-ONNX_CALL_FRAMES = 64
+# about 220 MB at 256 frames, 112 MB at 128, 56 MB at 64. CPU per frame is the same
+# within noise; at 64 the extra calls cost wall time on a loaded machine (4,096 frames at
+# load 8.5-9: the model's seconds 6.6-8.7 at 64, 4.6-4.8 at 128, 4.9-5.8 at 256;
+# bench/bench_engines.py).
+ONNX_CALL_FRAMES = 128
 ALIGN = 64  # TensorFlow's CPU kernels require (and check) 64-byte aligned tensor memory
 
 
