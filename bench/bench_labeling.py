@@ -172,26 +172,30 @@ def confusion_size(y: np.ndarray) -> int:
     return int(y.max()) + 1
 
 
-def audit_folder(frames: np.ndarray, y: np.ndarray, n_classes: int, seed: int
-                 ) -> dict[str, Any]:
-    """Precision and recall of the audit on planted flips, random and most-confused."""
+def audit_folder(frames: np.ndarray, y: np.ndarray, n_classes: int, seed: int,
+                 model: Any = None) -> dict[str, Any]:
+    """Precision and recall of the audit on planted flips, random and most-confused;
+    ``model``: the production model whose embedding the ``cnn`` method may use."""
     from models.keypoints import keypoint_features
+    from models.network import predict_embedding
     from tasks.label.audit import audit_labels, out_of_fold
 
     names = [str(i) for i in range(n_classes)]
     feats = [f[None] for f in keypoint_features(frames)]
+    emb = None if model is None else [e[None] for e in predict_embedding(model, frames)]
     oof = out_of_fold(feats, y, n_classes, "logreg")
     confusion = np.zeros((n_classes, n_classes))
     np.add.at(confusion, (y, oof.argmax(1)), 1)
     out = {}
     for kind, conf in (("random", None), ("confused", confusion)):
         noisy, planted = flips(y, conf, np.random.default_rng(seed))
-        audit = audit_labels(feats, noisy, names)
+        audit = audit_labels(feats, noisy, names, embeddings=emb)
         flagged = {s["index"] for s in audit.suspects}
         hit = len(flagged & set(planted.tolist()))
         out[kind] = {"planted": len(planted), "flagged": len(flagged), "method": audit.method,
                      "precision": round(hit / max(1, len(flagged)), 3),
                      "recall": round(hit / len(planted), 3), "noisy": noisy,
+                     "log_loss": {k: round(v, 3) for k, v in audit.oof_log_loss.items()},
                      "flagged_idx": sorted(flagged)}
     return out
 
@@ -229,7 +233,7 @@ def recovery(frames: np.ndarray, y: np.ndarray, people: np.ndarray, found: dict[
     return out
 
 
-def audit(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def audit(args: argparse.Namespace, work: Path, cache: Path) -> dict[str, Any]:
     from bench_adapt import render
 
     from models.spec import class_names
@@ -239,8 +243,9 @@ def audit(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sx, sy, sp = render("standin", names, args.audit_per_class, 7, seed=903)
     g = synth_dataset(args.audit_per_class, seed=11)
     gy = np.array([names.index(x) for x in g.labels])
-    res = {"standin": audit_folder(sx, sy, len(names), 0),
-           "generator": audit_folder(g.frames, gy, len(names), 0)}
+    model = synthetic_model(cache, args)   # the production model a team has by then
+    res = {"standin": audit_folder(sx, sy, len(names), 0, model),
+           "generator": audit_folder(g.frames, gy, len(names), 0, model)}
     for folder in res.values():
         _log("audit: " + ", ".join(f"{k} P {v['precision']} R {v['recall']}"
                                    for k, v in folder.items()))
@@ -299,12 +304,13 @@ def markdown(res: dict[str, Any]) -> str:
                   f"{'met' if sel['gap_met'] else 'MISSED'}", ""]
     aud = res.get("audit")
     if aud:
-        lines += ["Audit (5 % of a 40-a-class folder flipped):", "",
-                  "| folder | flips | planted | flagged | precision | recall |",
-                  "|---|---|---:|---:|---:|---:|"]
+        lines += ["Audit (5 % of a 40-a-class folder flipped; auto's choice of method):", "",
+                  "| folder | flips | method | planted | flagged | precision | recall |",
+                  "|---|---|---|---:|---:|---:|---:|"]
         for folder in ("standin", "generator"):
             for kind, v in aud[folder].items():
-                lines.append(f"| {folder} | {kind} | {v['planted']} | {v['flagged']} | "
+                lines.append(f"| {folder} | {kind} | {v['method']} | {v['planted']} | "
+                             f"{v['flagged']} | "
                              f"{v['precision']} | {v['recall']} |")
         rec = aud.get("recovery")
         if rec:
@@ -336,13 +342,18 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    from bench_adapt import _progress
+
+    from flows.runtime.progress import add_stage_listener
+
+    add_stage_listener(_progress)   # the flow's task bodies report here, not to a run log
     t0 = time.monotonic()
     res: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-labeling-") as tmp:
         work = Path(tmp)
         res["round_trip"] = round_trip(work)
         if not args.skip_audit:
-            res["audit"] = audit(args, work)
+            res["audit"] = audit(args, work, args.cache)
         if not args.skip_selection:
             res["selection"] = selection(args, args.cache, work)
     res["seconds"] = round(time.monotonic() - t0, 1)

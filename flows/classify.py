@@ -8,7 +8,9 @@ Orchestration only; the work lives in ``tasks/``. One run:
    threads by default, Dask when asked); the next chunk computes while the previous one
    commits (one chunk at a time on threads, one per worker and one queued on Dask);
 4. commits each chunk in order, in this process (``commit-chunk``: Parquet parts and ledger
-   entries through one commit record; ``tasks/classify/ledger.py``);
+   entries through one commit record; ``tasks/classify/ledger.py``); on Dask the workers
+   write their chunks' parts into staging themselves and the flow commits only metadata
+   (``stage-chunk`` and ``commit-staged``; ``tasks/classify/staged.py``);
 5. folds the ledger, compacts crowded partitions, publishes the run's summary as a table
    artifact (counts, reasons, throughput) and a markdown artifact (predictions by label and
    confidence, drift against the model's training mix; ``tasks/classify/run_summary.py``).
@@ -57,6 +59,7 @@ from tasks.classify.outputs import (
     lineage,
 )
 from tasks.classify.run_summary import RunSummary, run_markdown, summary_table
+from tasks.classify.staged import StagedChunk, commit_staged, stage_chunk
 from tasks.classify.tally import IncompleteRun, RunTally, build_summary, chunk_stats
 from tasks.classify.verify import recover_lost
 from tasks.io import faults
@@ -128,6 +131,30 @@ def commit_chunk_task(ledger: Ledger, result: ChunkResult, sizes: dict[str, tupl
     return {**stats, "seq": record.seq, "parts": len(record.parts)}
 
 
+@task(name="stage-chunk", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def stage_chunk_task(input_dir: str, files: Bulk, registry_dir: str, model_version: str,
+                     batch_size: int, max_frames: int, chunk: int, chunks: int, xla: bool,
+                     output_dir: str, commit_id: str, flow_run_id: str | None,
+                     lineage: dict[str, Any], low_confidence: float,
+                     engine: str = "auto") -> StagedChunk:
+    """On a Dask worker: classify a chunk and write its Parquet parts into the output's
+    staging folder; only counts, part names and statistics go back to the flow."""
+    result = classify_chunk.fn(input_dir, files, registry_dir, model_version, batch_size,
+                               max_frames, chunk, chunks, xla, engine)
+    return stage_chunk(output_dir, commit_id, result, flow_run_id, lineage, low_confidence)
+
+
+@task(name="commit-staged", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def commit_staged_task(ledger: Ledger, staged: StagedChunk,
+                       sizes: dict[str, tuple[int, int]], flow_run_id: str | None,
+                       low_confidence: float) -> dict[str, Any]:
+    """Judge a worker's staged chunk against the ledger and commit its parts exactly once."""
+    record, judged, summary = commit_staged(ledger, staged, sizes, flow_run_id,
+                                            low_confidence)
+    stats = chunk_stats(judged, ledger, None, summary)
+    return {**stats, "seq": record.seq, "parts": len(record.parts)}
+
+
 @task(name="move-processed", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def move_processed_files(input_dir: str, dest_dir: str, good: list[str], bad: list[str]) -> int:
     """Move processed files out of the input (rejected ones under ``_rejected/``)."""
@@ -186,10 +213,10 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
            "class_names": entry.class_names, "low_confidence": settings.low_confidence,
            "batch_size": int(batch_size or settings.batch_size), "xla": settings.xla,
            "max_frames": int(max_frames_per_file or settings.max_frames_per_file),
-           "move_processed": move_processed, "run_id": run_id,
+           "move_processed": move_processed, "run_id": run_id, "output_dir": output_dir,
            "lineage": lineage(entry, "classify")}
 
-    with OutputLock(output_dir):
+    with OutputLock(output_dir, settings.lease_seconds):
         ledger, rec, lost = _reconcile(output_dir, settings.fold_at, input_dir,
                                        move_processed, run_id)
         found = _discover(input_dir, quiet, ledger, excluded_folders(input_dir, output_dir,
@@ -283,12 +310,16 @@ def _classify_and_commit(chunks: list[list[Candidate]], ledger: Ledger,
                            job["batch_size"], job["xla"], job["engine"])
     tally, window, pending = RunTally(), chunks_in_flight(), deque()
     tally.predictions = PredictionStats(job["class_names"], job["low_confidence"])
+    workers_write = bool(chunks) and on_dask()  # rows stay where they were computed
 
     def submit(i: int) -> None:
-        pending.append((i, classify_chunk.submit(
-            job["input_dir"], Bulk([(c.path, c.size) for c in chunks[i]]),
-            job["registry_dir"], job["version"], job["batch_size"], job["max_frames"], i,
-            len(chunks), job["xla"], job["engine"])))
+        args = (job["input_dir"], Bulk([(c.path, c.size) for c in chunks[i]]),
+                job["registry_dir"], job["version"], job["batch_size"], job["max_frames"], i,
+                len(chunks), job["xla"])
+        pending.append((i, stage_chunk_task.submit(
+            *args, job["output_dir"], new_commit_id(), job["run_id"], job["lineage"],
+            job["low_confidence"], job["engine"]) if workers_write
+            else classify_chunk.submit(*args, job["engine"])))
 
     for i in range(min(window, len(chunks))):
         submit(i)
@@ -298,9 +329,11 @@ def _classify_and_commit(chunks: list[list[Candidate]], ledger: Ledger,
         if i + window < len(chunks):
             submit(i + window)  # the next chunk computes while this one commits
         t_commit = time.perf_counter()
-        stats = commit_chunk_task(ledger, quote(result),
-                                  quote({c.path: (c.size, c.mtime_ns) for c in chunks[i]}),
-                                  new_commit_id(), job["run_id"], job["lineage"])
+        sizes = quote({c.path: (c.size, c.mtime_ns) for c in chunks[i]})
+        stats = commit_staged_task(ledger, quote(result), sizes, job["run_id"],
+                                   job["low_confidence"]) if workers_write else \
+            commit_chunk_task(ledger, quote(result), sizes, new_commit_id(), job["run_id"],
+                              job["lineage"])
         tally.stages.update({**result.seconds, "commit": time.perf_counter() - t_commit})
         report_files(i, len(chunks[i]))
         tally.add(stats, stats["parts"], result.input_stats)
@@ -312,7 +345,8 @@ def _classify_and_commit(chunks: list[list[Candidate]], ledger: Ledger,
     return tally
 
 
-def _log_chunk(i: int, n: int, files: int, result: ChunkResult, stats: dict[str, Any]) -> None:
+def _log_chunk(i: int, n: int, files: int, result: ChunkResult | StagedChunk,
+               stats: dict[str, Any]) -> None:
     counts = ", ".join(f"{v} {k}" for k, v in sorted(Counter(stats["status"]).items()))
     get_run_logger().info("chunk %d/%d: %d files, %d frames in %.1f s (model %.1f s); %s; "
                           "committed as #%d", i + 1, n, files, stats["frames"],

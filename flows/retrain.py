@@ -105,13 +105,15 @@ def scan_task(labeled_dir: str, group_by: str, max_frames: int, source: str = "n
 
 
 @task(name="audit-labels", cache_policy=NO_CACHE)
-def audit_task(scan: Scan, exclude: bool, seed: int) -> tuple[Scan, dict[str, Any]]:
-    """Flag labels the out-of-sample keypoint models contradict; leave them out when
-    ``exclude`` (``tasks/label/audit.py``)."""
-    from tasks.label.audit import retrain_audit
+def audit_task(scan: Scan, exclude: bool, seed: int, registry_dir: str
+               ) -> tuple[Scan, dict[str, Any]]:
+    """Flag labels that out-of-sample models (keypoints; production's embedding when there
+    is one) contradict; leave them out when ``exclude`` (``tasks/label/audit.py``)."""
+    from tasks.label.audit import production_model, retrain_audit
 
     _emit({"stage": "scan", "message": f"auditing the labels of {len(scan.files)} files"})
-    scan, summary = retrain_audit(scan, exclude, seed=seed)
+    scan, summary = retrain_audit(scan, exclude, seed=seed,
+                                  model=production_model(registry_dir))
     _emit({"stage": "scan", "message": f"{summary['flagged']} files look mislabeled"
            + (", left out" if exclude else "")})
     return scan, summary
@@ -291,13 +293,13 @@ def register_task(registry_dir: str, model: Any, summary: RetrainSummary, promot
         except ProductionChanged as exc:
             promote, reason = False, f"not promoted: {exc} (during training)"
     if promote:  # the rescore/after-promotion deployment may be listening
-        emit_model_promoted(str(Path(registry_dir).resolve()), entry.version,
+        emit_model_promoted(registry.uri, entry.version,
                             registry.history()[-1].get("from"), "promote")
     summary["version"] = entry.version
     summary["promoted"] = promote
     summary["promotion_reason"] = reason
-    (entry.path / "report.md").write_text(render_report(summary), encoding="utf-8")
-    return {"version": entry.version, "path": str(entry.path), "promoted": promote,
+    registry.attach(entry.version, "report.md", render_report(summary).encode("utf-8"))
+    return {"version": entry.version, "path": entry.uri, "promoted": promote,
             "reason": reason}
 
 
@@ -337,7 +339,7 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     scan = scan_task(labeled, group_by, max_frames, source)
     audit = {"ran": False}
     if scan.files and (settings.label_audit or exclude_suspect):
-        scan, audit = audit_task(scan, exclude_suspect, seed)
+        scan, audit = audit_task(scan, exclude_suspect, seed, registry)
     ts, fb, decision = sources_task(scan, labeled, source, feedback, settings, seed, max_frames,
                                     registry)
     # every file trained on (synthetic ones too): the baselines' training set, and the

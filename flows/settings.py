@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -64,6 +65,8 @@ class Settings(BaseSettings):
     compact_above: int = 32            # compact a day partition holding more parts than this
     backlog_max_age_hours: float = 26  # doctor: a complete batch waiting longer is a problem
     fold_at: int = 16                  # fold ledger records into a segment at this many
+    lease_seconds: float = 60.0        # an s3:// output's writer lease lives this long
+                                       # unrenewed (tasks/classify/lease.py)
     # runtime switches
     xla: bool = False                  # XLA-compile the model (POSEBATCH_XLA=1; see infer.py)
     # the inference engine of classify and rescore: auto (ONNX Runtime when the version has a
@@ -71,6 +74,17 @@ class Settings(BaseSettings):
     engine: Literal["auto", "keras", "onnx"] = "auto"
     early_server: bool = True          # start Prefect's server while the CLI imports
     crash_at: str = ""                 # tests only: "recorded:2,batch:5" (tasks/io/faults.py)
+
+    @field_validator("data_root", mode="before")
+    @classmethod
+    def _local_data_root(cls, value: object) -> object:
+        """The data root is a local folder: a URL is refused, never turned into a folder
+        named ``s3:`` (put input, output or registry on object storage by their options)."""
+        text = str(value)
+        scheme = text.split("://", 1)[0] if "://" in text else ""
+        if len(scheme) > 1:
+            raise ValueError(f"data root {text} is a URL; it must be a local folder")
+        return value
 
     # Everything lives under one data root; these are the conventional sub-folders.
     @property

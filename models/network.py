@@ -223,3 +223,19 @@ def predict_logits(model: Any, frames: Any, batch_size: int = 256) -> Any:
                for i in range(0, len(frames), batch_size)]
         return np.concatenate(out).astype(np.float32)
     return np.asarray(model.predict(frames, verbose=0), dtype=np.float32)
+
+
+def predict_embedding(model: Any, frames: Any, batch_size: int = 256) -> Any:
+    """The input of the ``logits`` layer (the penultimate embedding) for in-memory frames.
+
+    Why: a simple classifier on a trained network's embedding gives out-of-sample
+    probabilities without retraining the network k times (the label audit's ``cnn``)."""
+    import keras
+    import numpy as np
+
+    head = keras.Model(model.inputs, model.get_layer("logits").input)
+    if len(frames) == 0:
+        return np.zeros((0, head.output_shape[-1]), np.float32)
+    out = [np.asarray(head(frames[i:i + batch_size], training=False))
+           for i in range(0, len(frames), batch_size)]
+    return np.concatenate(out).astype(np.float32)

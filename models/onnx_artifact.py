@@ -14,10 +14,11 @@ it came from, so this module is the one owner of that rule:
   difference must be within ``TOLERANCE`` and every frame's argmax identical;
 - ``build_artifact`` does both and never raises: a model whose export or check fails is
   registered without the file, and ``metadata["onnx"]`` says why;
-- ``artifact_status`` tells, from the metadata and the file alone (no TensorFlow, no ONNX
-  Runtime), whether a version's file may be used: the engine choice reads it.
+- ``artifact_status`` tells, from the version's record alone (no TensorFlow, no ONNX
+  Runtime), whether its file may be used: the engine choice reads it.
 
-The metadata (``metadata["onnx"]``): ``status`` (``verified`` or ``refused``), ``reason``
+The record is ``metadata["onnx"]`` for a version registered with its file, or ``onnx.json``
+beside a version that got the file later (a version's metadata is written once): ``status`` (``verified`` or ``refused``), ``reason``
 (when refused), ``file``, ``sha256``, ``opset``, ``source`` (``pooled twin`` or
 ``model``), ``check`` (frames, where they came from, max abs logit difference, argmax
 agreement, tolerance) and ``versions`` (tensorflow, keras, tf2onnx, onnx, onnxruntime).
@@ -38,6 +39,10 @@ import numpy as np
 from models.spec import HEATMAP_SHAPE
 
 ONNX_FILE = "model.onnx"
+# A version registered before its ONNX file existed gets it later, with this record beside it
+# (versions are written once: their metadata.json is never rewritten). It wins over
+# ``metadata["onnx"]`` when both exist.
+ONNX_RECORD = "onnx.json"
 OPSET = 17
 # Largest absolute logit difference accepted between ONNX Runtime and Keras. Measured on the
 # deployed network: about 1e-5. A logit difference d moves softmax(z / T) by at most about
@@ -159,16 +164,26 @@ def build_artifact(model: Any, frames: np.ndarray, checked_on: str,
                   "check": check}
 
 
-def artifact_status(metadata: dict[str, Any], version_dir: Path | str) -> str | None:
-    """None when the version's ONNX file may be used; else why not, in a few words."""
-    info = metadata.get("onnx")
+def onnx_info(entry: Any) -> dict[str, Any] | None:
+    """A registry version's ONNX record: ``onnx.json`` when a migration attached one, else
+    ``metadata["onnx"]`` from its registration, else None."""
+    import json
+
+    record = entry.read_file(ONNX_RECORD)
+    return json.loads(record) if record else entry.metadata.get("onnx")
+
+
+def artifact_status(entry: Any) -> str | None:
+    """None when the version's ONNX file may be used; else why not, in a few words. Reads
+    the record (and, for a local registry, whether the file is there), never the model."""
+    info = onnx_info(entry)
     if not info:
         return "no ONNX file recorded (`posebatch models export-onnx` adds one)"
     if info.get("status") != "verified":
         return str(info.get("reason") or f"ONNX status {info.get('status')!r}")
-    path = Path(version_dir) / str(info.get("file") or ONNX_FILE)
-    if not path.is_file():
-        return f"{path.name} is missing from {Path(version_dir)}"
+    name = str(info.get("file") or ONNX_FILE)
+    if "://" not in entry.uri and not (Path(entry.uri) / name).is_file():
+        return f"{name} is missing from {entry.uri}"
     return None
 
 

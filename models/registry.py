@@ -1,63 +1,92 @@
-"""The versioned model registry: a folder per version and an atomically switched alias.
+"""The versioned model registry: versions written once and an alias switched by
+compare-and-swap, on a local folder or on object storage (``s3://bucket/prefix``).
 
-Layout under the registry root::
+A version is a set of files (``model.keras``, ``report.md``, ``confusion.png``, whatever a
+caller adds) plus ``metadata.json``: class names, input layout, temperature, metrics, and
+``files``, the SHA-256 of every file, so a copy fetched elsewhere can be verified before it is
+loaded. Layout under the registry root::
 
     versions/v0001/model.keras      the saved Keras model (input (None,17,64,48), logits out)
-    versions/v0001/metadata.json    class names, input layout, temperature, metrics, ...
-    versions/v0001/report.md        the training report (optional)
-    production.json                 {"version": "v0001"}, replaced with os.replace
-    history.jsonl                   append-only log of promotions and rollbacks
+    versions/v0001/metadata.json    written last: a version without it is incomplete, ignored
+    production.json                 {"version": "v0001"}: the production alias
+    history                         promotions and rollbacks, one chain (history.jsonl in a
+                                    local folder; history/00000001.json... on S3)
 
-Plain files, no database: the registry can be copied, inspected and backed up with ``cp``.
+The rules live here; the primitives live in a store (``models/registry_store.py``: the
+interface and the local folder; ``models/registry_s3.py``: object storage). A change of the
+alias (promote, rollback) reads the history and the alias, creates history record N+1 only
+if absent, then swaps the alias only if it still carries the token it was read with. Two
+writers racing for record N+1: one wins, the other re-reads and decides again, so the history
+stays one chain (each record's ``from`` is the previous record's ``to``) whatever runs at
+once, on any number of machines. Locally one ``flock`` around the change makes writers queue
+instead. A writer that died between its record and the alias leaves the alias one change
+behind the history: the next change first moves the alias to the history's last ``to``.
 
-Concurrency: every change of the alias (promote, rollback) takes one exclusive file lock
-(``.registry.lock``, ``flock``) around reading the current production version, switching
-the alias and appending the history record, so the history stays one chain (each record's
-``from`` is the previous record's ``to``) whatever runs at once. A caller that decided
-against a production version it read earlier (the retrain gate) passes
-``expected_production``: the change is refused with ``ProductionChanged`` when production
-moved in between (compare-and-swap). The lock is local: the registry lives on a local or
-shared POSIX file system, not on object storage.
+A caller that decided against a production version it read earlier (the retrain gate)
+passes ``expected_production``: the change is refused with ``ProductionChanged`` when
+production moved in between.
 """
 
 from __future__ import annotations
 
-import fcntl
 import getpass
-import hashlib
-import json
 import os
 import platform
+import re
 import tempfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from importlib import metadata as dist_metadata
 from pathlib import Path
 from typing import Any
 
-MODEL_FILE = "model.keras"
-METADATA_FILE = "metadata.json"
-ALIAS_FILE = "production.json"
-HISTORY_FILE = "history.jsonl"
-LOCK_FILE = ".registry.lock"
+from models.registry_store import (
+    ALIAS_FILE,
+    HISTORY_FILE,
+    LOCK_FILE,
+    METADATA_FILE,
+    MODEL_FILE,
+    LocalStore,
+    RegistryError,
+    RegistryStore,
+    file_sha256,
+)
+
+__all__ = ["ALIAS_FILE", "ANY", "HISTORY_FILE", "LOCK_FILE", "METADATA_FILE", "MODEL_FILE",
+           "ModelEntry", "ProductionChanged", "Registry", "RegistryError", "file_sha256",
+           "library_versions", "load_model", "open_store"]
+
 ANY = object()  # expected_production not given: no compare-and-swap
-
-
-class RegistryError(Exception):
-    """A registry problem the user can act on (no model, unknown version)."""
+RETRIES = 50    # conditional writes lost to other writers before a change gives up
 
 
 class ProductionChanged(RegistryError):
     """Production is no longer the version the caller decided against."""
 
 
-@dataclass(frozen=True)
 class ModelEntry:
-    version: str
-    path: Path
-    metadata: dict[str, Any]
+    """One complete version: its name, metadata, and (fetched on first use) its files."""
+
+    def __init__(self, version: str, store: RegistryStore, metadata: dict[str, Any]):
+        self.version = version
+        self.metadata = metadata
+        self._store = store
+        self._path: Path | None = None
+
+    def __repr__(self) -> str:
+        return f"ModelEntry({self.version!r}, {self.uri!r})"
+
+    @property
+    def uri(self) -> str:
+        """Where the version lives (an absolute folder or an s3:// prefix)."""
+        return f"{self._store.uri}/versions/{self.version}"
+
+    @property
+    def path(self) -> Path:
+        """A local folder with the version's files (object storage: the verified cache)."""
+        if self._path is None:
+            self._path = self._store.local_dir(self.version, self.metadata)
+        return self._path
 
     @property
     def model_path(self) -> Path:
@@ -73,64 +102,46 @@ class ModelEntry:
 
     def model_sha256(self) -> str:
         """The SHA-256 of the saved model file: which exact weights scored a row."""
-        return file_sha256(self.model_path)
+        known = (self.metadata.get("files") or {}).get(MODEL_FILE)
+        return known or file_sha256(self.model_path)
+
+    def read_file(self, name: str) -> bytes | None:
+        """One file of the version (None if it has none), without fetching the rest: e.g.
+        the inference artifact a later ``attach`` added (``models/onnx_artifact.py``)."""
+        return self._store.read_file(self.version, name)
 
 
-def file_sha256(path: Path | str) -> str:
-    """A file's SHA-256, read in 1 MiB blocks (model files, archived inputs)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def open_store(root: Path | str, cache_dir: Path | None = None) -> RegistryStore:
+    """The store for a registry location; a URL scheme without a backend is refused (never
+    turned into a local folder named ``gs:``)."""
+    text = str(root)
+    if text.startswith("s3://"):
+        from models.registry_s3 import S3Store
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+        return S3Store(text, cache_dir)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", text):  # also "s3:/b" left by Path("s3://b")
+        raise RegistryError(f"registry {text}: use a local folder or s3://bucket/prefix")
+    return LocalStore(Path(text))
 
 
 class Registry:
-    def __init__(self, root: Path | str):
-        self.root = Path(root)
-
-    @property
-    def versions_dir(self) -> Path:
-        return self.root / "versions"
+    def __init__(self, root: Path | str, cache_dir: Path | None = None):
+        self.store = open_store(root, cache_dir)
+        self.root: Path | str = getattr(self.store, "root", self.store.uri)
+        self.uri = self.store.uri
 
     def versions(self) -> list[str]:
-        if not self.versions_dir.is_dir():
-            return []
-        return sorted(p.name for p in self.versions_dir.iterdir()
-                      if (p / METADATA_FILE).is_file())
+        return self.store.version_names()
 
     def get(self, version: str) -> ModelEntry:
-        path = self.versions_dir / version
-        meta = path / METADATA_FILE
-        if not meta.is_file():
+        meta = self.store.read_metadata(version)
+        if meta is None:
             known = ", ".join(self.versions()) or "none"
-            raise RegistryError(f"no model version {version!r} in {self.root} (known: {known})")
-        return ModelEntry(version, path, json.loads(meta.read_text(encoding="utf-8")))
+            raise RegistryError(f"no model version {version!r} in {self.uri} (known: {known})")
+        return ModelEntry(version, self.store, meta)
 
     def production_version(self) -> str | None:
-        alias = self.root / ALIAS_FILE
-        if not alias.is_file():
-            return None
-        return json.loads(alias.read_text(encoding="utf-8"))["version"]
+        return self.store.read_alias()[0]
 
     def resolve(self, version: str | None = None) -> ModelEntry:
         """``None`` or ``"production"`` means the production alias."""
@@ -138,150 +149,125 @@ class Registry:
             prod = self.production_version()
             if prod is None:
                 raise RegistryError(
-                    f"no production model in {self.root}: run `posebatch retrain` "
+                    f"no production model in {self.uri}: run `posebatch retrain` "
                     "or `posebatch models import`")
             version = prod
         return self.get(version)
 
-    def _new_version_dir(self) -> tuple[str, Path]:
-        self.versions_dir.mkdir(parents=True, exist_ok=True)
-        n = len(list(self.versions_dir.iterdir())) + 1
-        while True:
-            version = f"v{n:04d}"
-            path = self.versions_dir / version
-            try:
-                path.mkdir()  # atomic: two writers never get the same version
-                return version, path
-            except FileExistsError:
-                n += 1
+    def _claim(self) -> str:
+        n = self.store.claimed_count() + 1
+        while not self.store.claim_version(f"v{n:04d}"):  # two writers never get one name
+            n += 1
+        return f"v{n:04d}"
 
     def register(self, model: Any, metadata: dict[str, Any], report: str | None = None,
                  extra_files: dict[str, bytes] | None = None) -> ModelEntry:
-        """Save a Keras model and its metadata as a new version (not promoted)."""
-        version, path = self._new_version_dir()
-        model.save(path / MODEL_FILE)
-        for name, data in (extra_files or {}).items():
-            (path / name).write_bytes(data)
-        if report is not None:
-            (path / "report.md").write_text(report, encoding="utf-8")
-        meta = {"version": version, "created_at": datetime.now(UTC).isoformat(), **metadata}
-        # metadata.json last: a version without it is incomplete and ignored by versions().
-        _atomic_write(path / METADATA_FILE, json.dumps(meta, indent=2, sort_keys=True))
-        return ModelEntry(version, path, meta)
+        """Save a Keras model, its files and metadata as a new version (not promoted).
 
-    def attach(self, version: str, files: dict[str, bytes], metadata: dict[str, Any]
-               ) -> ModelEntry:
-        """Add files and metadata fields to an existing version (e.g. an inference artifact
-        made after registration). Files first, then the metadata in one atomic replace, so
-        a reader sees the old version or the new one, never metadata naming a missing file.
-        A file that is no longer recorded is not removed here: a running classifier may
-        still have it open."""
-        entry = self.get(version)
-        for name, data in files.items():
-            if Path(name).name != name or name in (MODEL_FILE, METADATA_FILE):
-                raise RegistryError(f"cannot attach {name!r} to {version}")
-            _atomic_write_bytes(entry.path / name, data)
-        meta = {**entry.metadata, **metadata}
-        _atomic_write(entry.path / METADATA_FILE, json.dumps(meta, indent=2, sort_keys=True))
-        return ModelEntry(version, entry.path, meta)
+        The files are staged in a local folder first, hashed into ``metadata["files"]``,
+        then written once to the store, metadata last."""
+        with tempfile.TemporaryDirectory(prefix="posebatch-register-") as tmp:
+            folder = Path(tmp)
+            model.save(folder / MODEL_FILE)
+            for name, data in (extra_files or {}).items():
+                (folder / name).write_bytes(data)
+            if report is not None:
+                (folder / "report.md").write_text(report, encoding="utf-8")
+            files = {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+            version = self._claim()
+            meta = {"version": version, "created_at": datetime.now(UTC).isoformat(),
+                    **metadata, "files": files}
+            self.store.put_version(version, folder, meta)
+        return ModelEntry(version, self.store, meta)
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """The registry's one exclusive lock (blocks until free; released on exit or death)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / LOCK_FILE, "a+b") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    def read_file(self, version: str, name: str) -> bytes | None:
+        """One file of a version (e.g. its report), None if it has none."""
+        return self.store.read_file(version, name)
+
+    def attach(self, version: str, name: str, data: bytes) -> None:
+        """Add a file to a registered version once (the retrain report names its version)."""
+        self.store.attach(version, name, data)
 
     def set_production(self, version: str, reason: str, action: str = "promote",
                        expected_production: Any = ANY) -> None:
-        """Switch the alias atomically and append the change to the history, under the lock.
+        """Switch the alias and record the change in the history, as one change.
         With ``expected_production`` (a version or None), refuse when production is not it."""
-        with self._locked():
-            self._switch(version, reason, action, expected_production)
-
-    def _switch(self, version: str, reason: str, action: str, expected: Any) -> None:
-        """The alias switch and its history record; the caller holds the lock."""
-        self.get(version)  # must exist
-        previous = self.production_version()
-        if expected is not ANY and previous != expected:
-            raise ProductionChanged(f"production changed from {expected or 'none'} to "
-                                    f"{previous or 'none'} since the decision")
-        _atomic_write(self.root / ALIAS_FILE, json.dumps({"version": version}))
-        record = {"at": datetime.now(UTC).isoformat(), "who": _who(), "action": action,
-                  "from": previous, "to": version, "why": reason}
-        path = self.root / HISTORY_FILE
-        with open(path, "a+", encoding="utf-8") as fh:
-            fh.seek(0, os.SEEK_END)
-            torn = fh.tell() > 0 and not _ends_with_newline(path)
-            # A line torn by a crash stays as it was (never rewritten); ours starts afresh.
-            fh.write(("\n" if torn else "") + json.dumps(record) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        self._change(lambda current, _h: (version, expected_production), reason, action)
 
     def promote(self, version: str, reason: str, expected_production: Any = ANY) -> None:
         """Make ``version`` the production model (recorded as a promotion); with
         ``expected_production``, only if production is still that version."""
-        with self._locked():
-            if version == self.production_version():  # a no-op record would break rollback
+        def decide(current: str | None, _h: list[dict[str, Any]]) -> tuple[str, Any]:
+            if version == current:  # a no-op record would break rollback
                 raise RegistryError(f"{version} is already the production model")
-            self._switch(version, reason, "promote", expected_production)
+            return version, expected_production
 
-    def rollback_target(self) -> str | None:
-        """The version that was production before the current one was promoted.
-
-        Found from the latest promotion (not rollback) that made the current version
-        production, so repeated rollbacks walk back down the promotion chain; ``None`` when
-        the current version was the first production model (nothing to go back to)."""
-        current = self.production_version()
-        for record in reversed(self.history()):
-            if record.get("action") != "rollback" and record.get("to") == current:
-                previous = record.get("from")
-                return previous if previous != current else None
-        return None
+        self._change(decide, reason, "promote")
 
     def rollback(self, to: str | None = None, reason: str = "") -> tuple[str | None, str]:
         """Switch production back to ``to`` (default: the previous production version).
 
         Returns ``(from, to)``. Raises ``RegistryError`` when there is nothing to roll back to.
-        The target is chosen and switched to under one lock, so a concurrent promotion is
-        either wholly before or wholly after it."""
-        with self._locked():
-            current = self.production_version()
-            target = to or self.rollback_target()
+        The target is chosen from the same reading of the history the change is made on, so
+        a concurrent promotion is either wholly before or wholly after it."""
+        def decide(current: str | None, history: list[dict[str, Any]]) -> tuple[str, Any]:
+            target = to or _rollback_target(current, history)
             if target is None:
-                raise RegistryError(f"nothing to roll back to in {self.root}: the history has "
+                raise RegistryError(f"nothing to roll back to in {self.uri}: the history has "
                                     "no earlier production version (name one: rollback --to "
                                     "vNNNN)")
             if target == current:
                 raise RegistryError(f"{target} is already the production model")
-            self._switch(target, reason or f"rollback from {current}", "rollback", current)
-        return current, target
+            return target, current
+
+        previous, target = self._change(decide, reason, "rollback")
+        return previous, target
+
+    def _change(self, decide: Any, reason: str, action: str) -> tuple[str | None, str]:
+        """Read, decide, create history record N+1 if absent, swap the alias if unchanged;
+        start again whenever another writer got there first."""
+        for _ in range(RETRIES):
+            with self.store.exclusive():
+                history = self.store.records()
+                current, token = self.store.read_alias()
+                if history and current != history[-1].get("to"):  # a writer died in between
+                    self.store.swap_alias(history[-1]["to"], token)
+                    continue
+                target, expected = decide(current, history)
+                if expected is not ANY and current != expected:
+                    raise ProductionChanged(f"production changed from {expected or 'none'} "
+                                            f"to {current or 'none'} since the decision")
+                self.get(target)  # must exist
+                why = reason or (f"rollback from {current}" if action == "rollback" else "")
+                record = {"at": datetime.now(UTC).isoformat(), "who": _who(),
+                          "action": action, "from": current, "to": target, "why": why}
+                if not self.store.add_record(len(history) + 1, record):
+                    continue  # another change took that number: decide again
+                self.store.swap_alias(target, token)  # lost only to a repair to the same
+                return current, target
+        raise RegistryError(f"{self.uri}: gave up after {RETRIES} conflicting changes")
+
+    def rollback_target(self) -> str | None:
+        """The version that was production before the current one was promoted."""
+        return _rollback_target(self.production_version(), self.history())
 
     def entries(self) -> list[ModelEntry]:
         """Every complete version, oldest first."""
         return [self.get(v) for v in self.versions()]
 
     def history(self) -> list[dict[str, Any]]:
-        path = self.root / HISTORY_FILE
-        if not path.is_file():
-            return []
-        records = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # blank, or torn by a crash mid-append: skipped
-                continue
-        return records
+        return self.store.records()
 
 
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(-1, os.SEEK_END)
-        return fh.read(1) == b"\n"
+def _rollback_target(current: str | None, history: list[dict[str, Any]]) -> str | None:
+    """Found from the latest promotion (not rollback) that made ``current`` production, so
+    repeated rollbacks walk back down the promotion chain; None when ``current`` was the
+    first production model (nothing to go back to)."""
+    for record in reversed(history):
+        if record.get("action") != "rollback" and record.get("to") == current:
+            previous = record.get("from")
+            return previous if previous != current else None
+    return None
 
 
 def _who() -> str:

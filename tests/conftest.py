@@ -58,3 +58,19 @@ def registry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.support.classify_support import shared_registry
 
     return shared_registry(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """One moto S3 server on loopback for the whole session (see tests/support/s3.py)."""
+    from tests.support.s3 import start_server
+
+    yield from start_server()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket on the session's S3 server, the environment pointed at it."""
+    from tests.support.s3 import new_bucket
+
+    return new_bucket(s3_endpoint, monkeypatch)

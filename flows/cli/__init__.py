@@ -39,7 +39,15 @@ for module in (generate, classify, rescore, retrain, models, ledger, ops, query,
 
 
 def main() -> None:
-    app()
+    from models.registry_store import RegistryError
+
+    try:
+        app()
+    except RegistryError as exc:  # e.g. an s3:// registry unreachable: one line, not a trace
+        import sys
+
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -16,16 +16,28 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli.common import DataOpt, JsonOpt, emit, fail, progress_enabled, setup
+from flows.cli.common import (
+    DataOpt,
+    JsonOpt,
+    emit,
+    fail,
+    local_path,
+    location,
+    progress_enabled,
+    registry_location,
+    setup,
+)
 
 InputOpt = Annotated[str | None, typer.Option(
     "--input", help="Input folder (or s3:// URL) of .npy batches [default: DATA/incoming].",
-    show_default=False)]
+    show_default=False, parser=location)]
 OutputOpt = Annotated[str | None, typer.Option(
     "--output", help="Output folder: Parquet datasets and the ledger [default: DATA/output].",
-    show_default=False)]
+    show_default=False, parser=location)]
 RegistryOpt = Annotated[str | None, typer.Option(
-    "--registry", help="Model registry [default: DATA/registry].", show_default=False)]
+    "--registry", help="Model registry, a folder or s3://bucket/prefix "
+    "[default: DATA/registry].", show_default=False,
+    parser=registry_location)]
 # The options a classification run shares with `watch` (declared once).
 ModelVersionOpt = Annotated[str | None, typer.Option(
     "--model-version", help="Registry version, e.g. v0003 [default: production, resolved "
@@ -37,7 +49,7 @@ QuietOpt = Annotated[float | None, typer.Option(
     "changed for this long [default: 5].", show_default=False)]
 MoveOpt = Annotated[Path | None, typer.Option(
     "--move-processed", help="Move processed files here (rejected ones under _rejected/); "
-    "without it the input is never modified.", show_default=False)]
+    "without it the input is never modified.", show_default=False, parser=local_path)]
 WorkersOpt = Annotated[int | None, typer.Option(
     "--workers", min=1, help="Classify on a local Dask cluster of N worker processes "
     "(127.0.0.1, no dashboard; each loads the model once).", show_default=False)]

@@ -107,9 +107,13 @@ def demo(
     # The demo narrates its steps itself; Prefect's per-task lines still reach the API
     # (and its UI) but not the terminal, unless the user asked for them.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    from flows.runtime.claim import Busy
     from flows.runtime.ephemeral import start_early_server
 
-    server = start_early_server(settings.early_server)  # before any thread: overlaps the steps
+    try:  # before any thread: overlaps the steps
+        server = start_early_server(settings.early_server)
+    except Busy as exc:  # the data root's server (serve, watch) does not answer
+        fail(str(exc), as_json, code=3)
     gen = _generate_step(settings, per_class, seed, incoming_batches, incoming_per_batch,
                          as_json)
     if server is not None:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup
+from flows.cli.common import DataOpt, JsonOpt, emit, fail, local_path, setup
 from flows.cli.query import OutputOpt, RegistryOpt, SinceOpt, UntilOpt, production_version
 
 FLIPS_SHOWN = 15  # the human output lists this many (old, new) cells; --json has them all
@@ -32,7 +32,7 @@ def diff(
     until: UntilOpt = None,
     png: Annotated[Path | None, typer.Option(
         "--png", help="Flip-matrix PNG to write (default: "
-        "DATA/reports/diff-FROM-TO.png).", show_default=False)] = None,
+        "DATA/reports/diff-FROM-TO.png).", show_default=False, parser=local_path)] = None,
     data: DataOpt = None,
     output: OutputOpt = None,
     registry: RegistryOpt = None,

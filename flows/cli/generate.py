@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import DataOpt, JsonOpt, emit, fail, progress_enabled, setup
+from flows.cli.common import DataOpt, JsonOpt, emit, fail, local_path, progress_enabled, setup
 from tasks.synth.nuisance import FACTORS
 
 PROGRESS_ABOVE = 2000  # files: smaller runs finish in about a second and print no progress
@@ -48,7 +48,7 @@ def _progress(total: int):
 def generate(
     out: Annotated[Path | None, typer.Option(
         "--out", help="Folder to write labeled/, incoming/ and incoming_labels.csv into "
-        "(default: the data root).", show_default=False)] = None,
+        "(default: the data root).", show_default=False, parser=local_path)] = None,
     per_class: Annotated[int, typer.Option(
         "--per-class", min=0, help="Labeled frames per class (17 classes).")] = 100,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed: same seed, same "

@@ -15,7 +15,15 @@ from typing import Annotated, Any
 import typer
 
 from flows.cli.classify import InputOpt, OutputOpt, _str
-from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup
+from flows.cli.common import (
+    DataOpt,
+    JsonOpt,
+    emit,
+    fail,
+    local_path,
+    registry_location,
+    setup,
+)
 from flows.cli.query import SinceOpt
 
 app = typer.Typer(help="The labeling loop: suggest frames to label, import the labels, "
@@ -24,6 +32,7 @@ app = typer.Typer(help="The labeling loop: suggest frames to label, import the l
 
 LabeledOpt = Annotated[str | None, typer.Option(
     "--labeled", help="Labeled folder, one sub-folder per class [default: DATA/labeled].",
+    parser=local_path,
     show_default=False)]
 
 
@@ -32,8 +41,11 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="label")
 
 
-def _local(option: str, value: str) -> Path:
-    """A folder option that must be local: a URL is refused, never made a local path."""
+def _local(option: str, value: str | Path) -> Path:
+    """A folder option that must be local: a URL is refused, never made a local path
+    (the options' parser, ``common.local_path``, already refuses one given on the command
+    line; this also covers the defaults)."""
+    value = str(value)
     if "://" in value:
         raise ValueError(f"{option} {value}: only a local folder is supported here")
     return Path(value)
@@ -69,6 +81,7 @@ def suggest(
         show_default=False)] = None,
     to: Annotated[str | None, typer.Option(
         "--to", help="Labeling folder to write [default: DATA/labeling/<UTC time>].",
+        parser=local_path,
         show_default=False)] = None,
     pool: Annotated[int, typer.Option("--pool", min=1, help="Choose among at most this "
                                       "many frames (a seeded sample).")] = 5000,
@@ -125,7 +138,7 @@ def suggest(
 def import_(
     labels_file: Annotated[Path, typer.Argument(
         help="The filled labels.csv, or Label Studio's JSON export (JSON or JSON_MIN) of "
-        "the tasks `label suggest` wrote.")],
+        "the tasks `label suggest` wrote.", parser=local_path)],
     materialise: Annotated[bool, typer.Option(
         "--materialise", help="Also mirror every recorded label into "
         "LABELED/<class>/feedback/ as one .npy a frame.")] = False,
@@ -188,11 +201,17 @@ def _import_human(r: dict[str, Any]) -> str:
 def audit(
     labeled: LabeledOpt = None,
     method: Annotated[str, typer.Option(
-        "--method", help="auto (whichever of logreg, hgb and their mean, ensemble, gives "
-        "the labels the lowest out-of-sample log loss), logreg, hgb or ensemble.")] = "auto",
+        "--method", help="auto (whichever gives the labels the lowest out-of-sample log "
+        "loss), logreg or hgb (keypoints), ensemble (their mean), or cnn (logistic "
+        "regression on the production model's embedding).")] = "auto",
+    registry: Annotated[str | None, typer.Option(
+        "--registry", help="Registry whose production model cnn uses, a folder or "
+        "s3://bucket/prefix [default: DATA/registry; none there: keypoint methods only].",
+        show_default=False, parser=registry_location)] = None,
     folds: Annotated[int, typer.Option("--folds", min=2, help="Cross-validation folds.")] = 5,
     to: Annotated[str | None, typer.Option(
         "--to", help="Report folder [default: DATA/label-audit/<UTC time>].",
+        parser=local_path,
         show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     data: DataOpt = None,
@@ -201,7 +220,7 @@ def audit(
     """Find labeled files whose label looks wrong: out-of-sample probabilities from
     k-fold keypoint models, then cleanlab's confident learning. Writes audit.csv (file,
     given label, suggested label, quality score) and a PNG per suspect."""
-    from tasks.label.audit import METHODS, audit_scan, write_report
+    from tasks.label.audit import METHODS, audit_scan, production_model, write_report
     from tasks.train.dataset import scan_labeled
 
     if method not in ("auto", *METHODS):
@@ -213,13 +232,15 @@ def audit(
         folder = _local("--to", to or str(settings.data_root / "label-audit" / stamp))
         scan = scan_labeled(root, "subject", settings.max_frames_per_file,
                             progress=_progress("scanning"))
+        model = production_model(registry or str(settings.registry_dir)) \
+            if method in ("auto", "cnn") else None
+        if not scan.files:
+            fail(f"{root}: no labeled files to audit", as_json, code=1)
+        _say(f"checking {len(scan.files)} files out of sample ({folds} folds)")
+        summary = audit_scan(scan, method, folds, seed, model).summary(
+            [f.file.rel for f in scan.files], limit=sys.maxsize)
     except (OSError, ValueError) as exc:
         fail(str(exc), as_json)
-    if not scan.files:
-        fail(f"{root}: no labeled files to audit", as_json, code=1)
-    _say(f"checking {len(scan.files)} files out of sample ({folds} folds)")
-    summary = audit_scan(scan, method, folds, seed).summary(
-        [f.file.rel for f in scan.files], limit=sys.maxsize)
     files = write_report(folder, summary, root, settings.max_frames_per_file)
     emit({"ok": True, "labeled": str(root), "folder": str(folder), **summary, **files},
          as_json, _audit_human(summary, folder))

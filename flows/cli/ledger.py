@@ -11,11 +11,11 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup
+from flows.cli.common import DataOpt, JsonOpt, emit, fail, location, setup
 
 OutputOpt = Annotated[str | None, typer.Option(
     "--output", help="Output folder holding the ledger [default: DATA/output].",
-    show_default=False)]
+    show_default=False, parser=location)]
 SHOWN = ("path", "sha256", "status", "frames", "reason", "committed_at", "seq", "commit_id",
          "part", "model_version", "flow_run_id")
 

@@ -11,10 +11,21 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup, use_server
+from flows.cli.common import (
+    DataOpt,
+    JsonOpt,
+    emit,
+    fail,
+    local_path,
+    registry_location,
+    setup,
+    use_server,
+)
 
-RegistryOpt = Annotated[Path | None, typer.Option(
-    "--registry", help="Model registry (default DATA/registry).", show_default=False)]
+RegistryOpt = Annotated[str | None, typer.Option(
+    "--registry", help="Model registry, a folder or s3://bucket/prefix "
+    "(default DATA/registry).", show_default=False,
+    parser=registry_location)]
 
 
 def _registry(registry: Path | None, data: Path | None) -> Any:
@@ -24,16 +35,18 @@ def _registry(registry: Path | None, data: Path | None) -> Any:
 
 
 def _row(entry: Any, production: str | None) -> dict[str, Any]:
+    from models.onnx_artifact import onnx_info
+
     meta = entry.metadata
     test = (meta.get("metrics") or {}).get("test") or {}
-    return {"version": entry.version, "path": str(entry.path.resolve()),
-            "model_path": str(entry.model_path.resolve()),
+    return {"version": entry.version, "path": entry.uri,
+            "model_path": f"{entry.uri}/model.keras",
             "production": entry.version == production, "created_at": meta.get("created_at"),
             "source": meta.get("source", "retrain"), "classes": len(meta.get("class_names", [])),
             "macro_f1": test.get("macro_f1"), "accuracy": test.get("accuracy"),
             "temperature": meta.get("temperature", 1.0),
             "data_fingerprint": meta.get("data_fingerprint"),
-            "onnx": (meta.get("onnx") or {}).get("status", "none")}
+            "onnx": (onnx_info(entry) or {}).get("status", "none")}
 
 
 def _announce(reg: Any, version: str, previous: str | None, action: str,
@@ -48,7 +61,7 @@ def _announce(reg: Any, version: str, previous: str | None, action: str,
     from flows.runtime.events import emit_model_promoted
 
     try:
-        return emit_model_promoted(str(reg.root.resolve()), version, previous, action,
+        return emit_model_promoted(reg.uri, version, previous, action,
                                    wait=True)
     except Exception as exc:  # noqa: BLE001 - the switch is done; the event is best effort
         typer.echo(f"warning: production switched, but the event was not sent to {api}: "
@@ -86,10 +99,10 @@ def _list_cmd(registry: RegistryOpt = None, data: DataOpt = None,
         + [f"{'* ' if r['production'] else '  '}{r['version']:<8} "
            f"{(r['created_at'] or '')[:19]:<20} {r['source']:<8} {_fmt(r['macro_f1']):>8} "
            f"{_fmt(r['accuracy']):>8}  {r['path']}" for r in rows]
-        + [f"({len(rows)} version(s) in {reg.root}; * = production)" if rows
-           else f"no models in {reg.root}: run `posebatch retrain` or `posebatch models "
+        + [f"({len(rows)} version(s) in {reg.uri}; * = production)" if rows
+           else f"no models in {reg.uri}: run `posebatch retrain` or `posebatch models "
                 "import`"])
-    emit({"ok": True, "registry": str(reg.root.resolve()), "production": prod,
+    emit({"ok": True, "registry": reg.uri, "production": prod,
           "versions": rows}, as_json, human)
 
 
@@ -105,11 +118,11 @@ def _show_cmd(version: Annotated[str, typer.Argument(
         entry = reg.resolve(version)
     except RegistryError as exc:
         fail(str(exc), as_json)
-    report = entry.path / "report.md"
+    report = reg.read_file(entry.version, "report.md")
     row = _row(entry, reg.production_version())
-    human = report.read_text(encoding="utf-8") if report.is_file() else "\n".join(
+    human = report.decode("utf-8") if report is not None else "\n".join(
         f"{k}: {v}" for k, v in row.items())
-    emit({"ok": True, **row, "report_path": str(report.resolve()) if report.is_file()
+    emit({"ok": True, **row, "report_path": f"{entry.uri}/report.md" if report is not None
           else None, "metadata": entry.metadata}, as_json, human)
 
 
@@ -161,7 +174,8 @@ def _history_cmd(registry: RegistryOpt = None, data: DataOpt = None,
     emit({"ok": True, "history": records}, as_json, human)
 
 
-def _import_cmd(path: Annotated[Path, typer.Argument(help="A .keras or legacy .h5 model.")],
+def _import_cmd(path: Annotated[Path, typer.Argument(help="A .keras or legacy .h5 model.",
+                                                     parser=local_path)],
                 classes: Annotated[str | None, typer.Option(
                     help="Comma-separated class names in the model's output order "
                          "(default: the pose spec's 17 classes, sorted).")] = None,
@@ -197,7 +211,7 @@ def _import_cmd(path: Annotated[Path, typer.Argument(help="A .keras or legacy .h
         fail(str(exc), as_json)
     event = _announce(reg, entry.version, before, "import", data) if promoted else None
     meta = entry.metadata
-    emit({"ok": True, "version": entry.version, "path": str(entry.path.resolve()),
+    emit({"ok": True, "version": entry.version, "path": entry.uri,
           "promoted": promoted, "production": reg.production_version(), "event": event,
           "onnx": meta["onnx"]["status"], "onnx_reason": meta["onnx"].get("reason"),
           "input_adapter": meta["import"]["input_adapter"],
@@ -207,7 +221,7 @@ def _import_cmd(path: Annotated[Path, typer.Argument(help="A .keras or legacy .h
          f"(input: {meta['import']['input_adapter']}, "
          f"output: {meta['import']['output_transform']})"
          + ("; now production" if promoted else "")
-         + f"; model.onnx {meta['onnx']['status']}")
+         + f"; model.onnx {meta['onnx']['status']}")  # made at registration: in metadata
 
 
 def _onnx_for_import(model: Any) -> tuple[dict[str, bytes], dict[str, Any]]:
@@ -225,8 +239,9 @@ def _export_onnx_cmd(
                             "exists.")] = False,
         registry: RegistryOpt = None, data: DataOpt = None, as_json: JsonOpt = False) -> None:
     """Give registered versions their ONNX inference file (model.onnx beside model.keras),
-    checked against the Keras model; a version that fails keeps running on Keras and its
-    metadata records why. Versions with a verified file are kept unless --force."""
+    checked against the Keras model, and its record (onnx.json); a version that fails keeps
+    running on Keras and the record says why. Versions that have a record are kept unless
+    --force (which a local registry honours; object storage writes a version once)."""
     from models.registry import RegistryError
 
     setup(data, prefect=False)
@@ -242,8 +257,11 @@ def _export_onnx_cmd(
         typer.echo(f"[{i}/{len(todo)}] {v}: exporting and checking model.onnx", err=True)
         rows.append(export_version(reg, v, force=force))
     refused = [r for r in rows if r["status"] == "refused"]
+    failed = [r for r in rows if r["status"] == "failed"]
     lines = [f"{r['version']}: {r['status']}"
              + (f" ({r['reason'] or 'max abs logit diff ' + _fmt(r['max_abs_logit_diff'])})")
              for r in rows]
-    emit({"ok": True, "versions": rows, "refused": len(refused)}, as_json,
-         "\n".join(lines) or "no versions in the registry")
+    emit({"ok": not failed, "versions": rows, "refused": len(refused), "failed": len(failed)},
+         as_json, "\n".join(lines) or "no versions in the registry")
+    if failed:
+        raise typer.Exit(1)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup
+from flows.cli.common import DataOpt, JsonOpt, emit, fail, local_path, setup
 from flows.cli.query import OutputOpt
 
 # What the human table shows per run (the JSON carries every scalar column).
@@ -81,7 +81,7 @@ def _human(result: dict[str, Any], runs: Any) -> str:
 def feedback(
     labels_csv: Annotated[Path, typer.Argument(
         help="CSV with source_path[,frame_index],label (like the generator's "
-        "incoming_labels.csv; no frame_index: every frame of the file).")],
+        "incoming_labels.csv; no frame_index: every frame of the file).", parser=local_path)],
     data: DataOpt = None,
     output: OutputOpt = None,
     as_json: JsonOpt = False,

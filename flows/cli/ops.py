@@ -20,7 +20,17 @@ from flows.cli.classify import (
     QuietOpt,
     WorkersOpt,
 )
-from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup, use_server
+from flows.cli.common import (
+    DataOpt,
+    JsonOpt,
+    emit,
+    fail,
+    local_path,
+    location,
+    registry_location,
+    setup,
+    use_server,
+)
 
 PortOpt = Annotated[int, typer.Option(
     "--port", help="Port of the local Prefect server `serve` starts on 127.0.0.1 when "
@@ -40,31 +50,35 @@ def serve(
     """Run the nightly classification and the retraining trigger in this process (Ctrl-C stops).
 
     The deployments come from prefect.yaml; paths point under --data. Uses PREFECT_API_URL
-    if set, else starts a Prefect server on 127.0.0.1:PORT with its state under the data root.
+    if set, else starts a Prefect server on 127.0.0.1:PORT with its state under the data root
+    (one per data root: a second serve is refused, naming the first one's PID). Ctrl-C or
+    SIGTERM stops serve and its server within seconds (a second Ctrl-C at once); if serve is
+    killed, its server exits with it.
     """
     settings = setup(data, prefect=True)
     update = {k: v for k, v in (("nightly_cron", cron), ("timezone", timezone)) if v}
     settings = settings.model_copy(update=update)
-    from flows.runtime.serve import check_schedule, serve_forever
+    from flows.runtime.claim import Busy
+    from flows.runtime.serve import check_timezone, serve_forever
 
+    # The cron string is checked inside serve_forever: that check imports Prefect, which
+    # must only happen once the server's URL is exported.
     try:
-        check_schedule(settings.nightly_cron, settings.timezone)
-    except ValueError as exc:
-        fail(str(exc))
-
-    try:
+        check_timezone(settings.timezone)
         serve_forever(settings, port=port)
-    except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
-        fail(str(exc).splitlines()[0])
+    except (FileNotFoundError, RuntimeError, TimeoutError, ValueError) as exc:
+        fail(str(exc).splitlines()[0], code=3 if isinstance(exc, Busy) else 2)
+    except KeyboardInterrupt:  # Ctrl-C while starting: everything it started is stopped
+        raise typer.Exit(130) from None
 
 
 def notify_labeled(
     labeled: Annotated[Path | None, typer.Option(
         "--labeled", help="Labeled folder that changed (default: DATA/labeled).",
-        show_default=False)] = None,
-    registry: Annotated[Path | None, typer.Option(
+        show_default=False, parser=local_path)] = None,
+    registry: Annotated[str | None, typer.Option(
         "--registry", help="Registry the retraining writes to (default: DATA/registry).",
-        show_default=False)] = None,
+        show_default=False, parser=registry_location)] = None,
     data: DataOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -75,7 +89,9 @@ def notify_labeled(
     """
     settings = setup(data, prefect=True)
     labeled = (labeled or settings.labeled_dir).resolve()
-    registry = (registry or settings.registry_dir).resolve()
+    from tasks.io.storage import absolute
+
+    registry = absolute(registry or settings.registry_dir)
     if not labeled.is_dir():
         fail(f"labeled folder {labeled} does not exist", as_json)
     api = use_server(settings)
@@ -96,11 +112,13 @@ def notify_labeled(
 def watch(
     input_dir: Annotated[str | None, typer.Option(
         "--input", help="Folder (or s3:// URL) to watch (default: DATA/incoming).",
-        show_default=False)] = None,
+        show_default=False, parser=location)] = None,
     output_dir: Annotated[str | None, typer.Option(
-        "--output", help="Output folder (default: DATA/output).", show_default=False)] = None,
+        "--output", help="Output folder (default: DATA/output).", show_default=False,
+        parser=location)] = None,
     registry_dir: Annotated[str | None, typer.Option(
-        "--registry", help="Model registry (default: DATA/registry).", show_default=False)
+        "--registry", help="Model registry (default: DATA/registry).", show_default=False,
+        parser=registry_location)
     ] = None,
     model_version: ModelVersionOpt = None,
     batch_size: BatchSizeOpt = None,
@@ -115,25 +133,33 @@ def watch(
     dask_address: DaskOpt = None,
     labeled: Annotated[Path | None, typer.Option(
         "--labeled", help="Also watch this labeled folder and emit posebatch.labeled.updated "
-        "when it changed and went quiet (needs a Prefect server).", show_default=False)] = None,
+        "when it changed and went quiet (needs a Prefect server).", show_default=False,
+        parser=local_path)] = None,
     engine: EngineOpt = None,
     data: DataOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Classify batches as they become complete (_SUCCESS or quiet), one run at a time.
 
-    Ctrl-C or SIGTERM stops after the current run; nothing is lost (the next run reconciles).
+    Ctrl-C or SIGTERM stops after the current run, a second one at once; nothing is lost (the
+    next run reconciles). Uses the server of a `posebatch serve` on the same data root, else
+    starts its own (one watch per data root; killed, it leaves no server behind).
     """
     settings = setup(data, prefect=True)
     params, spec = _watch_params(settings, input_dir, output_dir, registry_dir, model_version,
                                  batch_size, quiet_seconds, move_processed, workers,
                                  dask_address, as_json, engine)
+    from flows.runtime.claim import Busy
     from flows.runtime.ephemeral import start_early_server
 
     # Before any thread exists. Not stopped here: it stops at exit, after Prefect has flushed
     # the last run's logs and events to it (stopping it first made Prefect retry against a
-    # dead server for over a minute before the process could exit).
-    server = start_early_server(settings.early_server)
+    # dead server for over a minute before the process could exit). Its own session keeps a
+    # Ctrl-C from reaching it before that; it dies with this process if this one is killed.
+    try:
+        server = start_early_server(settings.early_server, command="watch")
+    except Busy as exc:  # another watch serves this data root's database
+        fail(str(exc), as_json, code=3)
     _watch_logger()
     watcher = _watcher(params, spec, poll_seconds, polling, labeled)
     stats = _watch_until_stopped(watcher, server, params["input_dir"], as_json)
@@ -204,11 +230,12 @@ def _watcher(params: dict[str, Any], spec: Any, poll_seconds: float, polling: bo
     labeled-updated event for the registry this watch classifies with."""
     from flows.runtime.events import emit_labeled_updated
     from flows.runtime.watch import Watcher, classify_runner, ledger_entries
+    from tasks.io.storage import absolute
 
     out = params["output_dir"]
     on_labeled = None
     if labeled is not None:
-        lab, regp = labeled.resolve(), Path(params["registry_dir"]).resolve()
+        lab, regp = labeled.resolve(), absolute(params["registry_dir"])
 
         def on_labeled() -> object:
             return emit_labeled_updated(lab, regp)
@@ -249,13 +276,16 @@ def _watch_until_stopped(watcher: Any, server: Any, inp: str, as_json: bool) -> 
 
 def doctor(
     input_dir: Annotated[str | None, typer.Option(
-        "--input", help="Input folder to check (default: DATA/incoming).", show_default=False)
+        "--input", help="Input folder to check (default: DATA/incoming).", show_default=False,
+        parser=location)
     ] = None,
     output_dir: Annotated[str | None, typer.Option(
-        "--output", help="Output folder to check (default: DATA/output).", show_default=False)
+        "--output", help="Output folder to check (default: DATA/output).", show_default=False,
+        parser=location)
     ] = None,
-    registry_dir: Annotated[Path | None, typer.Option(
-        "--registry", help="Registry to check (default: DATA/registry).", show_default=False)
+    registry_dir: Annotated[str | None, typer.Option(
+        "--registry", help="Registry to check (default: DATA/registry).", show_default=False,
+        parser=registry_location)
     ] = None,
     data: DataOpt = None,
     as_json: JsonOpt = False,

@@ -14,7 +14,16 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup
+from flows.cli.common import (
+    DataOpt,
+    JsonOpt,
+    emit,
+    fail,
+    local_path,
+    location,
+    registry_location,
+    setup,
+)
 
 TABLE_ROWS = 200  # the aligned table shows at most this many rows (pipes should use --format)
 TABLE_COLUMNS = ["date", "source_path", "frame_index", "label", "confidence", "top2_label",
@@ -23,7 +32,7 @@ REJECTION_TABLE_COLUMNS = ["date", "source_path", "reason", "detail", "rejected_
 
 OutputOpt = Annotated[str | None, typer.Option(
     "--output", help="Output folder of `posebatch classify`, or s3://bucket/prefix "
-    "(default: DATA/output).", show_default=False)]
+    "(default: DATA/output).", show_default=False, parser=location)]
 SinceOpt = Annotated[str | None, typer.Option(
     "--since", help="From this UTC date/datetime, inclusive: 2024-05-01, 2024-05-01T08:00, "
     "today, yesterday, 12h, 7d.")]
@@ -32,16 +41,18 @@ UntilOpt = Annotated[str | None, typer.Option(
 FormatOpt = Annotated[str | None, typer.Option(
     "--format", help="table, csv, json (JSON Lines) or parquet; default: from the --to "
     "suffix, else table.")]
-ToOpt = Annotated[Path | None, typer.Option("--to", help="Write to this file, not stdout.")]
+ToOpt = Annotated[Path | None, typer.Option("--to", help="Write to this file, not stdout.",
+    parser=local_path)]
 ModelVersionOpt = Annotated[list[str] | None, typer.Option(
     "--model-version", help="Which rows of frames scored by several model versions: "
     "current (default: one row per frame, the production model's row, else the latest), "
     "latest (one row per frame, the latest classified_at), production (only the "
     "production model's rows), all (every row), or a version such as v0002 (only its rows; "
     "repeat for several versions).", show_default=False)]
-RegistryOpt = Annotated[Path | None, typer.Option(
+RegistryOpt = Annotated[str | None, typer.Option(
     "--registry", help="Model registry whose production alias --model-version "
-    "current/production use (default: DATA/registry).", show_default=False)]
+    "current/production use (default: DATA/registry).", show_default=False,
+    parser=registry_location)]
 LowOpt = Annotated[float | None, typer.Option(
     "--low-confidence", help="Low-confidence threshold (default: settings.low_confidence).")]
 
@@ -301,10 +312,10 @@ def report(
     until: UntilOpt = None,
     to: Annotated[Path | None, typer.Option(
         "--to", help="HTML file to write (default: DATA/reports/report-YYYY-MM-DD.html).",
-        show_default=False)] = None,
-    registry: Annotated[Path | None, typer.Option(
+        show_default=False, parser=local_path)] = None,
+    registry: Annotated[str | None, typer.Option(
         "--registry", help="Model registry for the training class mix and the production "
-        "version (default: DATA/registry).", show_default=False)] = None,
+        "version (default: DATA/registry).", show_default=False, parser=registry_location)] = None,
     low_confidence: LowOpt = None,
     title: Annotated[str, typer.Option("--title", help="Report title.")] = "posebatch report",
     model_version: Annotated[str, typer.Option(
@@ -413,14 +424,14 @@ def _report_diff(output: str, production: str | None, since: str | None,
 
 
 def show(
-    file: Annotated[Path, typer.Argument(help="A heatmap .npy file.")],
+    file: Annotated[Path, typer.Argument(help="A heatmap .npy file.", parser=local_path)],
     frame: Annotated[int, typer.Option("--frame", help="Frame index in the file.")] = 0,
     to: Annotated[Path | None, typer.Option(
         "--to", help="PNG to write (default: ./<file stem>_f<K>.png).",
-        show_default=False)] = None,
-    registry: Annotated[Path | None, typer.Option(
+        show_default=False, parser=local_path)] = None,
+    registry: Annotated[str | None, typer.Option(
         "--registry", help="Model registry (default: DATA/registry).",
-        show_default=False)] = None,
+        show_default=False, parser=registry_location)] = None,
     model: Annotated[str | None, typer.Option(
         "--model", help="Model version to predict with (default: production).")] = None,
     no_model: Annotated[bool, typer.Option(

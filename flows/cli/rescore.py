@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from flows.cli.classify import EngineOpt, InputOpt, OutputOpt, RegistryOpt, _str
-from flows.cli.common import DataOpt, JsonOpt, emit, fail, setup
+from flows.cli.common import DataOpt, JsonOpt, emit, fail, location, setup
 
 
 def register(app: typer.Typer) -> None:
@@ -48,7 +48,7 @@ def rescore(
     registry_dir: RegistryOpt = None,
     archive: Annotated[str | None, typer.Option(
         "--archive", help="Where --move-processed moved the inputs [default: the folder the "
-        "output remembers from classify].", show_default=False)] = None,
+        "output remembers from classify].", show_default=False, parser=location)] = None,
     engine: EngineOpt = None,
     data: DataOpt = None,
     as_json: JsonOpt = False,
@@ -102,11 +102,15 @@ def _params(settings: Any, model: str | None, since: str | None, until: str | No
 def _run(params: dict[str, Any], as_json: bool) -> dict[str, Any]:
     import os
 
+    from flows.runtime.claim import Busy
     from flows.runtime.ephemeral import start_early_server
     from flows.settings import get_settings
 
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
-    server = start_early_server(get_settings(params["data_root"]).early_server)
+    try:
+        server = start_early_server(get_settings(params["data_root"]).early_server)
+    except Busy as exc:  # the data root's server (serve, watch) does not answer
+        fail(str(exc), as_json, code=3)
     from flows.rescore import rescore_flow
     from tasks.classify.ledger import LockHeld
     from tasks.read.query import QueryError

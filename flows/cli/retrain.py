@@ -12,7 +12,16 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli.common import DataOpt, JsonOpt, emit, fail, progress_enabled, setup
+from flows.cli.common import (
+    DataOpt,
+    JsonOpt,
+    emit,
+    fail,
+    local_path,
+    progress_enabled,
+    registry_location,
+    setup,
+)
 from tasks.train.choices import check_retrain_options
 
 
@@ -99,9 +108,12 @@ def register(app: typer.Typer) -> None:
 
 def _retrain_cmd(
     labeled: Annotated[Path | None, typer.Option(
-        "--labeled", help="Labeled folder <class>/**/*.npy (default DATA/labeled).")] = None,
-    registry: Annotated[Path | None, typer.Option(
-        "--registry", help="Model registry (default DATA/registry).")] = None,
+        "--labeled", help="Labeled folder <class>/**/*.npy (default DATA/labeled).",
+        parser=local_path)] = None,
+    registry: Annotated[str | None, typer.Option(
+        "--registry", help="Model registry, a folder or s3://bucket/prefix "
+        "(default DATA/registry).",
+        parser=registry_location)] = None,
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping).")] = 30,
     seed: Annotated[int, typer.Option(help="Seed: same seed, data, code -> same model.")] = 0,
     tune: Annotated[bool, typer.Option(

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.settings import Settings
+from tasks.io.storage import absolute
 
 CLASSIFY_FLOW = "classify"
 PACKAGES = ("posebatch", "prefect", "prefect-dask", "dask", "distributed", "tensorflow-cpu",
@@ -49,7 +50,7 @@ def _iso_age(stamp: str | None, now: float) -> tuple[str | None, float | None]:
     return t.isoformat(), round((now - t.timestamp()) / 86400, 2)
 
 
-def model_section(registry_dir: Path, now: float) -> tuple[dict[str, Any], list[str]]:
+def model_section(registry_dir: Path | str, now: float) -> tuple[dict[str, Any], list[str]]:
     from models.registry import Registry, RegistryError
 
     reg = Registry(registry_dir)
@@ -159,6 +160,7 @@ def prefect_section(settings: Settings) -> tuple[dict[str, Any], list[str]]:
             "DO_NOT_TRACK", "" if settings.telemetry else "1") == "1" else "on",
         "serve": {k: serving[k] for k in ("pid", "cron", "timezone", "started_at")}
         if serving else None,
+        "database": prefect_database(home, api),
     }
     problems: list[str] = []
     last = None
@@ -174,6 +176,31 @@ def prefect_section(settings: Settings) -> tuple[dict[str, Any], list[str]]:
     if last and str(last.get("state")).upper() in BAD_STATES:
         problems.append(f"last classification run {last['name']} ended {last['state_name']}")
     return info, problems
+
+
+DB_VARS = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
+
+
+def prefect_database(home: Path, api: str | None) -> str:
+    """Which database Prefect's server keeps its state in, password masked: the connection
+    URL this environment gives the server (``posebatch serve`` and the ephemeral server
+    read it), else the server's own ``/admin/settings``, else SQLite under the home."""
+    import re
+
+    url = next((os.environ[v] for v in DB_VARS if os.environ.get(v)), None)
+    if url is None and api:
+        try:
+            import httpx
+
+            got = httpx.get(f"{api.rstrip('/')}/admin/settings", timeout=5).json()
+            url = ((got.get("server") or {}).get("database") or {}).get("connection_url")
+        except Exception:  # noqa: BLE001 - an older server or no admin API: say unknown
+            return "unknown (the server does not say)"
+    if not url:
+        return "sqlite (the server's default)" if api else f"sqlite ({home / 'prefect.db'})"
+    if "*" in str(url):
+        return "set on the server (masked)"
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", str(url))
 
 
 def input_section(input_dir: str, quiet_seconds: float, entries: Any,
@@ -212,12 +239,12 @@ def disk_section(paths: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
 
 
 def diagnose(settings: Settings, input_dir: str | None = None, output_dir: str | None = None,
-             registry_dir: Path | None = None) -> dict[str, Any]:
+             registry_dir: Path | str | None = None) -> dict[str, Any]:
     """Every section of the report; each section fails on its own, never the whole."""
     now = time.time()
     input_dir = input_dir or str(settings.incoming_dir.resolve())
     output_dir = output_dir or str(settings.output_dir.resolve())
-    registry_dir = (registry_dir or settings.registry_dir).resolve()
+    registry_dir = absolute(registry_dir or settings.registry_dir)
     root = settings.data_root.resolve()
     report: dict[str, Any] = {"versions": versions(),
                               "data_root": {"path": str(root), "exists": root.is_dir()}}
@@ -289,6 +316,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"prefect        api {p['api_url']}, home {p['home']}, telemetry "
                      f"{p['telemetry']}" + (f", serve pid {p['serve']['pid']}" if p.get('serve')
                                               else ""))
+        lines.append(f"prefect db     {p.get('database', '-')}")
         lines.append("last run       " + (f"{run['name']} {run['state_name']} started "
                                            f"{run['start_time']} ({p.get('last_run_source')})"
                                            if run else "none recorded"))

@@ -9,8 +9,9 @@ triggers, concurrency), then adapted to this process: the path parameters point 
 Prefect's scheduler and automations are services of a real Prefect server; the ephemeral API
 that Prefect starts on demand runs neither (scheduled runs would never be created). So when
 no ``PREFECT_API_URL`` is set, ``serve`` starts ``prefect server start`` on 127.0.0.1 as a
-child process (home and database under the data root, telemetry off) and stops it, by its
-process id, when serving ends.
+child process (``server``: home and database under the data root, telemetry off, one per
+database, dying with serve) and stops it, by its process id, when serving ends (``serving``:
+Ctrl-C and SIGTERM, in order and within bounds).
 
 ``plan_deployments`` is pure (no Prefect import) and ``build_deployments`` only builds the
 objects: tests check the schedules and their timezone without serving forever.
@@ -18,19 +19,22 @@ objects: tests check the schedules and their timezone without serving forever.
 
 from __future__ import annotations
 
+import asyncio
 import os
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.runtime.processes import free_port, stop_process
+from flows.runtime.claim import Claim, claim
+from flows.runtime.ephemeral import answers, export_api_url
+from flows.runtime.processes import kill_now, port_in_use, stop_process
+from flows.runtime.server import launch_server, wait_healthy
+from flows.runtime.serving import Shutdown, pause, say, serve_until_stopped
 from flows.settings import Settings
 
+SERVER_STOP = 5.0   # seconds for the server to stop after SIGTERM before it is killed
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 PROJECT_FILE = PROJECT_DIR / "prefect.yaml"
 
@@ -146,6 +150,13 @@ def build_deployments(plans: list[DeploymentPlan]) -> list[Any]:
 
 def check_schedule(cron: str, timezone: str) -> None:
     """Raise ``ValueError`` (one line) for a cron string or timezone Prefect would refuse."""
+    check_timezone(timezone)
+    check_cron(cron, timezone)
+
+
+def check_timezone(timezone: str) -> None:
+    """The timezone half of ``check_schedule``: standard library only, so it can run before
+    anything is started or Prefect imported."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
@@ -153,6 +164,10 @@ def check_schedule(cron: str, timezone: str) -> None:
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown timezone {timezone!r} (use an IANA name such as "
                          "Europe/Berlin or UTC)") from None
+
+
+def check_cron(cron: str, timezone: str = "UTC") -> None:
+    """The cron half of ``check_schedule`` (imports Prefect: its own validation)."""
     from prefect.client.schemas.schedules import CronSchedule
     from pydantic import ValidationError
 
@@ -161,70 +176,6 @@ def check_schedule(cron: str, timezone: str) -> None:
     except ValidationError:
         raise ValueError(f"invalid cron expression {cron!r} (five fields, e.g. "
                          "'0 2 * * *')") from None
-
-
-# --- a local Prefect server for processes that need its services -----------------------------
-
-def server_env(home: Path, port: int, base: Mapping[str, str] | None = None,
-               telemetry: bool = False) -> dict[str, str]:
-    """Environment for a Prefect server on 127.0.0.1:``port`` with its home in ``home``, and
-    for the clients of that server (workers, ``prefect deploy``, flow runs)."""
-    env = {k: v for k, v in (os.environ if base is None else base).items()
-           if not k.startswith("PREFECT_")}
-    env.update({
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_API_PORT": str(port),
-    })
-    if not telemetry:
-        env["DO_NOT_TRACK"] = "1"
-        env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    return env
-
-
-def start_server(home: Path, port: int | None = None, log: Path | None = None,
-                 env: Mapping[str, str] | None = None, timeout: float = 120.0,
-                 telemetry: bool = False) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    """Start ``prefect server start`` on 127.0.0.1 and wait until it answers.
-
-    Returns the process (in its own process group) and the environment its clients need.
-    The caller stops it with ``stop_process`` (by process id), whatever happens.
-    """
-    port = port or free_port()
-    home.mkdir(parents=True, exist_ok=True)
-    full_env = server_env(home, port, env, telemetry=telemetry)
-    log = log or home / "server.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(port)],
-            env=full_env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
-    try:
-        wait_healthy(full_env["PREFECT_API_URL"], proc, timeout, log)
-    except BaseException:
-        stop_process(proc)
-        raise
-    return proc, full_env
-
-
-def wait_healthy(api_url: str, proc: subprocess.Popen[bytes] | None = None,
-                 timeout: float = 120.0, log: Path | None = None) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
-            raise RuntimeError(f"Prefect server exited with {proc.returncode}:\n{tail}")
-        try:
-            if httpx.get(f"{api_url}/health", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"Prefect server at {api_url} not healthy after {timeout:.0f} s")
 
 
 SERVE_FILE = "serve.json"
@@ -263,35 +214,59 @@ def _write_serve_info(settings: Settings, api_url: str, server_pid: int | None) 
     return path
 
 
-def serve_forever(settings: Settings, port: int | None = None) -> None:
-    """Register every deployment of prefect.yaml and run them until SIGINT/SIGTERM.
+def serve_forever(settings: Settings, port: int = 4200) -> None:
+    """Register every deployment of prefect.yaml and run them until SIGINT/SIGTERM
+    (``serving``: the stop order and its bounds).
 
-    Uses ``PREFECT_API_URL`` if set; otherwise starts a local server under the data root.
-    """
+    Uses ``PREFECT_API_URL`` if set; otherwise claims the data root's Prefect home (one
+    server per database: ``claim.Busy`` names the holder) and starts a server under it on
+    127.0.0.1:``port``. Prefect is first imported (``check_cron``) once that URL is exported,
+    so neither this process nor the flow runs it starts launch a temporary server of their
+    own. Raises ``ValueError`` for a bad cron string before any server is started."""
     plans = plan_deployments(settings)
     server: subprocess.Popen[bytes] | None = None
-    if not os.environ.get("PREFECT_API_URL"):
-        home = settings.prefect_home.resolve()
-        server, env = start_server(home, port=port or 4200,
-                                   log=home / "server.log", telemetry=settings.telemetry)
-        os.environ["PREFECT_API_URL"] = env["PREFECT_API_URL"]
-        print(f"Prefect server (UI and API) at {env['PREFECT_API_URL'][:-4]}, "
-              f"log {home / 'server.log'}", file=sys.stderr)
-
-    def _stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, _stop)
-    info = _write_serve_info(settings, os.environ["PREFECT_API_URL"],
-                             server.pid if server else None)
+    shutdown = Shutdown(hard_stop=lambda: kill_now(server))
+    shutdown.install()
+    held: Claim | None = None
+    home = settings.prefect_home.resolve()
     try:
-        from prefect import serve
-
-        serve(*build_deployments(plans), print_starting_message=True)
-    except KeyboardInterrupt:
-        pass
+        if not os.environ.get("PREFECT_API_URL"):
+            held = _claim_port(home, port)
+        check_cron(settings.nightly_cron, settings.timezone)
+        api = os.environ["PREFECT_API_URL"]
+        if held is not None:
+            server, _ = launch_server(home, port=port, log=home / "server.log",
+                                      telemetry=settings.telemetry, held=held)
+            say(f"Prefect server (UI and API) at {api[:-4]} (PID {server.pid}), "
+                f"log {home / 'server.log'}")
+        info = _write_serve_info(settings, api, server.pid if server else None)
+        try:
+            deployments = build_deployments(plans)   # imports the flows: overlaps the boot
+            if server is not None:
+                wait_healthy(api, server, 120.0, home / "server.log")
+            elif not answers(api):
+                raise RuntimeError(f"the Prefect API at {api} (PREFECT_API_URL) does not "
+                                   "answer: is its server running?")
+            ids = asyncio.run(serve_until_stopped(deployments, shutdown))
+            shutdown.detach()
+            say(pause(api, ids))
+        finally:
+            info.unlink(missing_ok=True)
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        info.unlink(missing_ok=True)
+        shutdown.detach()
         if server is not None:
-            stop_process(server)
+            stop_process(server, grace=SERVER_STOP)
+        if held is not None:
+            held.release()
+
+
+def _claim_port(home: Path, port: int) -> Claim:
+    """Claim the data root's Prefect home for serve's own server on ``port`` and export
+    its URL (before Prefect is imported)."""
+    held = claim(home, "serve")
+    if port_in_use(port):
+        held.release()
+        raise RuntimeError(f"port {port} on 127.0.0.1 is in use by another program: "
+                           "choose another with --port")
+    export_api_url(f"http://127.0.0.1:{port}/api")
+    return held

@@ -23,12 +23,11 @@ version's metadata and files only, so every thread and Dask worker uses the same
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from models.onnx_artifact import ONNX_FILE, artifact_status, onnx_session
+from models.onnx_artifact import ONNX_FILE, artifact_status, onnx_info, onnx_session
 
 ENGINES = ("auto", "keras", "onnx")
 # Frames per ONNX Runtime call. Its arena keeps the largest call's activations for the
@@ -63,7 +62,7 @@ def choose_engine(entry: Any, requested: str = "auto") -> tuple[str, str]:
     """``(engine, why)`` for a registry version; reads metadata and files only."""
     if requested not in ENGINES:
         raise EngineError(f"unknown engine {requested!r}: choose one of {', '.join(ENGINES)}")
-    why_not = artifact_status(entry.metadata, entry.path)
+    why_not = artifact_status(entry)
     if requested == "keras":
         return "keras", "asked for"
     if requested == "onnx":
@@ -93,11 +92,13 @@ class OnnxEngine:
     name = "onnx"
 
     def __init__(self, entry: Any, batch_size: int):
-        why_not = artifact_status(entry.metadata, entry.path)
+        why_not = artifact_status(entry)
         if why_not:
             raise EngineError(f"model {entry.version} cannot run on onnx: {why_not}")
-        info = entry.metadata["onnx"]
-        data = (Path(entry.path) / str(info.get("file") or ONNX_FILE)).read_bytes()
+        info = onnx_info(entry) or {}
+        data = entry.read_file(str(info.get("file") or ONNX_FILE))  # local or s3://
+        if data is None:
+            raise EngineError(f"model {entry.version}: {ONNX_FILE} is missing")
         if hashlib.sha256(data).hexdigest() != info.get("sha256"):
             raise EngineError(f"model {entry.version}: {ONNX_FILE} does not match the SHA-256 "
                               "recorded when it was checked (run `posebatch models "

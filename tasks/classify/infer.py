@@ -31,7 +31,6 @@ Why it is fast and bounded:
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -53,7 +52,7 @@ from tasks.classify.engine import (
     probabilities,
 )
 from tasks.io.faults import crash_point
-from tasks.io.storage import Location
+from tasks.io.storage import Location, absolute
 from tasks.io.validate import Rejected, read_untrusted
 from tasks.monitor.inputs import InputStats
 
@@ -124,7 +123,7 @@ def load_predictor(registry_dir: str, model_version: str, batch_size: int = 256,
     """The process-wide predictor for a registry version on an engine (``keras`` or
     ``onnx``, as ``tasks.classify.engine.choose_engine`` decided; ``auto`` decides here),
     loaded on first use. ``jit_compile``: XLA, Keras engine only."""
-    root = os.path.abspath(str(registry_dir))
+    root = absolute(registry_dir)  # a local folder made absolute, or an s3:// URL as it is
     if engine == "auto":
         from models.registry import Registry
 

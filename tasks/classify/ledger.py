@@ -3,6 +3,7 @@
 Layout (it travels with the data, so a copied output knows what it already holds)::
 
     OUTPUT/_posebatch/lock                      flock'ed by the run writing to OUTPUT
+    OUTPUT/_posebatch/lease.json                the writer lease of an s3:// output (lease.py)
     OUTPUT/_posebatch/ledger/commits/c-<seq>-<id>.json   one record per commit
     OUTPUT/_posebatch/ledger/segments/s-<first>-<last>.parquet   folded records (entries)
     OUTPUT/_posebatch/staging/<id>/...          parts written but not yet committed
@@ -34,15 +35,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import io
 import json
 import os
 import socket
-import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +50,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from tasks.classify import lease as leases
 from tasks.io.faults import crash_point
 from tasks.io.storage import Location
 
@@ -121,13 +121,18 @@ class CommitRecord:
     removes: list[str] = field(default_factory=list)   # compaction: parts it replaces
     # old part -> the new part now holding its remaining rows (compaction, forget)
     moves: dict[str, str] = field(default_factory=dict)
+    lease: str | None = None   # s3:// outputs: the token of the writer lease it was made under
 
     @property
     def name(self) -> str:
         return f"c-{self.seq:010d}-{self.commit_id}.json"
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        # Not dataclasses.asdict: it deep-copies every entry, which was 85 % of a commit's
+        # cost in the flow process (bench/bench_flow_commit.py); entries are plain values.
+        raw = {f.name: getattr(self, f.name) for f in fields(self)}
+        raw["parts"] = [asdict(p) for p in self.parts]
+        return json.dumps(raw, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> CommitRecord:
@@ -373,6 +378,7 @@ class Ledger:
             record.seq = self.last_seq + 1
             record.created_at = record.created_at or datetime.now(UTC).isoformat()
             crash_point("staged")
+            record.lease = self._fence()
             write_durable(self.loc, f"{COMMITS}/{record.name}", record.to_json())
             crash_point("recorded")
             self.records.append(record)
@@ -380,6 +386,17 @@ class Ledger:
             done = record
         self.finalize(done)
         return done
+
+    def _fence(self) -> str | None:
+        """An ``s3://`` output's lease proven still ours right before the commit point (its
+        token goes into the record); a lease lost to another writer refuses the commit."""
+        lease = leases.held(self.loc) if self.loc.is_remote else None
+        if lease is None:
+            return None
+        try:
+            return lease.fence()
+        except leases.LeaseHeld as exc:
+            raise LockHeld(str(exc)) from None
 
     def _apply(self, record: CommitRecord) -> None:
         """The in-memory entries after ``record``: its entries added, forgets and moves applied."""
@@ -476,23 +493,28 @@ def _segment_name(first: int, last: int) -> str:
 
 
 class OutputLock:
-    """One writer per output: ``fcntl.flock`` on ``OUTPUT/_posebatch/lock``.
+    """One writer per output: ``fcntl.flock`` on ``OUTPUT/_posebatch/lock`` for a local
+    output, the writer lease (``tasks/classify/lease.py``) for an ``s3://`` one.
 
     The kernel drops the lock when the process dies, even by SIGKILL, so a crashed run never
-    leaves a stale lock. For an object-store output the lock file is local (one machine);
-    across machines, the deployment's concurrency limit of 1 keeps runs apart.
+    leaves a stale lock; a dead holder's lease expires after its time to live.
     """
 
-    def __init__(self, output: str | Location):
+    def __init__(self, output: str | Location, lease_seconds: float = leases.DEFAULT_TTL):
         self.loc = output if isinstance(output, Location) else Location(output)
-        if self.loc.is_remote:
-            digest = hashlib.sha256(self.loc.uri.encode()).hexdigest()[:16]
-            self.path = os.path.join(tempfile.gettempdir(), f"posebatch-{digest}.lock")
-        else:
-            self.path = self.loc.path(LOCK_FILE)
+        self.lease = leases.Lease(self.loc, lease_seconds) if self.loc.is_remote else None
+        self.path = "" if self.loc.is_remote else self.loc.path(LOCK_FILE)
         self._fh: Any = None
 
     def acquire(self) -> None:
+        if self.lease is not None:
+            try:
+                self.lease.acquire()
+            except leases.LeaseHeld as exc:
+                raise LockHeld(str(exc)) from None
+            leases.register(self.lease)
+            self._fh = self.lease
+            return
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
         try:
@@ -524,6 +546,11 @@ class OutputLock:
                 time.sleep(poll)
 
     def release(self) -> None:
+        if self.lease is not None and self._fh is not None:
+            leases.unregister(self.lease)
+            self.lease.release()
+            self._fh = None
+            return
         if self._fh is not None:
             with contextlib.suppress(OSError):
                 self._fh.seek(0)

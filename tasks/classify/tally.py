@@ -15,7 +15,7 @@ import pyarrow as pa
 from models.ood import CODES as OOD_CODES
 from tasks.classify.ledger import Ledger
 from tasks.classify.outputs import Judged
-from tasks.classify.run_summary import RunFrames, RunSummary
+from tasks.classify.run_summary import SUMMARY_INPUT, RunFrames, RunSummary
 from tasks.io.storage import Location
 from tasks.monitor.inputs import InputStats
 from tasks.monitor.predictions import PredictionStats
@@ -23,25 +23,45 @@ from tasks.monitor.predictions import PredictionStats
 COUNTERS = ("labels", "reasons", "status", "warnings")
 
 
-def chunk_stats(judged: Judged, ledger: Ledger, preds: pa.Table | None) -> dict[str, Any]:
+def preds_summary(preds: pa.Table | None, stats: PredictionStats | None = None
+                  ) -> dict[str, Any]:
+    """A chunk's predictions reduced to what the run's tally needs: label and warning
+    counts, frames, and either the table itself (``stats`` None: the tally folds it) or,
+    where rows must not travel (a Dask worker's staged chunk), ``stats`` with the table
+    folded in and only the run report's slim columns kept."""
+    if preds is None or preds.num_rows == 0:
+        return {"labels": Counter(), "warnings": Counter(), "frames": 0, "table": None,
+                "prediction_stats": stats}
+    flags = preds.column("warnings").to_pylist()
+    warnings = Counter(code for codes in flags for code in codes)
+    warnings["out_of_distribution"] = sum(1 for codes in flags if set(codes) & set(OOD_CODES))
+    table = preds
+    if stats is not None:
+        stats.add(preds)
+        table = preds.select(list(SUMMARY_INPUT))
+    return {"labels": Counter(preds.column("label").to_pylist()), "warnings": warnings,
+            "frames": int(preds.num_rows), "table": table, "prediction_stats": stats}
+
+
+def chunk_stats(judged: Judged, ledger: Ledger, preds: pa.Table | None,
+                summary: dict[str, Any] | None = None) -> dict[str, Any]:
     """One committed chunk's counters, its skipped files and the files to archive.
 
     ``moved_ok``/``moved_bad``: files ``--move-processed`` takes now, the rejected ones apart;
-    known content keeps the verdict it had (rejected before, rejected now)."""
+    known content keeps the verdict it had (rejected before, rejected now). ``summary``
+    (``preds_summary``) stands in for ``preds`` when the rows stayed on a worker."""
     files = judged.result.files
-    labels = Counter(preds.column("label").to_pylist()) if preds is not None else Counter()
-    flags = preds.column("warnings").to_pylist() if preds is not None else []
-    warnings = Counter(code for codes in flags for code in codes)
-    warnings["out_of_distribution"] = sum(1 for codes in flags if set(codes) & set(OOD_CODES))
+    summary = summary if summary is not None else preds_summary(preds)
     pairs = list(zip(files, judged.status, strict=True))
     status = Counter(s for s in judged.status if s)
     status.update(f.skipped for f in files if f.skipped)
     again = [f.path for f, s in pairs if s in ("duplicate", "unchanged")]
     bad = ledger.rejected(again)
-    return {"labels": labels, "warnings": warnings, "status": status,
+    return {"labels": summary["labels"], "warnings": summary["warnings"], "status": status,
             "reasons": Counter(f.reason for f, s in pairs if s == "rejected"),
             "skipped": [(f.path, f.skipped, f.detail) for f in files if f.skipped],
-            "frames": int(preds.num_rows) if preds is not None else 0, "table": preds,
+            "frames": summary["frames"], "table": summary["table"],
+            "prediction_stats": summary["prediction_stats"],
             "moved_ok": [p for p in again if p not in bad]
             + [f.path for f, s in pairs if s == "classified"],
             "moved_bad": sorted(bad) + [f.path for f, s in pairs if s == "rejected"]}
@@ -71,7 +91,10 @@ class RunTally:
         self.parts += parts
         self.skipped += stats["skipped"]
         self.kept.add(stats["table"])
-        if self.predictions is not None:
+        folded = stats.get("prediction_stats")
+        if self.predictions is not None and folded is not None:
+            self.predictions.merge(folded)
+        elif self.predictions is not None:
             self.predictions.add(stats["table"])
         if inputs is not None:
             self.inputs = self.inputs.merge(inputs)

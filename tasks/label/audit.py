@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-METHODS = ("logreg", "hgb", "ensemble")
+METHODS = ("logreg", "hgb", "ensemble", "cnn")
+KEYPOINT = ("logreg", "hgb", "ensemble")
 MIN_PER_CLASS = 2      # a class with fewer files cannot be checked out of sample
 
 
@@ -74,14 +75,26 @@ def out_of_fold(features: list[np.ndarray], labels: np.ndarray, n_classes: int, 
 
 
 def oof_probabilities(features: list[np.ndarray], y: np.ndarray, n_classes: int,
-                      method: str, folds: int, seed: int) -> dict[str, np.ndarray]:
-    """Out-of-fold probabilities of ``method`` (``auto``: of every method), clipped away
-    from 0 and renormalised (cleanlab and the log loss need no zeros)."""
-    base = ("logreg", "hgb") if method in ("auto", "ensemble") else (method,)
-    probs = {m: out_of_fold(features, y, n_classes, m, folds, seed) for m in base}
-    if method in ("auto", "ensemble"):
+                      method: str, folds: int, seed: int,
+                      embeddings: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Out-of-fold probabilities of ``method`` (``auto``: of every method there is data
+    for), clipped away from 0 and renormalised (cleanlab and the log loss need no zeros).
+    ``cnn``: logistic regression on the CNN's embedding of each frame (``embeddings``)."""
+    wanted = set(METHODS if method == "auto" else
+                 ("logreg", "hgb", "ensemble") if method == "ensemble" else (method,))
+    if embeddings is None:
+        if method == "cnn":
+            raise ValueError("the cnn audit needs a model (none in the registry)")
+        wanted.discard("cnn")
+    probs = {m: out_of_fold(features, y, n_classes, m, folds, seed)
+             for m in ("logreg", "hgb") if m in wanted}
+    if "ensemble" in wanted:
         probs["ensemble"] = (probs["logreg"] + probs["hgb"]) / 2
-    if method == "ensemble":
+    if "cnn" in wanted:
+        probs["cnn"] = out_of_fold(embeddings, y, n_classes, "logreg", folds, seed)
+    if method not in ("auto", "ensemble"):
+        probs = {method: probs[method]}
+    elif method == "ensemble":
         probs = {"ensemble": probs["ensemble"]}
     out = {}
     for m, p in probs.items():
@@ -92,9 +105,10 @@ def oof_probabilities(features: list[np.ndarray], y: np.ndarray, n_classes: int,
 
 def audit_labels(features: list[np.ndarray], labels: Sequence[int],
                  class_names: Sequence[str], method: str = "auto", folds: int = 5,
-                 seed: int = 0) -> Audit:
+                 seed: int = 0, embeddings: list[np.ndarray] | None = None) -> Audit:
     """Check every file's label (``features``: each file's keypoint features, one row a
-    frame). Classes with fewer than ``MIN_PER_CLASS`` files are left out and named."""
+    frame; ``embeddings``: the same for a CNN's embedding, ``predict_embedding``).
+    Classes with fewer than ``MIN_PER_CLASS`` files are left out and named."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
@@ -111,7 +125,8 @@ def audit_labels(features: list[np.ndarray], labels: Sequence[int],
     remap = {int(c): i for i, c in enumerate(kept_classes)}
     y = np.array([remap[int(v)] for v in labels[keep]])
     probs = oof_probabilities([features[i] for i in keep], y, len(kept_classes), method,
-                              folds, seed)
+                              folds, seed, None if embeddings is None
+                              else [embeddings[i] for i in keep])
     result.oof_accuracy = {m: float(np.mean(p.argmax(1) == y)) for m, p in probs.items()}
     result.oof_log_loss = {m: float(-np.mean(np.log(p[np.arange(len(y)), y])))
                            for m, p in probs.items()}
@@ -152,20 +167,57 @@ def write_report(folder: Path, summary: dict[str, Any], root: Path,
     return {"csv": str(folder / "audit.csv"), "images": str(folder / "images")}
 
 
-def audit_scan(scan: Any, method: str = "auto", folds: int = 5, seed: int = 0) -> Audit:
-    """``audit_labels`` over a scanned labeled folder (``tasks.train.dataset.Scan``)."""
+def file_embeddings(model: Any, scan: Any, max_frames: int = 4096,
+                    batch_frames: int = 1024) -> list[np.ndarray]:
+    """Each labeled file's frames embedded by ``model`` (``predict_embedding``), read
+    through the validator and embedded a batch of files at a time."""
+    from models.network import predict_embedding
+    from tasks.io.validate import read_heatmap_file
+
+    out: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        if pending:
+            emb = predict_embedding(model, np.concatenate(pending))
+            cuts = np.cumsum([len(p) for p in pending])[:-1]
+            out.extend(np.split(emb, cuts))
+            pending.clear()
+
+    for f in scan.files:
+        pending.append(read_heatmap_file(f.file.path, max_frames).frames)
+        if sum(len(p) for p in pending) >= batch_frames:
+            flush()
+    flush()
+    return out
+
+
+def audit_scan(scan: Any, method: str = "auto", folds: int = 5, seed: int = 0,
+               model: Any = None, max_frames: int = 4096) -> Audit:
+    """``audit_labels`` over a scanned labeled folder (``tasks.train.dataset.Scan``);
+    ``model``: a CNN whose embedding the ``cnn`` method uses (e.g. production's)."""
+    emb = file_embeddings(model, scan, max_frames) if model is not None and \
+        method in ("auto", "cnn") else None
     return audit_labels([f.features for f in scan.files], scan.labels(), scan.class_names,
-                        method, folds, seed)
+                        method, folds, seed, emb)
+
+
+def production_model(registry_dir: Path | str) -> Any:
+    """The registry's production CNN for the ``cnn`` method; None when there is none."""
+    from models.registry import Registry, load_model
+
+    reg = Registry(registry_dir)
+    return load_model(reg.resolve()) if reg.production_version() else None
 
 
 def retrain_audit(scan: Any, exclude: bool, method: str = "auto", folds: int = 5,
-                  seed: int = 0) -> tuple[Any, dict[str, Any]]:
+                  seed: int = 0, model: Any = None) -> tuple[Any, dict[str, Any]]:
     """``retrain``'s check of its labeled folder: (the scan to train on, the summary for
     the metadata and report). With ``exclude`` the suspect files are left out, and named."""
     import dataclasses
 
     paths = [f.file.rel for f in scan.files]
-    found = audit_scan(scan, method, folds, seed)
+    found = audit_scan(scan, method, folds, seed, model)
     summary = {"ran": True, **found.summary(paths), "excluded": []}
     if exclude and found.suspects:
         out = {s["index"] for s in found.suspects}

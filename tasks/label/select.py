@@ -27,6 +27,7 @@ STRATEGIES = ("auto", "typical", "margin", "random")
 FEW_LABELS_PER_CLASS = 10
 MARGIN_POOL = 10      # margin: cluster the budget x this many least certain frames
 NEIGHBOURS = 20       # typicality: neighbours considered
+MAX_CLUSTERS = 500    # typical: k-means cost grows with k; as TypiClust caps it
 
 
 def resolve(strategy: str, labeled: int, n_classes: int) -> str:
@@ -93,11 +94,12 @@ def typicality(x: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
 
 def _typical(emb: np.ndarray, n: int, labeled_emb: np.ndarray | None,
              seed: int) -> np.ndarray:
-    """TypiClust: |labeled| + n clusters over pool and labeled together; the n largest
-    clusters with the fewest labels, the most typical unlabeled frame of each."""
+    """TypiClust: |labeled| + n clusters (at most ``MAX_CLUSTERS``, at least n) over pool
+    and labeled together; the n largest clusters with the fewest labels, the most typical
+    unlabeled frame of each."""
     lab = np.zeros((0, emb.shape[1])) if labeled_emb is None else labeled_emb
     x = np.vstack([emb, lab])
-    ids = _kmeans(x, len(lab) + n, seed)
+    ids = _kmeans(x, max(n, min(len(lab) + n, MAX_CLUSTERS)), seed)
     pool_ids, lab_ids = ids[:len(emb)], ids[len(emb):]
     order = sorted(set(pool_ids.tolist()),
                    key=lambda c: (int(np.sum(lab_ids == c)), -int(np.sum(pool_ids == c)), c))

@@ -62,6 +62,18 @@ class PredictionStats:
         self.frames += table.num_rows
         return self
 
+    def merge(self, other: PredictionStats) -> PredictionStats:
+        """Fold another accumulator in (a chunk counted on a Dask worker)."""
+        if other.confusion is not None:
+            self.confusion = other.confusion.copy() if self.confusion is None \
+                else self.confusion + other.confusion
+        self.labels.update(other.labels)
+        self.low += other.low
+        self.ood += other.ood
+        self.confidence_counts = self.confidence_counts + other.confidence_counts
+        self.frames += other.frames
+        return self
+
     def add_probabilities(self, probs: np.ndarray) -> PredictionStats:
         """Fold calibrated ``[N, C]`` probabilities in (frames without a predictions table,
         e.g. a retrain's test split): labels and confidences are their top-1."""

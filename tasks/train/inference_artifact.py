@@ -17,13 +17,14 @@ the version stays usable on Keras; nothing here raises for a model that does not
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from models.onnx_artifact import ONNX_FILE, artifact_status, build_artifact
-from models.registry import Registry, load_model
+from models.onnx_artifact import ONNX_FILE, ONNX_RECORD, build_artifact, onnx_info
+from models.registry import Registry, RegistryError, load_model
 from models.spec import class_names
 
 CHECK_CAP = 1024       # frames the check runs at most (about a second on 2 cores)
@@ -71,19 +72,30 @@ def artifact_for(model: Any, frames: np.ndarray, checked_on: str
 
 def export_version(registry: Registry, version: str, force: bool = False,
                    model: Any = None) -> dict[str, Any]:
-    """Give an existing version its ONNX artifact (or a recorded reason why not).
+    """Give an existing version its ONNX artifact, or a recorded reason why not.
 
-    Skipped when it already has a usable one, unless ``force``. Returns one line of the
-    migration's report: version, status, reason, the check's numbers."""
+    A version is written once, so the file and its record (``onnx.json``, the metadata the
+    registration would have written) are attached beside it, the record last. A version
+    that has a record (verified or refused) is kept, unless ``force`` (a local registry
+    replaces both; object storage keeps what was written once and says so). Returns one line
+    of the migration's report: version, status, reason, the check's numbers."""
     entry = registry.get(version)
-    if not force and artifact_status(entry.metadata, entry.path) is None:
-        return {"version": version, "status": "kept", **_numbers(entry.metadata["onnx"])}
+    known = onnx_info(entry)
+    if known and not force:
+        return {"version": version, "status": "kept", **_numbers(known),
+                "onnx": known.get("status")}
     model = model if model is not None else load_model(entry)
     frames, checked_on = synthetic_check_frames()
     files, fields = artifact_for(model, frames, checked_on)
-    registry.attach(version, files, fields)
-    return {"version": version, "status": fields["onnx"]["status"],
-            **_numbers(fields["onnx"])}
+    info = fields["onnx"]
+    try:
+        for name, data in files.items():
+            registry.attach(version, name, data)
+        registry.attach(version, ONNX_RECORD, json.dumps(info, indent=2).encode())
+    except RegistryError as exc:  # e.g. object storage: written once
+        return {"version": version, "status": "failed", **_numbers(info),
+                "reason": str(exc)}
+    return {"version": version, "status": info["status"], **_numbers(info)}
 
 
 def _numbers(info: dict[str, Any]) -> dict[str, Any]:

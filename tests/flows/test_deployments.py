@@ -1,9 +1,11 @@
 """prefect.yaml for real: a Prefect server of our own on 127.0.0.1 (its own home, telemetry
-off; not the session test harness), a process work pool, `prefect deploy --all` on this
-repository's prefect.yaml, a worker, the nightly deployment run to completion, the Parquet
-output checked, the labeled-data event turned into a retraining run by the trigger, and
-`posebatch serve` registering its schedule with the timezone intact. Every process started
-here is killed by its process id at the end, even on failure."""
+off; not the session test harness) keeping its state in a real PostgreSQL 15 on loopback
+(tests/support/postgres.py; SQLite where PostgreSQL cannot run, saying so), a process work
+pool, `prefect deploy --all` on this repository's prefect.yaml, a worker, the nightly
+deployment run to completion, the Parquet output checked, the labeled-data event turned
+into a retraining run by the trigger, and `posebatch serve` registering its schedule with
+the timezone intact. Every process started here is killed by its process id at the end,
+even on failure."""
 
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from flows.runtime.serve import PROJECT_DIR, load_project, start_server, stop_process
+from flows.runtime.processes import stop_process
+from flows.runtime.serve import PROJECT_DIR, load_project
+from flows.runtime.server import start_server
 from tests.support.ops import (
     Procs,
     deployment,
@@ -67,8 +71,25 @@ def test_prefect_yaml_declares_every_deployment_on_a_process_pool():
 # --- the real thing ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory):
-    """A Prefect server, a data root with a registered model, and a process registry."""
+def database():
+    """PostgreSQL for the module's Prefect server; None (SQLite) where it cannot run."""
+    from tests.support.postgres import missing, postgres
+
+    why = missing()
+    if why:
+        import warnings
+
+        warnings.warn(f"deployment tests on SQLite: {why}", stacklevel=1)
+        yield None
+        return
+    with postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, database):
+    """A Prefect server (on PostgreSQL), a data root with a registered model, and a process
+    work pool."""
     tmp = tmp_path_factory.mktemp("e2e")
     data = tmp / "data"
     make_batches(data, batches=2, per_batch=5, seed=21)
@@ -79,13 +100,15 @@ def site(tmp_path_factory: pytest.TempPathFactory):
     base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     base.update(PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
                 PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    if database:
+        base["PREFECT_API_DATABASE_CONNECTION_URL"] = database
     server, env = start_server(tmp / "prefect", env=base, log=tmp / "server.log",
                                timeout=240)
     env.update(PREFECT_WORKER_QUERY_SECONDS="2", POSEBATCH_XLA="0")
     procs = Procs()
     try:
         yield {"tmp": tmp, "data": data, "env": env, "api": env["PREFECT_API_URL"],
-               "procs": procs}
+               "procs": procs, "database": database}
     finally:
         procs.stop_all()
         stop_process(server)
@@ -125,6 +148,11 @@ def test_deploy_run_nightly_and_trigger_retraining(site):
     assert report["prefect"]["last_classify_run"]["state"] == "COMPLETED"
     assert report["model"]["production"] == "v0001" and report["input"]["pending"] == 0
     assert report["last_run"]["files_processed"] == 10 and report["ok"], report["problems"]
+    if site["database"]:  # the server kept its state in PostgreSQL, and doctor says so
+        from tests.support.postgres import flow_runs_in
+
+        assert ("classify", "COMPLETED") in flow_runs_in(site["database"])
+        assert report["prefect"]["database"].startswith("postgresql+asyncpg://postgres@")
 
     # The event: with the worker stopped, the triggered run waits for us to inspect it.
     stop_process(worker)

@@ -12,6 +12,8 @@ import pytest
 
 from models import onnx_artifact
 from models.onnx_artifact import artifact_status, build_artifact, check_onnx, export_onnx
+from models.registry import Registry
+from models.spec import class_names
 from tests.support.classify_support import good_frames
 from tests.support.models import tiny_cnn
 
@@ -37,10 +39,13 @@ def test_a_verified_artifact_records_its_hash_check_and_versions(model: Any, fra
     assert check["frames"] == 24 and check["argmax_agreement"] == 1.0
     assert check["max_abs_logit_diff"] <= onnx_artifact.TOLERANCE
     assert check["checked_on"] == "test split: 24 frames"
-    # usable only with the file beside it
-    assert "missing" in artifact_status({"onnx": meta}, tmp_path)
-    (tmp_path / "model.onnx").write_bytes(data)
-    assert artifact_status({"onnx": meta}, tmp_path) is None
+    # registered with it (the retrain hook): usable while the file is beside the model
+    entry = Registry(tmp_path).register(model, {"class_names": class_names(), "onnx": meta},
+                                        extra_files={"model.onnx": data})
+    assert entry.metadata["files"]["model.onnx"] == meta["sha256"]
+    assert artifact_status(entry) is None and entry.read_file("model.onnx") == data
+    (entry.path / "model.onnx").unlink()
+    assert artifact_status(entry) == f"model.onnx is missing from {entry.uri}"
 
 
 def test_the_check_refuses_an_export_whose_output_differs(model: Any, frames: np.ndarray,
@@ -53,7 +58,6 @@ def test_the_check_refuses_an_export_whose_output_differs(model: Any, frames: np
     assert data is None and meta["status"] == "refused"
     assert meta["reason"].startswith("check failed: max abs logit difference")
     assert meta["check"]["max_abs_logit_diff"] > onnx_artifact.TOLERANCE
-    assert artifact_status({"onnx": meta}, ".") == meta["reason"]
 
 
 def test_the_check_needs_identical_argmax_and_a_small_difference(model: Any,

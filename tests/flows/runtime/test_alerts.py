@@ -28,7 +28,8 @@ from flows.runtime.alerts import (
 )
 from flows.runtime.events import MONITOR_ALERT as MONITOR_EVENT
 from flows.runtime.events import monitor_alert_events
-from flows.runtime.serve import start_server, stop_process
+from flows.runtime.processes import stop_process
+from flows.runtime.server import start_server
 from flows.settings import Settings
 from tests.support.ops import Procs, deployment, flow_runs, run, wait_for
 

@@ -125,3 +125,15 @@ def test_a_missing_or_damaged_output_part_is_a_problem(tmp_path: Path):
     assert len(lines) == 2 and all("\n" not in p for p in lines)
     assert lines[0].startswith(f"missing part {gone.parts[0].final}: 4 row(s)")
     assert lines[1].startswith(f"unreadable part {kept.parts[1].final}")
+
+
+def test_doctor_names_prefects_database_with_the_password_masked(tmp_path, monkeypatch):
+    from flows.runtime.doctor import prefect_database
+
+    monkeypatch.delenv("PREFECT_API_DATABASE_CONNECTION_URL", raising=False)
+    monkeypatch.delenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", raising=False)
+    assert prefect_database(tmp_path, None) == f"sqlite ({tmp_path / 'prefect.db'})"
+    monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL",
+                       "postgresql+asyncpg://prefect:s3cret@10.0.0.5:5432/prefect")
+    shown = prefect_database(tmp_path, None)
+    assert shown == "postgresql+asyncpg://prefect:***@10.0.0.5:5432/prefect"

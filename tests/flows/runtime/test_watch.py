@@ -229,3 +229,49 @@ def test_sigterm_stops_after_the_current_run(tmp_path: Path, registry: Path, bat
     assert result["runs"] == 1 and result["failed_runs"] == 0
     got = sorted(predictions(out).column("source_path").to_pylist())
     assert got == npy_files(inp)                          # the run finished: nothing lost
+
+
+@pytest.mark.slow
+def test_watch_one_server_ctrl_c_and_kill(tmp_path: Path, registry: Path):
+    """As for serve (test_serving.py): each watch in its own process group, as a terminal
+    runs it; one server, a second watch on the data root refused naming the first, Ctrl-C to
+    the group ends everything, a killed watch leaves no server."""
+    from flows.runtime.claim import holder
+    from tests.support.processes import Command, alive, servers_using, wait_until
+
+    data = tmp_path / "data"
+    (data / "incoming").mkdir(parents=True)
+    home = (data / "prefect").resolve()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    args = ["watch", "--data", str(data), "--registry", str(registry)]
+    started: list[Command] = []
+
+    def watch() -> Command:
+        started.append(Command(args, env, cwd=tmp_path))
+        return started[-1]
+
+    try:
+        first = watch()
+        assert first.wait_for("watching", 120), first.output[-3000:]
+        (server,) = first.servers()
+        assert servers_using(home) == [server]
+
+        second = watch()
+        assert second.finish(60) == 3, second.output
+        assert second.output.count("\n") == 1 and f"PID {first.pid}" in second.output
+
+        t0 = time.monotonic()
+        first.signal_group(signal.SIGINT)
+        assert first.finish(15) in (0, 130), first.output[-3000:]
+        assert wait_until(lambda: not alive(server), 15 - (time.monotonic() - t0))
+        assert "Traceback" not in first.output and holder(home) is None
+
+        again = watch()
+        assert again.wait_for("watching", 120), again.output[-3000:]
+        (server,) = again.servers()
+        os.kill(again.pid, signal.SIGKILL)
+        assert wait_until(lambda: not alive(server), 15), "orphaned Prefect server"
+        assert servers_using(home) == [] and holder(home) is None
+    finally:
+        for cmd in started:
+            cmd.kill()

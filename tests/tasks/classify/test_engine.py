@@ -112,15 +112,19 @@ def test_a_refused_export_and_a_changed_file_are_never_run(onnx_registry: Path,
                                                           tmp_path: Path):
     copy = tmp_path / "reg"
     shutil.copytree(onnx_registry, copy)
-    meta_path = copy / "versions" / "v0001" / "metadata.json"
-    meta = json.loads(meta_path.read_text())
-    (copy / "versions" / "v0001" / "model.onnx").write_bytes(b"not the checked file")
+    version = copy / "versions" / "v0001"
+    record = json.loads((version / "onnx.json").read_text())  # the migration's record
+    assert record["status"] == "verified"
+    (version / "model.onnx").write_bytes(b"not the checked file")
     with pytest.raises(EngineError, match="does not match the SHA-256"):
         open_engine(Registry(copy).get("v0001"), "onnx", 4)
-    meta["onnx"] = {"status": "refused", "reason": "check failed: max abs logit difference"}
-    meta_path.write_text(json.dumps(meta))
+    (version / "model.onnx").unlink()
     engine, why = choose_engine(Registry(copy).get("v0001"), "auto")
-    assert engine == "keras" and "check failed" in why
+    assert engine == "keras" and why == f"fallback: model.onnx is missing from {version}"
+    record.update(status="refused", reason="check failed: max abs logit difference 0.2")
+    (version / "onnx.json").write_text(json.dumps(record))
+    engine, why = choose_engine(Registry(copy).get("v0001"), "auto")
+    assert engine == "keras" and why == "fallback: check failed: max abs logit difference 0.2"
 
 
 def test_onnx_runs_a_batch_in_slices_with_the_same_numbers(
