@@ -21,7 +21,8 @@ The record is ``metadata["onnx"]`` for a version registered with its file, or ``
 beside a version that got the file later (a version's metadata is written once):
 ``status`` (``verified`` or ``refused``), ``reason`` (when refused), ``file``, ``sha256``,
 ``opset``, ``source`` (``pooled twin`` or ``model``), ``check`` (frames, where they came
-from, max abs logit difference, argmax agreement, tolerance) and ``versions`` (tensorflow, keras, tf2onnx, onnx, onnxruntime).
+from, max abs logit difference, argmax agreement, tolerance) and ``versions`` (tensorflow,
+keras, tf2onnx, onnx, onnxruntime).
 """
 
 from __future__ import annotations
