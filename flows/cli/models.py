@@ -235,8 +235,8 @@ def _export_onnx_cmd(
             "--version", help="Only this version (repeatable) [default: every version].",
             show_default=False)] = None,
         force: Annotated[bool, typer.Option(
-            "--force", help="Export and check again even where a verified model.onnx "
-                            "exists.")] = False,
+            "--force", help="Export and check again where a version already has a "
+                            "record (local registries).")] = False,
         registry: RegistryOpt = None, data: DataOpt = None, as_json: JsonOpt = False) -> None:
     """Give registered versions their ONNX inference file (model.onnx beside model.keras),
     checked against the Keras model, and its record (onnx.json); a version that fails keeps
