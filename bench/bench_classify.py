@@ -11,14 +11,19 @@ sum. CPU time (user + system, children included) comes from ``wait4``.
 - ``(a) plain script``: ``bench/plain_classify.py``, a competent script for the same job
   (thread-pool ``np.load`` of the next 256 files while ``predict_on_batch`` runs on the
   current 256, softmax, one Parquet of label + confidence; TensorFlow import and model load
-  included).
-- ``(b) model only``: ``predict_on_batch`` of 256 preloaded frames per call, frames/s (the
-  model's ceiling through Keras); beside it posebatch's own compiled call on the same frames.
+  included). ``(a2)``: ``bench/plain_classify_onnx.py``, the same script on ONNX Runtime
+  (how much of posebatch's gain is the engine, how much the pipeline).
+- ``(b) model only``: 256 preloaded frames per call, frames/s: Keras ``predict_on_batch``,
+  posebatch's Keras engine, a default ONNX Runtime session and posebatch's ONNX engine (the
+  ONNX model-only ceiling is the faster of the last two).
 - ``(c) read + hash``: read every file and SHA-256 it on two threads, nothing else.
 - ``(d) posebatch classify``: the CLI on ``--small`` and ``--files`` files into an empty
-  output (Prefect API server started by the command itself; its database already exists),
-  with the run summary's work phase (``work_seconds``) and the chunks' per-stage seconds
-  (a separate in-process run of ``tasks.classify.infer.classify_files`` on the same files).
+  output, on the ONNX engine (the default for a version with a verified ``model.onnx``,
+  made by ``export_version`` when the benchmark registers its model) and ``--engine keras``
+  (Prefect API server started by the command itself; its database already exists), with the
+  run summary's work phase (``work_seconds``) and the chunks' per-stage seconds
+  (a separate in-process run of ``tasks.classify.infer.classify_files`` on the same files,
+  per engine).
 - ``(e) per-frame predict``: the reference project's way, ``model.predict`` on one file at
   a time, on ``--ref-files`` files, extrapolated to N (start-up once + per-file time x N).
 - ``nothing new``: the same command again on the ``--files`` output (everything processed),
@@ -61,14 +66,24 @@ t = time.perf_counter()
 for _ in range(calls):
     model.predict_on_batch(x)
 keras_fps = calls * len(x) / (time.perf_counter() - t)
+out = {"keras": keras_fps}
 from tasks.classify.infer import aligned_zeros, load_predictor
-pred = load_predictor(sys.argv[4], sys.argv[5], len(x))
 buf = aligned_zeros(x.shape); buf[:] = x
-pred(buf)
+for engine in ("keras", "onnx"):
+    pred = load_predictor(sys.argv[4], sys.argv[5], len(x), engine=engine)
+    pred(buf)
+    t = time.perf_counter()
+    for _ in range(calls):
+        pred(buf)
+    out["posebatch_" + engine] = calls * len(x) / (time.perf_counter() - t)
+import onnxruntime as ort
+session = ort.InferenceSession(str(model_dir / 'model.onnx'), providers=['CPUExecutionProvider'])
+session.run(None, {'heatmaps': x})
 t = time.perf_counter()
 for _ in range(calls):
-    pred(buf)
-print(json.dumps({"keras": keras_fps, "posebatch": calls * len(x) / (time.perf_counter() - t)}))
+    session.run(None, {'heatmaps': x})
+out["onnxruntime"] = calls * len(x) / (time.perf_counter() - t)
+print(json.dumps(out))
 """
 
 READ_HASH = """
@@ -90,15 +105,15 @@ import sys, time, json
 from pathlib import Path
 from collections import Counter
 from tasks.classify.infer import classify_files, load_predictor
-inp, reg, version = sys.argv[1], sys.argv[2], sys.argv[3]
+inp, reg, version, engine = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 files = sorted(Path(inp).rglob('*.npy'))
 rels = [(p.relative_to(inp).as_posix(), p.stat().st_size) for p in files]
-load_predictor(reg, version, 256)
+load_predictor(reg, version, 256, engine=engine)
 total = Counter()
 frames = 0
 t = time.perf_counter()
 for i in range(0, len(rels), 2048):
-    res = classify_files(inp, rels[i:i + 2048], reg, version, 256)
+    res = classify_files(inp, rels[i:i + 2048], reg, version, 256, engine=engine)
     total.update(res.seconds)
     frames += len(res.frame_index)
 print(json.dumps({"frames": frames, "seconds": time.perf_counter() - t, "stages": total}))
@@ -220,6 +235,9 @@ def prepare(work: Path, files: int, small: int) -> dict[str, Path]:
         entry = Registry(reg).register(build_cnn(17), {"class_names": class_names(),
                                                         "temperature": 1.0})
         Registry(reg).set_production(entry.version, "benchmark", "promote")
+    from tasks.train.inference_artifact import export_version
+
+    export_version(Registry(reg), Registry(reg).resolve().version)  # kept when verified
     big, some, tiny = work / f"in-{files}", work / f"in-{small}", work / "in-8"
     _link_subset(pool, big, files)
     _link_subset(pool, some, small)
@@ -261,12 +279,13 @@ def main() -> None:
               f"{os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
         return m
 
-    def posebatch(inp: Path, tag: str, fresh: bool = True, extra: dict | None = None) -> dict:
+    def posebatch(inp: Path, tag: str, fresh: bool = True, extra: dict | None = None,
+                  engine: str = "auto") -> dict:
         out = work / f"out-{tag}"
         if fresh:
             shutil.rmtree(out, ignore_errors=True)
         cmd = [PY, "-m", "flows.cli", "classify", "--input", str(inp), "--output", str(out),
-               "--json"]
+               "--engine", engine, "--json"]
         m = timed(cmd, {**env, **(extra or {})})
         m["summary"] = last_json(m["out"])
         m["chunks"] = [tuple(float(x) for x in g) for g in CHUNK_LINE.findall(m["err"])]
@@ -285,10 +304,19 @@ def main() -> None:
     for rnd in range(args.repeat):
         m = add("(d) posebatch classify", posebatch(big, "big"))
         assert m["summary"]["classified"] == n_big, m["summary"]
+        assert m["summary"]["engine"] == "onnx", m["summary"]
         add("(a) plain script", timed([PY, str(ROOT / "bench" / "plain_classify.py"),
                                        str(paths["model_dir"]), str(big),
                                        str(work / "plain.parquet")], env))
+        m = add("(d) posebatch classify, keras", posebatch(big, "big-keras", engine="keras"))
+        assert m["summary"]["classified"] == n_big, m["summary"]
+        add("(a2) plain script, ONNX Runtime",
+            timed([PY, str(ROOT / "bench" / "plain_classify_onnx.py"), str(paths["model_dir"]),
+                   str(big), str(work / "plain-onnx.parquet")], env))
         m = add("(d) posebatch classify, small", posebatch(small, "small"))
+        assert m["summary"]["classified"] == n_small, m["summary"]
+        m = add("(d) posebatch classify, keras, small", posebatch(small, "small-keras",
+                                                                  engine="keras"))
         assert m["summary"]["classified"] == n_small, m["summary"]
         m = add("nothing new, own server", posebatch(big, "big", fresh=False))
         assert m["summary"]["classified"] == 0 and m["summary"]["new"] == 0, m["summary"]
@@ -305,9 +333,11 @@ def main() -> None:
             m["fps"] = last_json(m["out"])
             m = add("(c) read + hash", timed([PY, "-c", READ_HASH, str(big)], env))
             m["res"] = last_json(m["out"])
-            m = add("work phase in-process", timed([PY, "-c", STAGES, str(big),
-                                                    str(paths["registry"]), version], env))
-            m["res"] = last_json(m["out"])
+            for engine in ("onnx", "keras"):
+                m = add(f"work phase in-process, {engine}",
+                        timed([PY, "-c", STAGES, str(big), str(paths["registry"]), version,
+                               engine], env))
+                m["res"] = last_json(m["out"])
             server.launch()  # a running server, started once, like a deployed one
             server.wait()
             running = {**server_env, "PREFECT_API_URL": server.api_url}
@@ -335,52 +365,67 @@ def report(rows: dict[str, list[dict]], n_big: int, n_small: int, args: argparse
                 f"{min(m['cpu'] for m in ms):.1f} | {max(m['rss'] for m in ms):.0f} | "
                 f"{note}{'; ' if note else ''}runs: {walls} s |")
 
-    d, ds, a = best("(d) posebatch classify"), best("(d) posebatch classify, small"), \
-        best("(a) plain script")
+    def flow_note(m: dict) -> str:
+        s = m["summary"]
+        chunks = m["chunks"]
+        return (f"flow {s['seconds']:.1f} s, work phase {s['work_seconds']:.1f} s "
+                f"({s['frames'] / s['work_seconds']:.0f} frames/s; chunks "
+                f"{sum(c[2] for c in chunks):.1f} s, model {sum(c[3] for c in chunks):.1f} s)")
+
+    def plain_note(m: dict, script: str) -> str:
+        p = last_json(m["out"])
+        return (f"bench/{script}; its loop {p['work_seconds']:.1f} s "
+                f"({n_big / p['work_seconds']:.0f} frames/s)")
+
+    d, dk = best("(d) posebatch classify"), best("(d) posebatch classify, keras")
+    ds, dks = best("(d) posebatch classify, small"), best("(d) posebatch classify, keras, small")
+    a, a2 = best("(a) plain script"), best("(a2) plain script, ONNX Runtime")
+    dr = best("(d) posebatch classify, running server")
     idle, idle_run = best("nothing new, own server"), best("nothing new, running server")
     e = best("(e) per-frame predict")
     fps = rows["(b) model only"][0]["fps"]
     rh = rows["(c) read + hash"][0]["res"]
-    st = rows["work phase in-process"][0]["res"]
-    s = d["summary"]
-    work_fps = s["frames"] / s["work_seconds"]
-    chunk_total = sum(c[2] for c in d["chunks"])
-    chunk_model = sum(c[3] for c in d["chunks"])
     print("\n| method | files | wall s (best) | files/s | CPU s | peak RSS MB (tree) | note |")
     print("|---|---:|---:|---:|---:|---:|---|")
-    print(line("(d) posebatch classify", n_big,
-               f"flow {s['seconds']:.1f} s, work phase {s['work_seconds']:.1f} s "
-               f"({work_fps:.0f} frames/s; chunks {chunk_total:.1f} s, model {chunk_model:.1f} s)"))
+    print(line("(d) posebatch classify", n_big, "ONNX engine (auto); " + flow_note(d)))
+    print(line("(d) posebatch classify, keras", n_big, "--engine keras; " + flow_note(dk)))
     print(line("(d) posebatch classify, small", n_small))
-    dr = best("(d) posebatch classify, running server")
-    print(line("(d) posebatch classify, running server", n_big,
-               f"flow {dr['summary']['seconds']:.1f} s, work phase "
-               f"{dr['summary']['work_seconds']:.1f} s"))
-    plain = last_json(a["out"])
-    print(line("(a) plain script", n_big, f"bench/plain_classify.py; its loop "
-               f"{plain['work_seconds']:.1f} s ({n_big / plain['work_seconds']:.0f} frames/s)"))
+    print(line("(d) posebatch classify, keras, small", n_small))
+    print(line("(d) posebatch classify, running server", n_big, flow_note(dr)))
+    print(line("(a) plain script", n_big, plain_note(a, "plain_classify.py")))
+    print(line("(a2) plain script, ONNX Runtime", n_big,
+               plain_note(a2, "plain_classify_onnx.py")))
     print(line("(e) per-frame predict", n_big, f"extrapolated from {args.ref_files} files"))
-    print(line("nothing new, own server", n_big,
-               f"TensorFlow imported: {idle['summary'].get('tensorflow_imported')}"))
-    print(line("nothing new, running server", n_big,
-               f"TensorFlow imported: {idle_run['summary'].get('tensorflow_imported')}"))
-    print(f"\n(b) model only: predict_on_batch(256) {fps['keras']:.0f} frames/s; posebatch's "
-          f"compiled call {fps['posebatch']:.0f} frames/s")
+    for name, m in (("nothing new, own server", idle), ("nothing new, running server", idle_run)):
+        print(line(name, n_big, f"TensorFlow imported: {m['summary'].get('tensorflow_imported')}"))
+    onnx_ceiling = max(fps["onnxruntime"], fps["posebatch_onnx"])
+    print(f"\n(b) model only, 256 preloaded frames a call: Keras predict_on_batch "
+          f"{fps['keras']:.0f} frames/s; posebatch's Keras engine {fps['posebatch_keras']:.0f}; "
+          f"ONNX Runtime (default session) {fps['onnxruntime']:.0f}; posebatch's ONNX engine "
+          f"{fps['posebatch_onnx']:.0f}")
     print(f"(c) read + SHA-256 on 2 threads: {rh['files'] / rh['seconds']:.0f} files/s")
-    stages = st["stages"]
-    print(f"work phase in-process (classify_files, chunks of 2,048): "
-          f"{st['frames'] / st['seconds']:.0f} frames/s; stages (s): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in sorted(stages.items())))
-    growth = d["rss"] - ds["rss"]
+    for engine in ("onnx", "keras"):
+        st = rows[f"work phase in-process, {engine}"][0]["res"]
+        print(f"work phase in-process, {engine} (classify_files, chunks of 2,048): "
+              f"{st['frames'] / st['seconds']:.0f} frames/s; stages (s): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in sorted(st["stages"].items())))
+    work_fps = d["summary"]["frames"] / d["summary"]["work_seconds"]
     ratios = {
-        "end to end vs (a) plain script": (a["wall"] / d["wall"], 1.0, ">="),
+        "end to end vs (a) plain script": (a["wall"] / d["wall"],
+                                           1.3 if n_big >= 50_000 else 1.0, ">="),
+        "end to end vs (a2) plain script, ONNX Runtime": (a2["wall"] / d["wall"], None, ""),
+        "end to end, keras engine, vs (a) plain script": (a["wall"] / dk["wall"], None, ""),
         "end to end, running server, vs (a) plain script": (a["wall"] / dr["wall"], None, ""),
-        "work phase vs (b) model only (predict_on_batch)": (work_fps / fps["keras"], 0.6, ">="),
+        "work phase vs ONNX model-only ceiling": (work_fps / onnx_ceiling, 0.6, ">="),
         "work phase vs (c) read + hash": (work_fps / (rh["files"] / rh["seconds"]), None, ""),
         "(e) per-frame vs end to end": (e["wall"] / d["wall"], 30.0, ">="),
-        "nothing new, own server (s)": (idle["wall"], 3.0, "<="),
-        "nothing new, running server (s)": (idle_run["wall"], 1.5, "<="),
-        f"peak RSS growth {n_small:,} -> {n_big:,} files (MB)": (growth, 100.0, "<"),
+        "nothing new, own server (s)": (idle["wall"], 1.0, "<="),
+        "nothing new, running server (s)": (idle_run["wall"], 1.0, "<="),
+        f"peak RSS (tree) at {n_big:,} files (MB)": (d["rss"], 1024.0, "<="),
+        f"peak RSS growth {n_small:,} -> {n_big:,} files (MB)": (d["rss"] - ds["rss"], 100.0,
+                                                                  "<"),
+        f"peak RSS growth {n_small:,} -> {n_big:,} files, keras (MB)": (dk["rss"] - dks["rss"],
+                                                                         None, ""),
     }
     print()
     for name, (value, target, op) in ratios.items():

@@ -48,6 +48,7 @@ from tasks.classify.discover import (
     take,
     unseen,
 )
+from tasks.classify.engine import choose_engine
 from tasks.classify.infer import ChunkResult, classify_files, load_predictor
 from tasks.classify.ledger import Ledger, OutputLock, new_commit_id
 from tasks.classify.outputs import (
@@ -96,7 +97,7 @@ def discover_inputs(input_dir: str, quiet_seconds: float, ledger: Ledger,
 @task(name="classify-chunk", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
 def classify_chunk(input_dir: str, files: Bulk, registry_dir: str, model_version: str,
                    batch_size: int, max_frames: int, chunk: int, chunks: int,
-                   xla: bool = False) -> ChunkResult:
+                   xla: bool = False, engine: str = "auto") -> ChunkResult:
     """Read, validate and classify a chunk of files (runs on the task runner's workers).
 
     Each model batch moves the progress bar and logs at DEBUG; the flow logs one INFO line
@@ -111,7 +112,7 @@ def classify_chunk(input_dir: str, files: Bulk, registry_dir: str, model_version
 
     return classify_files(input_dir, files.value, registry_dir, model_version,
                           batch_size=batch_size, max_frames=max_frames, on_batch=on_batch,
-                          jit_compile=xla)
+                          jit_compile=xla, engine=engine)
 
 
 @task(name="commit-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -134,11 +135,12 @@ def commit_chunk_task(ledger: Ledger, result: ChunkResult, sizes: dict[str, tupl
 def stage_chunk_task(input_dir: str, files: Bulk, registry_dir: str, model_version: str,
                      batch_size: int, max_frames: int, chunk: int, chunks: int, xla: bool,
                      output_dir: str, commit_id: str, flow_run_id: str | None,
-                     lineage: dict[str, Any], low_confidence: float) -> StagedChunk:
+                     lineage: dict[str, Any], low_confidence: float,
+                     engine: str = "auto") -> StagedChunk:
     """On a Dask worker: classify a chunk and write its Parquet parts into the output's
     staging folder; only counts, part names and statistics go back to the flow."""
     result = classify_chunk.fn(input_dir, files, registry_dir, model_version, batch_size,
-                               max_frames, chunk, chunks, xla)
+                               max_frames, chunk, chunks, xla, engine)
     return stage_chunk(output_dir, commit_id, result, flow_run_id, lineage, low_confidence)
 
 
@@ -180,13 +182,15 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
                   batch_size: int | None = None, max_files: int | None = None,
                   move_processed: str | None = None, quiet_seconds: float | None = None,
                   max_frames_per_file: int | None = None, chunk_files: int | None = None,
-                  max_bytes: int | None = None, data_root: str | None = None) -> RunSummary:
+                  max_bytes: int | None = None, data_root: str | None = None,
+                  engine: str | None = None) -> RunSummary:
     """Classify what is new and complete in ``input_dir`` into ``output_dir`` (Parquet).
 
     Defaults come from the settings (``POSEBATCH_*``, data root ``./data``): input
     ``incoming/``, output ``output/``, registry ``registry/``, the production model.
     ``max_files``/``max_bytes`` cap a run (the oldest batches first); what is left is the
-    summary's ``backlog``.
+    summary's ``backlog``. ``engine``: ``auto`` (default: ONNX Runtime when the version has a
+    verified ``model.onnx``, else Keras), ``keras`` or ``onnx``; chosen once, here.
     """
     t0 = time.perf_counter()
     settings = get_settings(data_root)
@@ -202,7 +206,10 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
 
     run_id = flow_run.get_id()
     entry = Registry(registry_dir).resolve(model_version)  # pin one version for the run
-    job = {"input_dir": input_dir, "registry_dir": registry_dir, "version": entry.version,
+    engine, engine_reason = choose_engine(entry, engine or settings.engine)  # and one engine
+    get_run_logger().info("model %s on the %s engine (%s)", entry.version, engine, engine_reason)
+    job = {"engine": engine, "input_dir": input_dir, "registry_dir": registry_dir,
+           "version": entry.version,
            "class_names": entry.class_names, "low_confidence": settings.low_confidence,
            "batch_size": int(batch_size or settings.batch_size), "xla": settings.xla,
            "max_frames": int(max_frames_per_file or settings.max_frames_per_file),
@@ -229,6 +236,7 @@ def classify_flow(input_dir: str | None = None, output_dir: str | None = None,
                             run_id=run_id, input_dir=input_dir, output_dir=output_dir,
                             model_version=entry.version, seconds=time.perf_counter() - t0,
                             work_seconds=work_seconds)
+    summary.update(engine=engine, engine_reason=engine_reason)
     summary["monitoring"] = _monitor(tally, summary, entry.metadata.get("monitor"), settings)
     _publish(summary, run_markdown(summary, tally.kept, entry.metadata,
                                    settings.low_confidence))
@@ -299,7 +307,7 @@ def _classify_and_commit(chunks: list[list[Candidate]], ledger: Ledger,
         from flows.runtime.runners import preload_on_workers
 
         preload_on_workers(load_predictor, job["registry_dir"], job["version"],
-                           job["batch_size"], job["xla"])
+                           job["batch_size"], job["xla"], job["engine"])
     tally, window, pending = RunTally(), chunks_in_flight(), deque()
     tally.predictions = PredictionStats(job["class_names"], job["low_confidence"])
     workers_write = bool(chunks) and on_dask()  # rows stay where they were computed
@@ -310,7 +318,8 @@ def _classify_and_commit(chunks: list[list[Candidate]], ledger: Ledger,
                 len(chunks), job["xla"])
         pending.append((i, stage_chunk_task.submit(
             *args, job["output_dir"], new_commit_id(), job["run_id"], job["lineage"],
-            job["low_confidence"]) if workers_write else classify_chunk.submit(*args)))
+            job["low_confidence"], job["engine"]) if workers_write
+            else classify_chunk.submit(*args, job["engine"])))
 
     for i in range(min(window, len(chunks))):
         submit(i)

@@ -31,6 +31,7 @@ from flows.settings import get_settings
 from models.registry import Registry
 from tasks.classify.archive import known_archive
 from tasks.classify.discover import Candidate, batch_of, plan_chunks
+from tasks.classify.engine import choose_engine
 from tasks.classify.infer import ChunkResult
 from tasks.classify.ledger import Ledger, OutputLock, new_commit_id
 from tasks.classify.outputs import commit_chunk, lineage
@@ -92,7 +93,7 @@ def rescore_flow(model_version: str | None = None, since: str | None = None,
                  input_dir: str | None = None, output_dir: str | None = None,
                  registry_dir: str | None = None, archive_dir: str | None = None,
                  batch_size: int | None = None, lock_wait_seconds: float = 0,
-                 data_root: str | None = None) -> RescoreSummary:
+                 data_root: str | None = None, engine: str | None = None) -> RescoreSummary:
     """Score classified frames again with ``model_version`` (default: production), selected
     by the day they were classified (``since``/``until``, ``YYYY-MM-DD``), ``batch``, a
     ``path`` glob, the current ``label`` or a ``max_confidence`` of any of their frames; new
@@ -100,7 +101,8 @@ def rescore_flow(model_version: str | None = None, since: str | None = None,
     folder the classify flow used on this output. ``since_days``: the last N days (the
     after-promotion deployment's window), when ``since`` is not given.
     ``lock_wait_seconds``: wait this long for another run holding the output's lock (the
-    deployment waits an hour for the nightly run; the CLI fails at once)."""
+    deployment waits an hour for the nightly run; the CLI fails at once). ``engine``: as the
+    classify flow's (``tasks/classify/engine.py``), chosen once here."""
     t0 = time.perf_counter()
     settings = get_settings(data_root)
     input_dir = absolute(input_dir or settings.incoming_dir)
@@ -108,6 +110,7 @@ def rescore_flow(model_version: str | None = None, since: str | None = None,
     archive_dir = absolute(archive_dir) if archive_dir else None
     registry_dir = absolute(registry_dir or settings.registry_dir)
     entry = Registry(registry_dir).resolve(model_version)
+    engine, _ = choose_engine(entry, engine or settings.engine)
     from prefect.runtime import flow_run
 
     run_id = flow_run.get_id()
@@ -133,7 +136,7 @@ def rescore_flow(model_version: str | None = None, since: str | None = None,
             done = {"files": 0, "frames": 0, "report": dict.fromkeys(REPORTED, 0)}
             if found:
                 done = _score(found, ledger, entry, registry_dir, settings, run_id,
-                              int(batch_size or settings.batch_size))
+                              int(batch_size or settings.batch_size), engine)
             work = time.perf_counter() - t_work
             ledger.fold(min_records=settings.fold_at)
     summary = _summary(entry.version, targets, found, missing, already, done, dry_run,
@@ -191,7 +194,7 @@ def _log_plan(version: str, targets: list[Target], found: list[Target],
 
 
 def _score(found: list[Target], ledger: Ledger, entry: Any, registry: str, settings: Any,
-           run_id: Any, batch_size: int) -> dict[str, Any]:
+           run_id: Any, batch_size: int, engine: str = "auto") -> dict[str, Any]:
     """Steps 3: chunks per folder, the next one scored while this one commits."""
     chunks = [(base, c) for base in dict.fromkeys(t.base for t in found)
               for c in plan_chunks([Candidate(t.rel, batch_of(t.rel), t.size, t.mtime_ns)
@@ -209,7 +212,7 @@ def _score(found: list[Target], ledger: Ledger, entry: Any, registry: str, setti
         base, chunk = chunks[i]
         return classify_chunk.submit(base, Bulk([(c.path, c.size) for c in chunk]), registry,
                                      entry.version, batch_size, settings.max_frames_per_file,
-                                     i, len(chunks), settings.xla)
+                                     i, len(chunks), settings.xla, engine)
 
     pending = submit(0)
     for i, (base, chunk) in enumerate(chunks):

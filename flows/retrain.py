@@ -20,8 +20,10 @@ Orchestration only; the work lives in ``tasks/`` and ``models/``. One run:
 7. ``evaluate-cnn``: temperature on the validation split, test metrics, ECE before/after;
 8. ``challenge-production``: the current production model re-evaluated on the NEW test split
    (and both on the held-out feedback frames);
-9. ``register-model``: save model + metadata + report + confusion PNG, then promote if the
-   gate says so (``tasks/train/gate.py``); artifacts for the UI.
+9. ``export-onnx``: ``model.onnx`` beside the Keras model, checked against it on the test
+   split, or the reason it is left out (``tasks/train/inference_artifact.py``);
+10. ``register-model``: save model + metadata + report + confusion PNG, then promote if the
+    gate says so (``tasks/train/gate.py``); artifacts for the UI.
 
 Tasks are coarse (one per stage) and take ``cache_policy=NO_CACHE``: their inputs are models
 and arrays, which Prefect should neither hash nor persist.
@@ -58,6 +60,7 @@ from tasks.train.choices import check_retrain_options
 from tasks.train.dataset import Scan, Split, features_of, scan_labeled
 from tasks.train.evaluate import classification_metrics, confusion_png, confusion_table
 from tasks.train.gate import gate_verdict
+from tasks.train.inference_artifact import artifact_for, split_check_frames
 from tasks.train.report import RetrainSummary, render_report
 from tasks.train.summary import (
     champion_summary,
@@ -249,9 +252,26 @@ def champion_task(registry_dir: str, scan: Scan, split: Split, max_frames: int,
                                 temperature, augment, seed)
 
 
+@task(name="export-onnx", cache_policy=NO_CACHE)
+def onnx_task(model: Any, scan: Scan, split: Split, max_frames: int
+              ) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The ONNX inference artifact, checked against the model on its test split; a model
+    that does not convert or does not match is registered without it, the reason recorded
+    (``tasks/train/inference_artifact.py``)."""
+    _emit({"stage": "export", "message": "exporting and checking model.onnx"})
+    frames = split_check_frames(scan, split.test, max_frames)
+    files, fields = artifact_for(model, frames, f"test split: {len(frames)} frames")
+    info = fields["onnx"]
+    get_run_logger().info("model.onnx: %s%s", info["status"],
+                          f" ({info['reason']})" if info.get("reason") else "")
+    return files, fields
+
+
 @task(name="register-model", cache_policy=NO_CACHE)
 def register_task(registry_dir: str, model: Any, summary: RetrainSummary, promote: bool,
-                  reason: str, expected_production: Any = ANY) -> dict[str, Any]:
+                  reason: str, expected_production: Any = ANY,
+                  artifact: tuple[dict[str, bytes], dict[str, Any]] | None = None
+                  ) -> dict[str, Any]:
     """Save the version (model, metadata, report, confusion PNG); promote if decided, and
     only if production is still ``expected_production``, the version the gate compared
     against: a rollback or another promotion made during training is never overwritten."""
@@ -261,10 +281,11 @@ def register_task(registry_dir: str, model: Any, summary: RetrainSummary, promot
                             Path(tmp) / "confusion.png",
                             title="CNN confusion matrix (held-out test groups)")
         png_bytes = png.read_bytes()
-    metadata = model_metadata(summary, INPUT_LAYOUT, library_versions(LIBRARIES))
+    files, fields = artifact or ({}, {})
+    metadata = {**model_metadata(summary, INPUT_LAYOUT, library_versions(LIBRARIES)), **fields}
     # The report names the version it will get; register() allocates it, so render after.
     entry = registry.register(model, metadata, report=None,
-                              extra_files={"confusion.png": png_bytes})
+                              extra_files={"confusion.png": png_bytes, **files})
     if promote:
         try:
             registry.set_production(entry.version, reason, action="promote",
@@ -370,7 +391,8 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
     }
     # The gate's verdict holds against the production it compared with (if-better only).
     expected = (champion["version"] if champion else None) if promote == "if-better" else ANY
-    reg = register_task(registry, model, summary, ok, reason, expected)
+    artifact = onnx_task(model, ts.scan, ts.split, max_frames)
+    reg = register_task(registry, model, summary, ok, reason, expected, artifact)
     get_run_logger().info("registered %s (%s): %s", reg["version"], "promoted"
                           if reg["promoted"] else "not promoted", reg["reason"])
     _artifacts(summary, reg["version"])

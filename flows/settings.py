@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,6 +69,9 @@ class Settings(BaseSettings):
                                        # unrenewed (tasks/classify/lease.py)
     # runtime switches
     xla: bool = False                  # XLA-compile the model (POSEBATCH_XLA=1; see infer.py)
+    # the inference engine of classify and rescore: auto (ONNX Runtime when the version has a
+    # verified model.onnx, else Keras), keras or onnx (tasks/classify/engine.py)
+    engine: Literal["auto", "keras", "onnx"] = "auto"
     early_server: bool = True          # start Prefect's server while the CLI imports
     crash_at: str = ""                 # tests only: "recorded:2,batch:5" (tasks/io/faults.py)
 

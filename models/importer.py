@@ -208,8 +208,11 @@ def load_external(path: Path | str) -> tuple[Any, bool]:
 
 
 def import_into_registry(registry: Any, path: Path | str, class_names: list[str],
-                         output: str = "auto", promote: bool = False) -> tuple[Any, bool]:
+                         output: str = "auto", promote: bool = False,
+                         inference: Any = None) -> tuple[Any, bool]:
     """Load, wrap, verify and register an external model; return (entry, promoted).
+    ``inference(model) -> (extra files, metadata fields)``: the inference artifact made at
+    registration (the CLI passes ``tasks.train.inference_artifact``'s ONNX export).
 
     Promoted when asked, or when the registry has no production model yet (a registry with
     one model should be usable by the classification flow right away)."""
@@ -234,7 +237,11 @@ def import_into_registry(registry: Any, path: Path | str, class_names: list[str]
                    "format": "h5" if path.suffix.lower() in (".h5", ".hdf5") else "keras",
                    **facts},
     }
-    entry = registry.register(wrapped, metadata,
+    files: dict[str, bytes] = {}
+    if inference is not None:
+        files, fields = inference(wrapped)
+        metadata.update(fields)
+    entry = registry.register(wrapped, metadata, extra_files=files,
                               report=f"# Imported model\n\nFrom `{path.name}` "
                                      f"(sha256 `{metadata['import']['file_sha256']}`).\n\n"
                                      f"- input adapter: {facts['input_adapter']}\n"

@@ -105,6 +105,11 @@ class ModelEntry:
         known = (self.metadata.get("files") or {}).get(MODEL_FILE)
         return known or file_sha256(self.model_path)
 
+    def read_file(self, name: str) -> bytes | None:
+        """One file of the version (None if it has none), without fetching the rest: e.g.
+        the inference artifact a later ``attach`` added (``models/onnx_artifact.py``)."""
+        return self._store.read_file(self.version, name)
+
 
 def open_store(root: Path | str, cache_dir: Path | None = None) -> RegistryStore:
     """The store for a registry location; a URL scheme without a backend is refused (never

@@ -53,6 +53,10 @@ MoveOpt = Annotated[Path | None, typer.Option(
 WorkersOpt = Annotated[int | None, typer.Option(
     "--workers", min=1, help="Classify on a local Dask cluster of N worker processes "
     "(127.0.0.1, no dashboard; each loads the model once).", show_default=False)]
+EngineOpt = Annotated[str | None, typer.Option(
+    "--engine", help="Inference engine: auto (ONNX Runtime when the version has a verified "
+    "model.onnx, else Keras), keras or onnx [default: auto, POSEBATCH_ENGINE].",
+    show_default=False)]
 DaskOpt = Annotated[str | None, typer.Option(
     "--dask-address", help="Classify on an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 "
     "(its workers must see the input, e.g. on s3://).", show_default=False)]
@@ -82,7 +86,9 @@ def run_classify(params: dict[str, Any], registry: str, version: str, batch_size
     # On Dask the workers load the model (flows/runners); here only when files are to be
     # classified (moving known files or compacting needs no model).
     if not on_dask and idle.needs_model:
-        threading.Thread(target=_preload, args=(registry, version, batch_size, settings.xla),
+        engine = params.get("engine") or settings.engine
+        threading.Thread(target=_preload, args=(registry, version, batch_size, settings.xla,
+                                                engine),
                          name="posebatch-model-load", daemon=True).start()
     from flows.classify import classify_flow
     from flows.runtime.progress import add_file_listener
@@ -161,13 +167,15 @@ def _console_without_tracebacks() -> None:
                 handler.setFormatter(_NoTraceback(handler.formatter or logging.Formatter()))
 
 
-def _preload(registry: str, version: str, batch_size: int, xla: bool = False) -> None:
-    """Import TensorFlow and compile the model while Prefect starts (only when the idle check
-    found files to classify). Errors resurface later, when the flow loads the model itself."""
+def _preload(registry: str, version: str, batch_size: int, xla: bool = False,
+             engine: str = "auto") -> None:
+    """Load the model on its engine (ONNX Runtime, or TensorFlow and a compiled Keras model)
+    while Prefect starts (only when the idle check found files to classify). Errors resurface
+    later, when the flow loads the model itself."""
     try:
         from tasks.classify.infer import load_predictor
 
-        load_predictor(registry, version, batch_size, xla)
+        load_predictor(registry, version, batch_size, xla, engine)
     except Exception:  # noqa: BLE001 - reported by the flow's own load
         pass
 
@@ -197,6 +205,7 @@ def classify(
         "POSEBATCH_CHUNK_FILES].", show_default=False)] = None,
     workers: WorkersOpt = None,
     dask_address: DaskOpt = None,
+    engine: EngineOpt = None,
     data: DataOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -214,14 +223,14 @@ def classify(
         fail(str(exc), as_json)
     settings = setup(data, prefect=True)
     inp, out, reg, version = _locations(settings, input_dir, output_dir, registry_dir,
-                                        model_version, move_processed, as_json)
+                                        model_version, move_processed, as_json, engine)
     bsz = batch_size or settings.batch_size
     params = {"input_dir": inp, "output_dir": out, "registry_dir": reg,
               "model_version": version, "batch_size": bsz, "max_files": max_files,
               "max_bytes": max_bytes,
               "move_processed": str(move_processed) if move_processed else None,
               "quiet_seconds": quiet_seconds, "chunk_files": chunk_files,
-              "data_root": str(settings.data_root)}
+              "data_root": str(settings.data_root), "engine": engine}
     summary = _run_or_fail(params, reg, version, bsz, as_json, spec)
     from tasks.classify.run_summary import format_summary
 
@@ -232,7 +241,8 @@ def classify(
 
 def _locations(settings: Any, input_dir: str | None, output_dir: str | None,
                registry_dir: str | None, model_version: str | None,
-               move_processed: Path | None, as_json: bool) -> tuple[str, str, str, str]:
+               move_processed: Path | None, as_json: bool, engine: str | None = None
+               ) -> tuple[str, str, str, str]:
     """(input, output, registry, model version), checked before any start-up cost: a missing
     folder, an unknown version or a held output lock fails in milliseconds, not after Prefect."""
     from models.registry import Registry, RegistryError
@@ -246,10 +256,13 @@ def _locations(settings: Any, input_dir: str | None, output_dir: str | None,
         fail(f"input folder {inp} does not exist", as_json)
     if move_processed and Location(inp).is_remote:
         fail("--move-processed works on local input folders only", as_json)
+    from tasks.classify.engine import EngineError, choose_engine
+
     try:
         entry = Registry(reg).resolve(model_version)
+        choose_engine(entry, engine or settings.engine)  # --engine onnx on a version without one
         OutputLock(out).probe()  # fail fast, before any start-up cost
-    except (RegistryError, LockHeld) as exc:
+    except (RegistryError, LockHeld, EngineError) as exc:
         fail(str(exc), as_json, code=3 if isinstance(exc, LockHeld) else 2)
     return inp, out, reg, entry.version
 

@@ -1,7 +1,7 @@
-"""Commands: ``posebatch models list|show|promote|rollback|history|import``.
+"""Commands: ``posebatch models list|show|promote|rollback|history|import|export-onnx``.
 
 The registry is plain files (``models/registry.py``); these commands read and switch it.
-Only ``import`` loads Keras (inside the command); the rest stay instant.
+Only ``import`` and ``export-onnx`` load Keras (inside the command); the rest stay instant.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ def _registry(registry: Path | None, data: Path | None) -> Any:
 
 
 def _row(entry: Any, production: str | None) -> dict[str, Any]:
+    from models.onnx_artifact import onnx_info
+
     meta = entry.metadata
     test = (meta.get("metrics") or {}).get("test") or {}
     return {"version": entry.version, "path": entry.uri,
@@ -43,7 +45,8 @@ def _row(entry: Any, production: str | None) -> dict[str, Any]:
             "source": meta.get("source", "retrain"), "classes": len(meta.get("class_names", [])),
             "macro_f1": test.get("macro_f1"), "accuracy": test.get("accuracy"),
             "temperature": meta.get("temperature", 1.0),
-            "data_fingerprint": meta.get("data_fingerprint")}
+            "data_fingerprint": meta.get("data_fingerprint"),
+            "onnx": (onnx_info(entry) or {}).get("status", "none")}
 
 
 def _announce(reg: Any, version: str, previous: str | None, action: str,
@@ -81,6 +84,7 @@ def register(app: typer.Typer) -> None:
     models.command("rollback")(_rollback_cmd)
     models.command("history")(_history_cmd)
     models.command("import")(_import_cmd)
+    models.command("export-onnx")(_export_onnx_cmd)
 
 
 def _list_cmd(registry: RegistryOpt = None, data: DataOpt = None,
@@ -201,17 +205,63 @@ def _import_cmd(path: Annotated[Path, typer.Argument(help="A .keras or legacy .h
 
     before = reg.production_version()
     try:
-        entry, promoted = import_into_registry(reg, path, names, output, promote)
+        entry, promoted = import_into_registry(reg, path, names, output, promote,
+                                               inference=_onnx_for_import)
     except ImportError_ as exc:
         fail(str(exc), as_json)
     event = _announce(reg, entry.version, before, "import", data) if promoted else None
     meta = entry.metadata
     emit({"ok": True, "version": entry.version, "path": entry.uri,
           "promoted": promoted, "production": reg.production_version(), "event": event,
+          "onnx": meta["onnx"]["status"], "onnx_reason": meta["onnx"].get("reason"),
           "input_adapter": meta["import"]["input_adapter"],
           "output_transform": meta["import"]["output_transform"], "output": "logits"},
          as_json,
          f"imported {path.name} as {entry.version} "
          f"(input: {meta['import']['input_adapter']}, "
          f"output: {meta['import']['output_transform']})"
-         + ("; now production" if promoted else ""))
+         + ("; now production" if promoted else "")
+         + f"; model.onnx {meta['onnx']['status']}")  # made at registration: in metadata
+
+
+def _onnx_for_import(model: Any) -> tuple[dict[str, bytes], dict[str, Any]]:
+    from tasks.train.inference_artifact import artifact_for, synthetic_check_frames
+
+    return artifact_for(model, *synthetic_check_frames())
+
+
+def _export_onnx_cmd(
+        version: Annotated[list[str] | None, typer.Option(
+            "--version", help="Only this version (repeatable) [default: every version].",
+            show_default=False)] = None,
+        force: Annotated[bool, typer.Option(
+            "--force", help="Export and check again where a version already has a "
+                            "record (local registries).")] = False,
+        registry: RegistryOpt = None, data: DataOpt = None, as_json: JsonOpt = False) -> None:
+    """Give registered versions their ONNX inference file (model.onnx beside model.keras),
+    checked against the Keras model, and its record (onnx.json); a version that fails keeps
+    running on Keras and the record says why. Versions that have a record are kept unless
+    --force (which a local registry honours; object storage writes a version once)."""
+    from models.registry import RegistryError
+
+    setup(data, prefect=False)
+    reg = _registry(registry, data)
+    try:
+        todo = [reg.get(v).version for v in version] if version else reg.versions()
+    except RegistryError as exc:
+        fail(str(exc), as_json)
+    from tasks.train.inference_artifact import export_version
+
+    rows = []
+    for i, v in enumerate(todo, 1):
+        typer.echo(f"[{i}/{len(todo)}] {v}: exporting and checking model.onnx", err=True)
+        rows.append(export_version(reg, v, force=force))
+    refused = [r for r in rows if r["status"] == "refused"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    lines = [f"{r['version']}: {r['status']}"
+             + (f" ({r['reason'] or 'max abs logit diff ' + _fmt(r['max_abs_logit_diff'])})")
+             for r in rows]
+    emit({"ok": not failed, "versions": rows, "refused": len(refused), "failed": len(failed)},
+         as_json, "\n".join(lines) or "no versions in the registry")
+    if failed:
+        raise typer.Exit(1)

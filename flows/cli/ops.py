@@ -14,6 +14,7 @@ import typer
 from flows.cli.classify import (
     BatchSizeOpt,
     DaskOpt,
+    EngineOpt,
     ModelVersionOpt,
     MoveOpt,
     QuietOpt,
@@ -134,6 +135,7 @@ def watch(
         "--labeled", help="Also watch this labeled folder and emit posebatch.labeled.updated "
         "when it changed and went quiet (needs a Prefect server).", show_default=False,
         parser=local_path)] = None,
+    engine: EngineOpt = None,
     data: DataOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -146,7 +148,7 @@ def watch(
     settings = setup(data, prefect=True)
     params, spec = _watch_params(settings, input_dir, output_dir, registry_dir, model_version,
                                  batch_size, quiet_seconds, move_processed, workers,
-                                 dask_address, as_json)
+                                 dask_address, as_json, engine)
     from flows.runtime.claim import Busy
     from flows.runtime.ephemeral import start_early_server
 
@@ -178,7 +180,8 @@ def _watch_params(settings: Any, input_dir: str | None, output_dir: str | None,
                   registry_dir: str | None, model_version: str | None,
                   batch_size: int | None, quiet_seconds: float | None,
                   move_processed: Path | None, workers: int | None,
-                  dask_address: str | None, as_json: bool) -> tuple[dict[str, Any], Any]:
+                  dask_address: str | None, as_json: bool, engine: str | None = None
+                  ) -> tuple[dict[str, Any], Any]:
     """(classify params, runner spec), checked before the server starts: a missing input,
     a bad runner or an unknown model version fails at once, not at the first batch."""
     from flows.runtime.runners import runner_spec
@@ -194,16 +197,18 @@ def _watch_params(settings: Any, input_dir: str | None, output_dir: str | None,
     except ValueError as exc:
         fail(str(exc), as_json)
     from models.registry import Registry, RegistryError
+    from tasks.classify.engine import EngineError, choose_engine
 
     try:
-        Registry(reg).resolve(model_version)
-    except RegistryError as exc:
+        choose_engine(Registry(reg).resolve(model_version), engine or settings.engine)
+    except (RegistryError, EngineError) as exc:
         fail(str(exc), as_json)
     quiet = settings.quiet_seconds if quiet_seconds is None else quiet_seconds
     params = {"input_dir": inp, "output_dir": out, "registry_dir": reg,
               "model_version": model_version, "batch_size": batch_size or settings.batch_size,
               "quiet_seconds": quiet, "data_root": str(settings.data_root),
-              "move_processed": str(move_processed) if move_processed else None}
+              "move_processed": str(move_processed) if move_processed else None,
+              "engine": engine}
     return params, spec
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli.classify import InputOpt, OutputOpt, RegistryOpt, _str
+from flows.cli.classify import EngineOpt, InputOpt, OutputOpt, RegistryOpt, _str
 from flows.cli.common import DataOpt, JsonOpt, emit, fail, location, setup
 
 
@@ -49,6 +49,7 @@ def rescore(
     archive: Annotated[str | None, typer.Option(
         "--archive", help="Where --move-processed moved the inputs [default: the folder the "
         "output remembers from classify].", show_default=False, parser=location)] = None,
+    engine: EngineOpt = None,
     data: DataOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -60,7 +61,7 @@ def rescore(
     """
     settings = setup(data, prefect=True)
     params = _params(settings, model, since, until, batch, path, label, max_confidence,
-                     dry_run, input_dir, output_dir, registry_dir, archive, as_json)
+                     dry_run, input_dir, output_dir, registry_dir, archive, as_json, engine)
     summary = _run(params, as_json)
     emit(dict(summary), as_json, _human(summary))
 
@@ -69,11 +70,12 @@ def _params(settings: Any, model: str | None, since: str | None, until: str | No
             batch: str | None, path: str | None, label: list[str] | None,
             max_confidence: float | None, dry_run: bool, input_dir: str | None,
             output_dir: str | None, registry_dir: str | None, archive: str | None,
-            as_json: bool) -> dict[str, Any]:
+            as_json: bool, engine: str | None = None) -> dict[str, Any]:
     """The flow's parameters, checked before any start-up cost."""
     from datetime import date
 
     from models.registry import Registry, RegistryError
+    from tasks.classify.engine import EngineError, choose_engine
     from tasks.classify.ledger import LockHeld, OutputLock
 
     for name, day in (("--since", since), ("--until", until)):
@@ -83,16 +85,18 @@ def _params(settings: Any, model: str | None, since: str | None, until: str | No
             fail(f"{name} must be a day YYYY-MM-DD, got {day!r}", as_json)
     reg, out = _str(registry_dir, settings.registry_dir), _str(output_dir, settings.output_dir)
     try:
-        version = Registry(reg).resolve(model).version
+        entry = Registry(reg).resolve(model)
+        version = entry.version
+        choose_engine(entry, engine or settings.engine)
         if not dry_run:
             OutputLock(out).probe()
-    except (RegistryError, LockHeld) as exc:
+    except (RegistryError, LockHeld, EngineError) as exc:
         fail(str(exc), as_json, code=3 if isinstance(exc, LockHeld) else 2)
     return {"model_version": version, "since": since, "until": until, "batch": batch,
             "path": path, "label": label or None, "max_confidence": max_confidence,
             "dry_run": dry_run, "input_dir": _str(input_dir, settings.incoming_dir),
             "output_dir": out, "registry_dir": reg, "archive_dir": archive,
-            "data_root": str(settings.data_root)}
+            "data_root": str(settings.data_root), "engine": engine}
 
 
 def _run(params: dict[str, Any], as_json: bool) -> dict[str, Any]:

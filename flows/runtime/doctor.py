@@ -26,7 +26,7 @@ from tasks.io.storage import absolute
 
 CLASSIFY_FLOW = "classify"
 PACKAGES = ("posebatch", "prefect", "prefect-dask", "dask", "distributed", "tensorflow-cpu",
-            "tensorflow", "keras", "numpy", "pyarrow", "duckdb", "scikit-learn")
+            "tensorflow", "keras", "onnxruntime", "numpy", "pyarrow", "duckdb", "scikit-learn")
 LOW_DISK_BYTES = 1 << 30
 BAD_STATES = ("FAILED", "CRASHED")
 

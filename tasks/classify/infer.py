@@ -7,13 +7,11 @@ picklable arguments (paths, the registry folder and a model version) and returns
 Why it is fast and bounded:
 
 - the model is loaded once per process (``load_predictor``'s cache, keyed by registry,
-  version and batch size), and called through one compiled ``tf.function`` with a fixed
-  input signature ``[batch_size, 17, 64, 48]``: every call reuses one graph; the last batch
-  is padded (its padding rows are dropped). ``predict()`` would rebuild its loop per call.
-  The batch buffer is handed to TensorFlow without a copy (DLPack, on a 64-byte aligned
-  buffer): converting 53 MB of frames per call, and faulting in fresh memory for it, cost
-  more CPU than anything but the convolutions themselves.
-  One call runs at a time per process (TensorFlow already spreads one call over all
+  version, batch size and engine) behind one engine (``tasks.classify.engine``): ONNX
+  Runtime on the version's verified ``model.onnx`` (no TensorFlow in the process), or the
+  Keras model in one compiled call (``tasks.classify.keras_engine``). Frames stream through
+  one reused, 64-byte aligned batch buffer that either engine reads in place.
+  One call runs at a time per process (either engine already spreads one call over all
   cores): chunks classified side by side on threads (e.g. a Dask worker with several
   threads) take turns on the model, one reading while the other computes, instead of
   both computing at half speed with twice the working memory.
@@ -26,9 +24,6 @@ Why it is fast and bounded:
   decoded from memory (``tasks.io.validate.read_untrusted``: the header parse cached by its
   bytes, one min/max pass for range, finiteness and warnings; the frames are a view on
   the buffer), then copied once, into the batch.
-- the network's stem is run pool-first (``pool_before_transpose``): the same numbers as
-  the saved graph, without moving every batch to channels-last at full size. TensorFlow's
-  thread pools are sized to the cores this process may use (``configure_threads``).
 - ``ChunkResult.seconds`` says where a chunk's time went on the consuming thread:
   ``read_wait`` (waiting for the readers), ``copy`` (into the batch), ``compute`` (the
   model), ``ood`` (out-of-distribution checks), ``load`` and ``total``.
@@ -36,7 +31,6 @@ Why it is fast and bounded:
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -50,6 +44,13 @@ import numpy as np
 from models.keypoints import decode
 from models.ood import ood_codes
 from models.spec import HEATMAP_SHAPE
+from tasks.classify.engine import (
+    Engine,
+    aligned_zeros,
+    choose_engine,
+    open_engine,
+    probabilities,
+)
 from tasks.io.faults import crash_point
 from tasks.io.storage import Location, absolute
 from tasks.io.validate import Rejected, read_untrusted
@@ -86,187 +87,71 @@ class ChunkResult:
     class_names: list[str]
     model_version: str
     batches: int = 0
+    engine: str = ""                  # which engine computed the probabilities
     seconds: dict[str, float] = field(default_factory=dict)
     input_stats: InputStats = field(default_factory=InputStats)  # for the run's monitoring
 
 
 @dataclass
 class Predictor:
-    """A loaded model behind one compiled call: ``probabilities = softmax(logits / T)``."""
+    """A version's model behind one engine (``tasks.classify.engine``):
+    ``probabilities = softmax(logits / T)``, the same NumPy softmax for every engine."""
 
     version: str
     class_names: list[str]
     temperature: float
     batch_size: int
-    fn: Any
-    from_dlpack: Any = None
+    engine: Engine
     ood: dict[str, Any] | None = None  # the model's out-of-distribution reference (metadata)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities for a full batch. The call is synchronous: once it returns, the
-        caller may overwrite ``batch`` (which TensorFlow may have read in place)."""
-        x: Any = batch
-        if self.from_dlpack is not None and is_aligned(batch):
-            x = self.from_dlpack(batch.__dlpack__())
+    def __call__(self, batch: np.ndarray, n: int | None = None) -> np.ndarray:
+        """Probabilities of the first ``n`` rows (default all) of a full batch buffer. The
+        call is synchronous: once it returns, the caller may overwrite ``batch``."""
+        n = len(batch) if n is None else n
         with self.lock:  # one model call at a time per process: see the module docstring
-            return np.asarray(self.fn(x), dtype=np.float32)
+            logits = self.engine.logits(batch, n)
+        return probabilities(logits, self.temperature)
 
 
-ALIGN = 64  # TensorFlow's CPU kernels require (and check) 64-byte aligned tensor memory
-
-
-def is_aligned(arr: np.ndarray) -> bool:
-    return (arr.dtype == np.float32 and arr.flags.c_contiguous
-            and arr.ctypes.data % ALIGN == 0)
-
-
-def aligned_zeros(shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
-    """Zeros whose data starts on an ``ALIGN``-byte boundary (NumPy only promises 16)."""
-    dtype = np.dtype(dtype)
-    n = int(np.prod(shape)) * dtype.itemsize
-    raw = np.zeros(n + ALIGN, np.uint8)
-    start = -raw.ctypes.data % ALIGN
-    return raw[start:start + n].view(dtype).reshape(shape)
-
-
-_PREDICTORS: dict[tuple[str, str, int, bool], Predictor] = {}
+_PREDICTORS: dict[tuple[str, str, int, bool, str], Predictor] = {}
 _PREDICTOR_LOCK = threading.Lock()
 
 
 def load_predictor(registry_dir: str, model_version: str, batch_size: int = 256,
-                   jit_compile: bool = False) -> Predictor:
-    """The process-wide predictor for a registry version (loaded and compiled on first use).
+                   jit_compile: bool = False, engine: str = "auto") -> Predictor:
+    """The process-wide predictor for a registry version on an engine (``keras`` or
+    ``onnx``, as ``tasks.classify.engine.choose_engine`` decided; ``auto`` decides here),
+    loaded on first use. ``jit_compile``: XLA, Keras engine only."""
+    root = absolute(registry_dir)  # a local folder made absolute, or an s3:// URL as it is
+    if engine == "auto":
+        from models.registry import Registry
 
-    ``jit_compile``: XLA (the settings' ``xla``, ``POSEBATCH_XLA=1``). Measured on the
-    2-core machine with the deployed network, XLA ran a batch on one core where TensorFlow's
-    own kernels use both, cost about 15% more CPU per batch and half a second more to
-    compile: off is the better default; try it on other hardware.
-    """
-    key = (absolute(registry_dir), model_version, int(batch_size), bool(jit_compile))
+        engine, _ = choose_engine(Registry(root).get(model_version), engine)
+    key = (root, model_version, int(batch_size), bool(jit_compile) and engine == "keras",
+           engine)
     with _PREDICTOR_LOCK:
         if key not in _PREDICTORS:
-            _PREDICTORS[key] = _build_predictor(key[0], model_version, int(batch_size),
-                                                jit_compile)
+            _PREDICTORS[key] = _build_predictor(root, model_version, int(batch_size),
+                                                key[3], engine)
         return _PREDICTORS[key]
 
 
 def _build_predictor(registry_dir: str, version: str, batch_size: int,
-                     jit_compile: bool) -> Predictor:
-    import tensorflow as tf
+                     jit_compile: bool, engine: str = "keras") -> Predictor:
+    from models.registry import Registry
 
-    from models.registry import Registry, load_model
-
-    configure_threads(tf)
     entry = Registry(registry_dir).get(version)
-    model = load_model(entry)
     names = entry.class_names
     temperature = float(entry.temperature)
     if temperature <= 0:
         raise ValueError(f"model {version}: temperature must be > 0, got {temperature}")
-    width = int(model.outputs[0].shape[-1])
-    if width != len(names):
-        raise ValueError(f"model {version} outputs {width} logits but its metadata lists "
-                         f"{len(names)} class names")
-
-    def compiled(net: Any) -> Any:
-        @tf.function(input_signature=[tf.TensorSpec([batch_size, *HEATMAP_SHAPE], tf.float32)],
-                     jit_compile=jit_compile, reduce_retracing=False)
-        def probabilities(x: Any) -> Any:
-            return tf.nn.softmax(net(x, training=False) / temperature, axis=-1)
-
-        return probabilities
-
-    net = model
-    fast = pool_before_transpose(model)
-    if fast is not None:  # the same numbers, checked eagerly on a few frames, or the saved graph
-        probe = np.random.default_rng(0).random((4, *HEATMAP_SHAPE), np.float32)
-        if np.allclose(np.asarray(fast(probe, training=False)),
-                       np.asarray(model(probe, training=False)), rtol=0, atol=1e-5):
-            net = fast
-    probabilities = compiled(net)
-    probabilities(np.zeros((batch_size, *HEATMAP_SHAPE), np.float32))  # trace now, once
-    return Predictor(version, names, temperature, batch_size, probabilities,
-                     from_dlpack=_dlpack_importer(), ood=entry.metadata.get("ood"))
-
-
-def configure_threads(tf: Any) -> None:
-    """TensorFlow's thread pools, set on purpose before its runtime starts: one op runs on
-    every core this process may use, at most two ops at once (the network is a chain with
-    one side branch). TensorFlow's own default counts the machine's cores, which in a
-    container limited to a few of them oversubscribes it. Too late once TensorFlow has run
-    an op: then unchanged. (No knob: on the 2-core machine no setting measured better.)"""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    intra, inter = cores or 1, 2
-    try:
-        if tf.config.threading.get_intra_op_parallelism_threads() != intra:
-            tf.config.threading.set_intra_op_parallelism_threads(intra)
-        if tf.config.threading.get_inter_op_parallelism_threads() != inter:
-            tf.config.threading.set_inter_op_parallelism_threads(inter)
-    except RuntimeError:  # already initialised (e.g. training ran in this process)
-        pass
-
-
-def pool_before_transpose(model: Any) -> Any:
-    """An inference twin of ``model`` (shared weights) that max-pools the heatmaps in their
-    stored layout before moving the channels last, or None when the model has no such stem.
-
-    The deployed network (``models.network``) transposes the whole ``[B,17,64,48]`` batch
-    to channels-last and then 2x2 max-pools it: the transpose moves 53 MB per batch of 256.
-    Pooling first (oneDNN pools channels-first on CPU) and transposing the quarter-size
-    result gives identical numbers (a maximum is a maximum) for about 5 % less CPU per
-    batch. Only for a ``to_channels_last`` Permute((2, 3, 1)) feeding nothing but a
-    ``stem_pool`` 2x2/2 valid max-pool; the saved model itself is untouched."""
-    import keras
-    import tensorflow as tf
-
-    try:
-        perm, pool = model.get_layer("to_channels_last"), model.get_layer("stem_pool")
-        stem = (isinstance(perm, keras.layers.Permute) and tuple(perm.dims) == (2, 3, 1)
-                and isinstance(pool, keras.layers.MaxPooling2D)
-                and tuple(pool.pool_size) == (2, 2) and tuple(pool.strides) == (2, 2)
-                and pool.padding == "valid" and pool.data_format == "channels_last"
-                and len(perm._outbound_nodes) == 1 and pool.input is perm.output)
-    except (ValueError, AttributeError):
-        return None
-    if not stem:
-        return None
-
-    class PoolThenTranspose(keras.layers.Layer):
-        def call(self, x: Any) -> Any:
-            pooled = tf.nn.max_pool2d(x, 2, 2, "VALID", data_format="NCHW")
-            return tf.transpose(pooled, [0, 2, 3, 1])
-
-    class Same(keras.layers.Layer):
-        def call(self, x: Any) -> Any:
-            return x
-
-    def swap(layer: Any) -> Any:
-        if layer is perm:
-            return PoolThenTranspose(name="pool_then_transpose")
-        return Same(name="pooled") if layer is pool else layer  # others: shared weights
-
-    try:
-        return keras.models.clone_model(model, clone_function=swap)
-    except Exception:  # noqa: BLE001 - any surprise: the saved graph as it is
-        return None
-
-
-def _dlpack_importer() -> Any:
-    """TensorFlow's zero-copy import of a NumPy buffer, if this build has it (else None)."""
-    import tensorflow as tf
-
-    fn = getattr(getattr(tf.experimental, "dlpack", None), "from_dlpack", None)
-    if fn is None or not hasattr(np.ndarray, "__dlpack__"):
-        return None
-    try:
-        probe = aligned_zeros((2, 3))
-        probe[1, 2] = 7.0
-        if float(fn(probe.__dlpack__())[1, 2]) != 7.0:
-            return None
-    except Exception:  # noqa: BLE001 - any failure: copy as before
-        return None
-    return fn
+    backend = open_engine(entry, engine, batch_size, jit_compile)
+    if backend.width != len(names):
+        raise ValueError(f"model {version} outputs {backend.width} logits but its metadata "
+                         f"lists {len(names)} class names")
+    return Predictor(version, names, temperature, batch_size, backend,
+                     ood=entry.metadata.get("ood"))
 
 
 def read_input(loc: Location, rel: str, max_frames: int) -> tuple[FileOutcome, np.ndarray | None]:
@@ -323,14 +208,14 @@ def classify_files(input_dir: str, files: list[tuple[str, int]], registry_dir: s
                    model_version: str, batch_size: int = 256, max_frames: int = 4096,
                    io_threads: int = 2, readahead_mb: int = 64,
                    on_batch: BatchCallback | None = None,
-                   jit_compile: bool = False) -> ChunkResult:
+                   jit_compile: bool = False, engine: str = "auto") -> ChunkResult:
     """Classify ``files`` (relative path, size) of ``input_dir`` with a registry model.
 
     Bad files come back as rejected outcomes (never an exception); frames of good files come
     back with their probabilities. ``on_batch`` gets a small dict after every model batch.
     """
     t_start = time.perf_counter()
-    pred = load_predictor(registry_dir, model_version, batch_size, jit_compile)
+    pred = load_predictor(registry_dir, model_version, batch_size, jit_compile, engine)
     t_loaded = time.perf_counter()
     loc = Location(input_dir)
     bsz = pred.batch_size
@@ -352,7 +237,7 @@ def classify_files(input_dir: str, files: list[tuple[str, int]], registry_dir: s
     def flush() -> None:
         nonlocal fill, batches
         t0 = time.perf_counter()
-        p = pred(buf)[:fill]
+        p = pred(buf, fill)
         t1 = time.perf_counter()
         stage["compute"] += t1 - t0
         # Out-of-distribution codes join the frame's warnings, and the monitoring statistics
@@ -406,6 +291,7 @@ def classify_files(input_dir: str, files: list[tuple[str, int]], registry_dir: s
         frame_index=np.concatenate(frame_idx) if frame_idx else np.zeros(0, np.int32),
         probabilities=np.concatenate(probs) if probs else np.zeros((0, width), np.float32),
         class_names=list(pred.class_names), model_version=pred.version, batches=batches,
+        engine=pred.engine.name,
         seconds={"load": t_loaded - t_start, **stage, "total": total},
         input_stats=stats,
     )

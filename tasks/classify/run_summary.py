@@ -29,6 +29,8 @@ class RunSummary(TypedDict):
     input_dir: str
     output_dir: str
     model_version: str
+    engine: NotRequired[str]      # keras or onnx (tasks/classify/engine.py), and why
+    engine_reason: NotRequired[str]
     files_seen: int
     not_ready: int                # in batches still incomplete
     batches_waiting: list[str]
@@ -132,6 +134,7 @@ def summary_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The run summary as metric/value rows (the table artifact and the CLI print the same)."""
     rows = [
         ("model version", summary["model_version"]),
+        ("engine", f"{summary.get('engine', '')} ({summary.get('engine_reason', '')})"),
         ("files seen", summary["files_seen"]),
         ("files in incomplete batches", summary["not_ready"]),
         ("files already processed", summary["already_processed"]),

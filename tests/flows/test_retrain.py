@@ -61,6 +61,12 @@ def test_retrain_registers_promotes_and_classify_uses_it(prefect_server, root: P
     assert meta["split"]["method"] == "group"
     sides = meta["split"]["groups"]
     assert not set(sides["train"]) & set(sides["test"])
+    # The ONNX inference file, checked on the test split (tasks/train/inference_artifact.py).
+    onnx = meta["onnx"]
+    assert onnx["status"] == "verified" and (entry.path / "model.onnx").is_file(), onnx
+    assert onnx["check"]["checked_on"].startswith("test split")
+    assert onnx["check"]["frames"] == meta["split"]["frames"]["test"]
+    assert onnx["check"]["argmax_agreement"] == 1.0
     # The drift report's reference: training-split frames per class, every class listed.
     dist = meta["class_distribution"]
     assert list(dist) == class_names() and all(v > 0 for v in dist.values())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -84,3 +86,22 @@ def test_canonical_model_saves_loads_and_agrees(tmp_path) -> None:
     np.testing.assert_allclose(predict_logits(again, x), predict_logits(model, x), atol=1e-5)
     with pytest.raises(ValueError, match="input_mode"):
         build_cnn(5, input_mode="blurred")
+
+
+def test_inference_pools_before_the_transpose_with_the_same_numbers(registry_dir: Path):
+    """The inference twin (pool in the stored layout, then channels last) gives the saved
+    model's logits; a network without that stem gets no twin."""
+    from models.network import build_cnn, pool_before_transpose
+    from models.registry import Registry, load_model
+
+    model = load_model(Registry(registry_dir).resolve())
+    twin = pool_before_transpose(model)
+    assert twin is not None
+    from tests.support.classify_support import good_frames
+
+    x = good_frames(6, seed=4)
+    np.testing.assert_allclose(np.asarray(twin(x, training=False)),
+                               np.asarray(model(x, training=False)), rtol=0, atol=1e-6)
+    assert "pool_then_transpose" in [layer.name for layer in twin.layers]
+    assert pool_before_transpose(build_cnn(17, filters=(4,), dense=8, stem_pool=False,
+                                           keypoints=0, compile=False)) is None

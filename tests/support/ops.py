@@ -227,3 +227,11 @@ def wait_for(fn, timeout: float, step: float = 1.0):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(step)
+
+
+def modules_loaded(names: tuple[str, ...] = ("tensorflow", "keras", "onnxruntime")
+                   ) -> dict[str, bool]:
+    """Which of these modules this process has imported (run in Dask workers)."""
+    import sys
+
+    return {name: name in sys.modules for name in names}

@@ -254,3 +254,22 @@ def test_a_run_with_nothing_new_starts_neither_prefect_nor_tensorflow(
     assert second["ok"] and second["flow_run_id"] is None        # no flow run: nothing to do
     assert (second["already_processed"], second["new"]) == (4, 0)
     assert second["tensorflow_imported"] is False
+
+
+def test_an_engine_the_version_cannot_run_is_refused_in_one_line(registry_dir: Path,
+                                                                tmp_path: Path):
+    """--engine onnx on a version without a verified model.onnx (the shared registry's) and
+    an unknown engine fail before any start-up cost, exit 2, never run on Keras instead."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    (tmp_path / "in").mkdir()
+    base = ["classify", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+            "--registry", str(registry_dir), "--data", str(tmp_path), "--json"]
+    for engine, words in (("onnx", "cannot run on onnx: no ONNX file recorded"),
+                          ("tflite", "unknown engine 'tflite'")):
+        res = CliRunner().invoke(app, [*base, "--engine", engine])
+        assert res.exit_code == 2 and words in res.output, res.output
+        assert json.loads(res.stdout.strip().splitlines()[-1])["ok"] is False
+    assert not (tmp_path / "out").exists()

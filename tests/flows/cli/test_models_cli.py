@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from models.calibration import softmax
+from models.onnx_artifact import onnx_info
 from models.registry import Registry, load_model
 from models.spec import class_names
 from tasks.synth.generate import synth_frames
@@ -87,6 +88,7 @@ def test_import_reference_h5_then_use_it(tmp_path: Path) -> None:
     code, out, _ = run("import", str(path), *reg)
     assert code == 0 and out["promoted"] and out["production"] == out["version"]  # first one
     assert out["input_adapter"] == "singleton_axis_squeezed" and out["output"] == "logits"
+    assert out["onnx"] == "verified", out          # checked on generated frames at import
 
     model = load_model(Registry(tmp_path / "registry").resolve())
     frames = synth_frames(class_names()[:4], seed=1)
@@ -105,3 +107,26 @@ def test_import_reference_h5_then_use_it(tmp_path: Path) -> None:
     (tmp_path / "junk.h5").write_bytes(b"not a model")
     code, out, _ = run("import", str(tmp_path / "junk.h5"), *reg)
     assert code == 2 and out["error"].startswith("cannot load junk.h5")
+
+
+def test_export_onnx_migrates_every_version_once(registry: Path) -> None:
+    """The one-command migration: each version gets a verified model.onnx; a second run
+    keeps them; --force redoes one; an unknown version is refused in one line."""
+    reg = ["--registry", str(registry)]
+    code, out, err = run("export-onnx", *reg)
+    assert code == 0 and out["refused"] == 0, out
+    assert [(v["version"], v["status"]) for v in out["versions"]] == [
+        ("v0001", "verified"), ("v0002", "verified"), ("v0003", "verified")]
+    assert "[3/3] v0003" in err                      # progress, one line a version
+    entry = Registry(registry).get("v0002")
+    record = onnx_info(entry)                        # onnx.json: metadata is written once
+    assert record["check"]["checked_on"].startswith("synthetic") and "onnx" not in entry.metadata
+    assert (entry.path / "model.onnx").is_file()
+    code, out, _ = run("export-onnx", *reg)
+    assert {v["status"] for v in out["versions"]} == {"kept"}
+    code, out, _ = run("export-onnx", "--version", "v0002", "--force", *reg)
+    assert [(v["version"], v["status"]) for v in out["versions"]] == [("v0002", "verified")]
+    code, out, _ = run("list", *reg)
+    assert {v["onnx"] for v in out["versions"]} == {"verified"}
+    code, out, _ = run("export-onnx", "--version", "v0009", *reg)
+    assert code == 2 and "no model version 'v0009'" in out["error"]

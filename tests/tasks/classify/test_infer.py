@@ -140,21 +140,3 @@ def test_prefetch_keeps_order_and_bounds_what_is_in_flight():
     assert max(ahead) <= 3 and max(ahead) >= 2
     with pytest.raises(StopIteration):
         next(prefetch([], work, threads=2, budget_bytes=10))
-
-
-def test_inference_pools_before_the_transpose_with_the_same_numbers(registry_dir: Path):
-    """The inference twin (pool in the stored layout, then channels last) gives the saved
-    model's logits; a network without that stem gets no twin."""
-    from models.network import build_cnn
-    from models.registry import Registry, load_model
-    from tasks.classify.infer import pool_before_transpose
-
-    model = load_model(Registry(registry_dir).resolve())
-    twin = pool_before_transpose(model)
-    assert twin is not None
-    x = good_frames(6, seed=4)
-    np.testing.assert_allclose(np.asarray(twin(x, training=False)),
-                               np.asarray(model(x, training=False)), rtol=0, atol=1e-6)
-    assert "pool_then_transpose" in [layer.name for layer in twin.layers]
-    assert pool_before_transpose(build_cnn(17, filters=(4,), dense=8, stem_pool=False,
-                                           keypoints=0, compile=False)) is None
