@@ -6,13 +6,14 @@ one fold), and cleanlab's ``find_label_issues`` (confident learning, Northcutt e
 NumPy API: the Keras wrapper is gone) flags the files whose given label the out-of-sample
 probabilities contradict more than each class's own noise rate allows.
 
-Why the keypoint models: k folds of the CNN cost k trainings; logistic regression and
-gradient boosting on decoded keypoints cost seconds. ``auto`` keeps whichever of the two,
-or their mean (``ensemble``), gives the given labels the lowest out-of-sample log loss,
-since the flags are only as good as the probabilities: measured on generator folders
-with 5 % of labels flipped (bench/bench_labeling.py), the mean flags with about twice the
-precision of either model alone at the same recall. A file's probabilities are the mean
-over its frames.
+Why not the CNN k times: k folds of the CNN cost k trainings. Logistic regression and
+gradient boosting on decoded keypoints cost seconds, and so does logistic regression on the
+production CNN's embedding (``cnn``). ``auto`` keeps whichever of these, or the keypoint
+models' mean (``ensemble``), gives the given labels the lowest out-of-sample log loss,
+since the flags are only as good as the probabilities. bench/bench_labeling.py measures it
+(README, "The labeling loop"): precise on a folder the models read well, and flagging many
+hard but correct frames on one they read poorly. A file's probabilities are the mean over
+its frames.
 """
 
 from __future__ import annotations
