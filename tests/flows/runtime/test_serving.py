@@ -186,7 +186,9 @@ def test_serve_one_server_ctrl_c_and_kill(tmp_path: Path, registry_dir: Path):
         (server,) = again.servers()
         os.kill(again.pid, signal.SIGKILL)        # no handler, no cleanup of its own runs
         assert wait_until(lambda: not alive(server), STOP_WITHIN), "orphaned Prefect server"
-        assert servers_using(home) == [] and holder(home) is None
+        assert servers_using(home) == []
+        # the lock goes with the last process holding it (a loaded machine reaps slowly)
+        assert wait_until(lambda: holder(home) is None, STOP_WITHIN), holder(home)
     finally:
         for cmd in started:
             cmd.kill()
