@@ -56,4 +56,12 @@ def test_models_commands_and_a_classification_on_an_s3_registry(
     rows = ds.dataset(tmp_path / "out" / "predictions", partitioning="hive").to_table()
     sha = Registry(reg).get("v0001").metadata["files"]["model.keras"]
     assert set(rows.column("model_sha256").to_pylist()) == {sha}
+    # the engine's file came from the bucket: ONNX read and hash-checked (``auto`` picks it
+    # for a version with a verified model.onnx), or the Keras file through the local cache
+    assert summary["engine"] in ("onnx", "keras"), summary
+    if summary["engine"] == "keras":
+        assert list((tmp_path / "worker-cache").rglob("model.keras"))
+    summary = classify_flow(input_dir=str(inp), output_dir=str(tmp_path / "out2"),
+                            registry_dir=reg, batch_size=8, quiet_seconds=0, engine="keras")
+    assert summary["classified"] == 4
     assert list((tmp_path / "worker-cache").rglob("model.keras"))

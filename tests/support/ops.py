@@ -149,7 +149,17 @@ def moto_s3(bucket: str = "poses"):
                 Bucket=bucket)
             yield env["AWS_ENDPOINT_URL"]
     finally:
+        _reset_moto(env["AWS_ENDPOINT_URL"])
         server.stop()
+
+
+def _reset_moto(endpoint: str) -> None:
+    """Empty moto's in-memory backends: they are per process, not per server, so a bucket
+    left here would reappear, with its objects, in the next server's bucket of that name."""
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset",
+                                                  method="POST"), timeout=10).close()
 
 
 def upload_tree(folder: Path, uri: str) -> list[str]:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from models.spec import class_names
 from tests.support.adapt_support import commit_files, write_inputs
-from tests.support.ops import moto_s3, upload_tree
+from tests.support.ops import upload_tree
 
 NAMES = class_names()
 FILES = {"b1/a.npy": 4, "b1/b.npy": 3, "b2/c.npy": 4, "b3/e.npy": 5}
@@ -103,19 +103,18 @@ def test_audit_reports_suspects_with_pictures(small_data: Path, tmp_path: Path):
     assert len(list((tmp_path / "audit" / "images").glob("*.png"))) == got["flagged"]
 
 
-def test_suggest_and_import_on_an_output_in_object_storage(site: Path):
-    with moto_s3("poses"):
-        upload_tree(site / "incoming", "s3://poses/in")
-        upload_tree(site / "output", "s3://poses/out")
-        loc = ["--data", str(site), "--input", "s3://poses/in", "--output", "s3://poses/out"]
-        res = invoke("suggest", *loc, "--n", "5", "--to", str(site / "sheet"), "--json")
-        assert res.exit_code == 0, res.output
-        got = last_json(res)
-        assert got["picked"] == 5 and got["pool_files"]["found"] == 4
-        fill_csv(got["csv"])
-        res = invoke("import", got["csv"], *loc, "--json")
-        assert res.exit_code == 0, res.output
-        assert last_json(res)["matched_frames"] == 5
-        nxt = last_json(invoke("suggest", *loc, "--n", "50", "--to", str(site / "s2"),
-                               "--json"))
-        assert nxt["already_labeled"] == 5
+def test_suggest_and_import_on_an_output_in_object_storage(site: Path, s3_bucket: str):
+    upload_tree(site / "incoming", f"s3://{s3_bucket}/in")
+    upload_tree(site / "output", f"s3://{s3_bucket}/out")
+    loc = ["--data", str(site), "--input", f"s3://{s3_bucket}/in", "--output",
+           f"s3://{s3_bucket}/out"]
+    res = invoke("suggest", *loc, "--n", "5", "--to", str(site / "sheet"), "--json")
+    assert res.exit_code == 0, res.output
+    got = last_json(res)
+    assert got["picked"] == 5 and got["pool_files"]["found"] == 4
+    fill_csv(got["csv"])
+    res = invoke("import", got["csv"], *loc, "--json")
+    assert res.exit_code == 0, res.output
+    assert last_json(res)["matched_frames"] == 5
+    nxt = last_json(invoke("suggest", *loc, "--n", "50", "--to", str(site / "s2"), "--json"))
+    assert nxt["already_labeled"] == 5
