@@ -153,7 +153,7 @@ def import_(
     frames whose content changed are counted and named, never guessed."""
     from models.spec import class_names
     from tasks.label.intake import import_labels, materialise_feedback
-    from tasks.label.sheet import LabelsError, read_labels
+    from tasks.label.sheet import read_labels
     from tasks.monitor.feedback import PREDICTION_COLUMNS
     from tasks.read.query import QueryError, read_predictions
 
@@ -164,7 +164,7 @@ def import_(
         labels = read_labels(labels_file)
         preds = read_predictions(out, columns=PREDICTION_COLUMNS)
     except (OSError, ValueError, QueryError) as exc:
-        fail(str(exc) if not isinstance(exc, LabelsError) else f"{exc}", as_json)
+        fail(str(exc), as_json)   # LabelsError, a missing file, a bad output: one line
     if labels.num_rows == 0:
         fail(f"{labels_file}: no row has a label yet", as_json, code=1)
     result = {"ok": True, "labels_file": str(labels_file), "output": out,

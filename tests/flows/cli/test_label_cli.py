@@ -57,6 +57,13 @@ def test_help_and_refusals(site: Path):
     assert len(res.stderr.strip().splitlines()) == 1
     res = invoke("suggest", "--data", str(site), "--strategy", "loudest")
     assert res.exit_code == 2 and "--strategy loudest" in res.stderr
+    (site / "bad.csv").write_text("a,b\n1,2\n")
+    res = invoke("import", str(site / "bad.csv"), "--data", str(site))
+    assert res.exit_code == 2 and "needs the columns" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    (site / "bad.json").write_text('[{"data": {"image": "x.png"}}]')
+    res = invoke("import", str(site / "bad.json"), "--data", str(site))
+    assert res.exit_code == 2 and "not a task that label suggest wrote" in res.stderr
     res = invoke("audit", "--labeled", "s3://poses/labeled")
     assert res.exit_code == 2 and "only a local folder" in res.stderr
 
