@@ -41,16 +41,6 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="label")
 
 
-def _local(option: str, value: str | Path) -> Path:
-    """A folder option that must be local: a URL is refused, never made a local path
-    (the options' parser, ``common.local_path``, already refuses one given on the command
-    line; this also covers the defaults)."""
-    value = str(value)
-    if "://" in value:
-        raise ValueError(f"{option} {value}: only a local folder is supported here")
-    return Path(value)
-
-
 def _say(message: str) -> None:
     """Progress and notes go to stderr, so stdout stays the result (and --json clean)."""
     typer.echo(message, err=True)
@@ -112,7 +102,7 @@ def suggest(
     inp = _str(input_dir, settings.incoming_dir)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     try:
-        folder = _local("--to", to or str(settings.data_root / "labeling" / stamp))
+        folder = Path(to or settings.data_root / "labeling" / stamp)
         preds = read_predictions(out, since=since, batches=batch, columns=COLUMNS)
     except (ValueError, QueryError) as exc:
         fail(str(exc), as_json)
@@ -160,7 +150,7 @@ def import_(
     settings = setup(data)
     out = _str(output_dir, settings.output_dir)
     try:
-        target = _local("--labeled", labeled or str(settings.labeled_dir))
+        target = Path(labeled or settings.labeled_dir)
         labels = read_labels(labels_file)
         preds = read_predictions(out, columns=PREDICTION_COLUMNS)
     except (OSError, ValueError, QueryError) as exc:
@@ -228,8 +218,8 @@ def audit(
     settings = setup(data)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     try:
-        root = _local("--labeled", labeled or str(settings.labeled_dir))
-        folder = _local("--to", to or str(settings.data_root / "label-audit" / stamp))
+        root = Path(labeled or settings.labeled_dir)
+        folder = Path(to or settings.data_root / "label-audit" / stamp)
         scan = scan_labeled(root, "subject", settings.max_frames_per_file,
                             progress=_progress("scanning"))
         model = production_model(registry or str(settings.registry_dir)) \
