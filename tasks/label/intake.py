@@ -51,11 +51,9 @@ def materialise_feedback(output_dir: str, input_dir: str, labeled_dir: Path,
     changed or that left the store. Returns the counts and the files it could not read."""
     from tasks.adapt.sources import materialise
     from tasks.classify.discover import batch_of
-    from tasks.label.pool import frames_of
+    from tasks.label.pool import frames_of, of_classes
 
-    fb = read_feedback(output_dir)
-    fb = fb.filter(pa.array([t in class_names for t in fb["true_label"].to_pylist()],
-                            pa.bool_()))
+    fb = of_classes(read_feedback(output_dir), class_names)
     want = {}
     for p, f, s, t in zip(*(fb[c].to_pylist() for c in ("source_path", "frame_index",
                                                         "content_sha256", "true_label")),

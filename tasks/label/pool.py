@@ -47,9 +47,20 @@ class Pool:
 
 def labeled_keys(output_dir: str) -> set[tuple[str, int, str]]:
     """(source_path, frame_index, content_sha256) of every frame with a recorded label."""
-    fb = read_feedback(output_dir)
-    return set(zip(*(fb[c].to_pylist() for c in ("source_path", "frame_index",
-                                                  "content_sha256")), strict=True))
+    return keys_of(read_feedback(output_dir))
+
+
+def keys_of(feedback: pa.Table) -> set[tuple[str, int, str]]:
+    """The frame keys of a feedback table (``tasks.monitor.feedback.read_feedback``)."""
+    return set(zip(*(feedback[c].to_pylist() for c in ("source_path", "frame_index",
+                                                        "content_sha256")), strict=True))
+
+
+def of_classes(feedback: pa.Table, class_names: Sequence[str]) -> pa.Table:
+    """The labels that name one of ``class_names`` (others are counted where imported)."""
+    known = set(class_names)
+    return feedback.filter(pa.array([t in known for t in feedback["true_label"].to_pylist()],
+                                    pa.bool_()))
 
 
 def unlabeled(preds: pa.Table, labeled: set[tuple[str, int, str]]) -> pa.Table:
@@ -59,12 +70,14 @@ def unlabeled(preds: pa.Table, labeled: set[tuple[str, int, str]]) -> pa.Table:
     return preds.filter(pa.array([k not in labeled for k in keys], pa.bool_()))
 
 
-def build_pool(preds: pa.Table, output_dir: str, input_dir: str, *, size: int = 5000,
-               seed: int = 0, archive: str | None = None, max_frames_per_file: int = 4096,
+def build_pool(preds: pa.Table, labeled: set[tuple[str, int, str]], output_dir: str,
+               input_dir: str, *, size: int = 5000, seed: int = 0, archive: str | None = None,
+               max_frames_per_file: int = 4096,
                progress: Callable[[int, int], None] | None = None) -> Pool:
-    """Up to ``size`` unlabeled frames of ``preds`` (COLUMNS; e.g. ``read_predictions``
-    with the caller's ``--since``/``--batch``), each with its keypoint features."""
-    free = unlabeled(preds, labeled_keys(output_dir))
+    """Up to ``size`` frames of ``preds`` (COLUMNS; e.g. ``read_predictions`` with the
+    caller's ``--since``/``--batch``) not in ``labeled`` (``keys_of``), each with its
+    keypoint features."""
+    free = unlabeled(preds, labeled)
     already = preds.num_rows - free.num_rows
     if free.num_rows > size:
         keep = np.sort(np.random.default_rng(seed).choice(free.num_rows, size, replace=False))

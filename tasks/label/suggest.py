@@ -17,25 +17,24 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.label import select
-from tasks.label.pool import build_pool, frames_of
+from tasks.label.pool import build_pool, frames_of, keys_of, of_classes
 from tasks.label.sheet import write_sheet
 from tasks.monitor.feedback import read_feedback
 
 MAX_LABELED_FOR_COVER = 5000   # labeled frames read to mark covered clusters (a sample)
 
 
-def labeled_features(output_dir: str, input_dir: str, class_names: Sequence[str],
+def labeled_features(feedback: pa.Table, output_dir: str, input_dir: str,
                      seed: int = 0) -> np.ndarray:
-    """Keypoint features of frames labeled already (a sample), for ``typical``'s cover."""
+    """Keypoint features of frames labeled already (a sample of ``feedback``), for
+    ``typical``'s cover."""
     from models.keypoints import keypoint_features
 
-    fb = read_feedback(output_dir)
-    fb = fb.filter(pa.array([t in class_names for t in fb["true_label"].to_pylist()],
-                            pa.bool_()))
-    if fb.num_rows > MAX_LABELED_FOR_COVER:
-        idx = np.random.default_rng(seed).choice(fb.num_rows, MAX_LABELED_FOR_COVER, False)
-        fb = fb.take(pa.array(np.sort(idx)))
-    frames = [f for f in frames_of(fb, output_dir, input_dir) if f is not None]
+    if feedback.num_rows > MAX_LABELED_FOR_COVER:
+        idx = np.random.default_rng(seed).choice(feedback.num_rows, MAX_LABELED_FOR_COVER,
+                                                 False)
+        feedback = feedback.take(pa.array(np.sort(idx)))
+    frames = [f for f in frames_of(feedback, output_dir, input_dir) if f is not None]
     return keypoint_features(np.stack(frames)) if frames else np.zeros((0, 51), np.float32)
 
 
@@ -64,11 +63,12 @@ def suggest(preds: pa.Table, output_dir: str, input_dir: str, folder: Path, *, n
     from tasks.read.viewer import render_frame
 
     say = say or (lambda m: None)
-    pool = build_pool(preds, output_dir, input_dir, size=pool_size, seed=seed,
-                      progress=progress)
+    feedback = read_feedback(output_dir)              # read once: what to skip, what covers
+    pool = build_pool(preds, keys_of(feedback), output_dir, input_dir, size=pool_size,
+                      seed=seed, progress=progress)
     say(f"{pool.eligible} classified frames, {pool.already_labeled} labeled already; "
         f"choosing from {len(pool)}")
-    labeled = labeled_features(output_dir, input_dir, class_names, seed)
+    labeled = labeled_features(of_classes(feedback, class_names), output_dir, input_dir, seed)
     used, picks = choose(pool.features, pool.probs, n, strategy, labeled, len(class_names),
                          seed)
     rows = pool.rows.take(pa.array(picks, pa.int64()))
