@@ -81,22 +81,18 @@ def oof_probabilities(features: list[np.ndarray], y: np.ndarray, n_classes: int,
     """Out-of-fold probabilities of ``method`` (``auto``: of every method there is data
     for), clipped away from 0 and renormalised (cleanlab and the log loss need no zeros).
     ``cnn``: logistic regression on the CNN's embedding of each frame (``embeddings``)."""
-    wanted = set(METHODS if method == "auto" else
-                 ("logreg", "hgb", "ensemble") if method == "ensemble" else (method,))
-    if embeddings is None:
-        if method == "cnn":
-            raise ValueError("the cnn audit needs a model (none in the registry)")
-        wanted.discard("cnn")
+    if method == "cnn" and embeddings is None:
+        raise ValueError("the cnn audit needs a model (none in the registry)")
+    report = [m for m in (METHODS if method == "auto" else (method,))
+              if m != "cnn" or embeddings is not None]
+    needed = set(report) | ({"logreg", "hgb"} if "ensemble" in report else set())
     probs = {m: out_of_fold(features, y, n_classes, m, folds, seed)
-             for m in ("logreg", "hgb") if m in wanted}
-    if "ensemble" in wanted:
+             for m in ("logreg", "hgb") if m in needed}
+    if "ensemble" in report:
         probs["ensemble"] = (probs["logreg"] + probs["hgb"]) / 2
-    if "cnn" in wanted:
+    if "cnn" in report:
         probs["cnn"] = out_of_fold(embeddings, y, n_classes, "logreg", folds, seed)
-    if method not in ("auto", "ensemble"):
-        probs = {method: probs[method]}
-    elif method == "ensemble":
-        probs = {"ensemble": probs["ensemble"]}
+    probs = {m: probs[m] for m in report}
     out = {}
     for m, p in probs.items():
         p = np.clip(p, 1e-6, None)
