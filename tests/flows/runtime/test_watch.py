@@ -271,7 +271,9 @@ def test_watch_one_server_ctrl_c_and_kill(tmp_path: Path, registry: Path):
         (server,) = again.servers()
         os.kill(again.pid, signal.SIGKILL)
         assert wait_until(lambda: not alive(server), 15), "orphaned Prefect server"
-        assert servers_using(home) == [] and holder(home) is None
+        assert servers_using(home) == []
+        # the lock goes with the last process holding it (a loaded machine reaps slowly)
+        assert wait_until(lambda: holder(home) is None, 15), holder(home)
     finally:
         for cmd in started:
             cmd.kill()
