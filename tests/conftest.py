@@ -61,6 +61,15 @@ def registry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def onnx_registry_dir(registry_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``registry_dir``'s model with a verified model.onnx: for the tests that start many
+    ``posebatch`` processes, which then run on ONNX without importing TensorFlow."""
+    from tests.support.classify_support import with_onnx
+
+    return with_onnx(registry_dir, tmp_path_factory.mktemp("onnx_registry") / "registry")
+
+
+@pytest.fixture(scope="session")
 def s3_endpoint():
     """One moto S3 server on loopback for the whole session (see tests/support/s3.py)."""
     from tests.support.s3 import start_server

@@ -46,6 +46,29 @@ def shared_registry(factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def with_onnx(registry_dir: Path, dest: Path, versions: list[str] | None = None) -> Path:
+    """A copy of ``registry_dir`` at ``dest`` whose versions (all, or ``versions``) carry a
+    verified ``model.onnx``, as every retrained version does: ``--engine auto`` then runs
+    them on ONNX Runtime, and a fresh CLI process never imports TensorFlow.
+
+    Why: the crash and resume tests start a dozen ``posebatch`` processes; on Keras each
+    one pays about 8 s of CPU for TensorFlow's import and the model's first call, which is
+    not what they test (the engines' own tests are tests/flows/test_onnx_classify.py and
+    tests/tasks/classify/test_engine.py)."""
+    import shutil
+
+    from models.registry import Registry
+    from tasks.train.inference_artifact import export_version
+
+    if not dest.exists():
+        shutil.copytree(registry_dir, dest)
+    reg = Registry(dest)
+    for version in versions or reg.versions():
+        status = export_version(reg, version)
+        assert status["status"] in ("verified", "kept"), status
+    return dest
+
+
 def npy_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)

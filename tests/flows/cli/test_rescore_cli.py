@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.classify_support import make_input
+from tests.support.classify_support import make_input, with_onnx
 from tests.support.rescore_support import rows_by_version, two_versions
 
 
@@ -33,8 +33,11 @@ def cli(*args: str) -> list[str]:
 
 @pytest.mark.slow
 def test_a_rescore_killed_mid_run_resumes_and_writes_every_frame_once(
-        cli_env: dict[str, str], registry_dir: Path, tmp_path: Path):
-    reg, old, new = two_versions(registry_dir, tmp_path / "registry")
+        cli_env: dict[str, str], onnx_registry_dir: Path, tmp_path: Path):
+    """Both versions carry a verified model.onnx: the four processes run on ONNX Runtime and
+    skip TensorFlow's import (tests/support/classify_support.py: with_onnx)."""
+    reg, old, new = two_versions(onnx_registry_dir, tmp_path / "registry")
+    with_onnx(reg, reg, [new])
     inp = make_input(tmp_path / "data", batches=2, per_batch=6)
     out = tmp_path / "out"
     where = ["--input", str(inp), "--output", str(out), "--registry", str(reg)]
