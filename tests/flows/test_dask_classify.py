@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from tests.support.classify_support import with_onnx
 from tests.support.ops import (
     assert_same_rows,
     count_model_loads,
@@ -30,11 +31,16 @@ CHUNK = 4          # files per task: several chunks per worker on a small input
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, prefect_server) -> dict[str, Path]:
-    """Generated batches plus one unreadable file, a tiny model, and the threaded run's output."""
+    """Generated batches plus one unreadable file, a tiny model, and the threaded run's output.
+
+    The model carries a verified model.onnx, as a retrained one does: the worker processes run
+    it on ONNX Runtime and skip TensorFlow's import (about 8 s of CPU a process). The killed
+    worker test below keeps a Keras-only model, so Dask workers on Keras stay tested."""
     root = tmp_path_factory.mktemp("dask_site")
     inp = make_batches(root, batches=3, per_batch=6, seed=31)
     np.save(inp / "batch_001" / "wrong_shape.npy", np.zeros((2, 3), dtype=np.float32))
     register_tiny_model(root / "registry")
+    with_onnx(root / "registry", root / "registry")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("POSEBATCH_XLA", "0")  # the same compiled form as the workers below
         from flows.classify import classify_flow
@@ -43,6 +49,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, prefect_server) -> dict[str, 
                                 registry_dir=str(root / "registry"), batch_size=8,
                                 chunk_files=CHUNK, quiet_seconds=0)
     assert summary["classified"] == 18 and summary["rejected"] == 1
+    assert summary["engine"] == "onnx"
     return {"root": root, "input": inp, "registry": root / "registry",
             "threads": root / "out_threads"}
 
@@ -75,6 +82,7 @@ def test_cli_local_cluster_matches_the_threaded_run(site: dict[str, Path]):
     assert "local Dask cluster, 2 worker process(es) on 127.0.0.1" in res.stderr
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["classified"] == 18 and summary["rejected"] == 1
+    assert summary["engine"] == "onnx"
     rows = table_rows(out)
     assert sorted({r["source_path"] for r in rows}) == \
         [p for p in npy_files(site["input"]) if not p.endswith("wrong_shape.npy")]
