@@ -24,6 +24,7 @@ import pytest
 from flows.runtime.processes import stop_process
 from flows.runtime.serve import PROJECT_DIR, load_project
 from flows.runtime.server import start_server
+from tests.support.classify_support import with_onnx
 from tests.support.ops import (
     Procs,
     deployment,
@@ -97,6 +98,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, database):
 
     generate_dataset(data, per_class=1, seed=21)          # a labeled/ folder for the event
     register_tiny_model(data / "registry")
+    with_onnx(data / "registry", data / "registry")      # flow-run processes skip TensorFlow
     base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     base.update(PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
                 PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
@@ -248,6 +250,7 @@ def test_a_promotion_event_runs_the_after_promotion_rescore(site):
                 timeout=10).raise_for_status()
     new = Registry(registry).register(build_cnn(17, filters=(8, 8), dense=16),
                                       {"class_names": class_names(), "temperature": 1.0})
+    with_onnx(registry, registry, [new.version])  # as a retrained version: on ONNX Runtime
     worker = site["procs"].start(PREFECT + ["worker", "start", "--pool", "posebatch"], env,
                                  tmp / "worker-rescore.log", cwd=tmp)
     sent = json.loads(run(POSEBATCH + ["models", "promote", new.version, "--registry",
