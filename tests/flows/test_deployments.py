@@ -13,7 +13,6 @@ import inspect
 import json
 import os
 import signal
-import subprocess
 import sys
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -117,11 +116,20 @@ def site(tmp_path_factory: pytest.TempPathFactory, database):
     assert server.poll() is not None
 
 
+@pytest.fixture(scope="module")
+def deployed(site) -> str:
+    """The process work pool and `prefect deploy --all` on prefect.yaml, once for the module
+    (each is a Prefect CLI process of its own); returns the deploy's output. The serve test
+    re-registers the deployments under `posebatch serve`, so it comes last in this file."""
+    run(PREFECT + ["work-pool", "create", "posebatch", "--type", "process"], site["env"])
+    return run(PREFECT + ["--no-prompt", "deploy", "--all"], site["env"],
+               cwd=PROJECT_DIR).stdout
+
+
 @pytest.mark.slow
-def test_deploy_run_nightly_and_trigger_retraining(site):
+def test_deploy_run_nightly_and_trigger_retraining(site, deployed: str):
     env, api, data, tmp = site["env"], site["api"], site["data"], site["tmp"]
-    run(PREFECT + ["work-pool", "create", "posebatch", "--type", "process"], env)
-    out = run(PREFECT + ["--no-prompt", "deploy", "--all"], env, cwd=PROJECT_DIR).stdout
+    out = deployed
     assert "classify/nightly" in out and "retrain/on-demand" in out
     assert "rescore/after-promotion" in out
     nightly = deployment(api, "classify", "nightly")
@@ -173,6 +181,59 @@ def test_deploy_run_nightly_and_trigger_retraining(site):
     assert state
 
 
+def automation(api: str, name: str) -> dict[str, Any]:
+    resp = httpx.post(f"{api}/automations/filter", json={}, timeout=10)
+    resp.raise_for_status()
+    (found,) = [a for a in resp.json() if a["name"] == name]
+    return found
+
+
+@pytest.mark.slow
+def test_a_promotion_event_runs_the_after_promotion_rescore(site, deployed: str):
+    """Deployed with its trigger off; enabled as the README says; ``posebatch models
+    promote`` emits ``posebatch.model.promoted`` and the worker re-scores the classified
+    frames with the new version: one new row per frame, the old rows kept."""
+    from models.network import build_cnn
+    from models.registry import Registry
+    from models.spec import class_names
+    from tests.support.rescore_support import rows_by_version
+
+    env, api, data, tmp = site["env"], site["api"], site["data"], site["tmp"]
+    auto = automation(api, "rescore-after-promotion")
+    assert auto["enabled"] is False                                     # off by default
+    output = tmp / "rescore-output"
+    registry = data / "registry"
+    run(POSEBATCH + ["classify", "--input", str(data / "incoming"), "--output", str(output),
+                     "--registry", str(registry), "--quiet-seconds", "0", "--json"], env)
+    dep = deployment(api, "rescore", "after-promotion")
+    httpx.patch(f"{api}/deployments/{dep['id']}", timeout=10, json={"parameters": {
+        **dep["parameters"], "input_dir": str(data / "incoming"), "output_dir": str(output),
+        "registry_dir": str(registry)}}).raise_for_status()
+    httpx.patch(f"{api}/automations/{auto['id']}", json={"enabled": True},
+                timeout=10).raise_for_status()
+    new = Registry(registry).register(build_cnn(17, filters=(8, 8), dense=16),
+                                      {"class_names": class_names(), "temperature": 1.0})
+    with_onnx(registry, registry, [new.version])  # as a retrained version: on ONNX Runtime
+    worker = site["procs"].start(PREFECT + ["worker", "start", "--pool", "posebatch"], env,
+                                 tmp / "worker-rescore.log", cwd=tmp)
+    sent = json.loads(run(POSEBATCH + ["models", "promote", new.version, "--registry",
+                                       str(registry), "--json"], env
+                          ).stdout.strip().splitlines()[-1])
+    assert sent["event"] and sent["to"] == new.version
+
+    def finished() -> list[dict[str, Any]]:
+        return [r for r in flow_runs(api, "rescore", dep["id"])
+                if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
+
+    runs = wait_for(finished, timeout=300, step=2)
+    assert runs and runs[0]["state_type"] == "COMPLETED", (tmp / "worker-rescore.log"
+                                                           ).read_text()[-3000:]
+    assert runs[0]["parameters"]["model_version"] == new.version
+    rows = rows_by_version(output)
+    assert rows[new.version] == rows["v0001"] and len(rows["v0001"]) == 10
+    stop_process(worker)
+
+
 @pytest.mark.slow
 def test_serve_registers_the_schedule_with_its_timezone(site):
     env, api, tmp = site["env"], site["api"], site["tmp"]
@@ -213,59 +274,3 @@ def test_serve_registers_the_schedule_with_its_timezone(site):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     assert not (data / "prefect" / "serve.json").exists()
-
-
-def automation(api: str, name: str) -> dict[str, Any]:
-    resp = httpx.post(f"{api}/automations/filter", json={}, timeout=10)
-    resp.raise_for_status()
-    (found,) = [a for a in resp.json() if a["name"] == name]
-    return found
-
-
-@pytest.mark.slow
-def test_a_promotion_event_runs_the_after_promotion_rescore(site):
-    """Deployed with its trigger off; enabled as the README says; ``posebatch models
-    promote`` emits ``posebatch.model.promoted`` and the worker re-scores the classified
-    frames with the new version: one new row per frame, the old rows kept."""
-    from models.network import build_cnn
-    from models.registry import Registry
-    from models.spec import class_names
-    from tests.support.rescore_support import rows_by_version
-
-    env, api, data, tmp = site["env"], site["api"], site["data"], site["tmp"]
-    subprocess.run(PREFECT + ["work-pool", "create", "posebatch", "--type", "process"],
-                   env=env, capture_output=True, timeout=120)          # may exist already
-    run(PREFECT + ["--no-prompt", "deploy", "--all"], env, cwd=PROJECT_DIR)
-    auto = automation(api, "rescore-after-promotion")
-    assert auto["enabled"] is False                                     # off by default
-    output = tmp / "rescore-output"
-    registry = data / "registry"
-    run(POSEBATCH + ["classify", "--input", str(data / "incoming"), "--output", str(output),
-                     "--registry", str(registry), "--quiet-seconds", "0", "--json"], env)
-    dep = deployment(api, "rescore", "after-promotion")
-    httpx.patch(f"{api}/deployments/{dep['id']}", timeout=10, json={"parameters": {
-        **dep["parameters"], "input_dir": str(data / "incoming"), "output_dir": str(output),
-        "registry_dir": str(registry)}}).raise_for_status()
-    httpx.patch(f"{api}/automations/{auto['id']}", json={"enabled": True},
-                timeout=10).raise_for_status()
-    new = Registry(registry).register(build_cnn(17, filters=(8, 8), dense=16),
-                                      {"class_names": class_names(), "temperature": 1.0})
-    with_onnx(registry, registry, [new.version])  # as a retrained version: on ONNX Runtime
-    worker = site["procs"].start(PREFECT + ["worker", "start", "--pool", "posebatch"], env,
-                                 tmp / "worker-rescore.log", cwd=tmp)
-    sent = json.loads(run(POSEBATCH + ["models", "promote", new.version, "--registry",
-                                       str(registry), "--json"], env
-                          ).stdout.strip().splitlines()[-1])
-    assert sent["event"] and sent["to"] == new.version
-
-    def finished() -> list[dict[str, Any]]:
-        return [r for r in flow_runs(api, "rescore", dep["id"])
-                if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
-
-    runs = wait_for(finished, timeout=300, step=2)
-    assert runs and runs[0]["state_type"] == "COMPLETED", (tmp / "worker-rescore.log"
-                                                           ).read_text()[-3000:]
-    assert runs[0]["parameters"]["model_version"] == new.version
-    rows = rows_by_version(output)
-    assert rows[new.version] == rows["v0001"] and len(rows["v0001"]) == 10
-    stop_process(worker)
