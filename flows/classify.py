@@ -8,7 +8,7 @@ Orchestration only; the work lives in ``tasks/``. One run:
    threads by default, Dask when asked); the next chunk computes while the previous one
    commits (one chunk at a time on threads, one per worker and one queued on Dask);
 4. commits each chunk in order, in this process (``commit-chunk``: Parquet parts and ledger
-   entries through one commit record; ``tasks/classify/ledger.py``); on Dask the workers
+   entries through one commit record; ``tasks/classify/ledger/``); on Dask the workers
    write their chunks' parts into staging themselves and the flow commits only metadata
    (``stage-chunk`` and ``commit-staged``; ``tasks/classify/staged.py``);
 5. folds the ledger, compacts crowded partitions, publishes the run's summary as a table

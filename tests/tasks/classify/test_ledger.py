@@ -23,6 +23,7 @@ from tasks.classify.ledger import (
     staging_dir,
     write_durable,
 )
+from tasks.classify.ledger.fold import write_segment
 
 
 def entry(path: str, sha: str, status: str = "classified") -> dict:
@@ -101,7 +102,7 @@ def test_fold_and_merge_keep_every_entry_and_recover_from_a_half_done_fold(tmp_p
     # are recognised as folded (no double entries) and cleaned up.
     again.commit(CommitRecord(seq=0, commit_id="late", entries=[entry("late.npy", "sl")]))
     rec_files = list((tmp_path / COMMITS).iterdir())
-    again._write_segment(n + 1, n + 1, again.entries.slice(again.entries.num_rows - 1))
+    write_segment(again.loc, n + 1, n + 1, again.entries.slice(again.entries.num_rows - 1))
     assert rec_files[0].exists()
     third = Ledger.load(str(tmp_path))
     assert third.entries.num_rows == n + 1
