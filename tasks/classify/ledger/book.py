@@ -7,6 +7,7 @@ left. Reading back is ``replay``'s, folding ``fold``'s.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -14,9 +15,10 @@ import pyarrow.compute as pc
 
 from tasks.classify import lease as leases
 from tasks.classify.ledger import fold as folding
-from tasks.classify.ledger.files import listdir, move, remove_tree, write_durable
+from tasks.classify.ledger.files import listdir, move_if_present, remove_tree, write_durable
 from tasks.classify.ledger.lock import LockHeld
 from tasks.classify.ledger.records import (
+    CHUNKS,
     COMMITS,
     ENTRY_SCHEMA,
     FORGOTTEN,
@@ -26,7 +28,7 @@ from tasks.classify.ledger.records import (
     record_table,
     staging_dir,
 )
-from tasks.classify.ledger.replay import effective, relocate, replay
+from tasks.classify.ledger.replay import effective, read_chunk, relocate, replay
 from tasks.io.faults import crash_point
 from tasks.io.storage import Location
 
@@ -40,6 +42,8 @@ class Ledger:
         self.segments: list[tuple[int, int, str]] = []     # live (first, last, name)
         self.stale: list[str] = []                          # folded records, merged segments
         self.entries: pa.Table = ENTRY_SCHEMA.empty_table()
+        self._pool: ThreadPoolExecutor | None = None     # finalize_in_background
+        self._pending: list[Future[int]] = []
 
     @classmethod
     def load(cls, output: str | Location) -> Ledger:
@@ -108,10 +112,12 @@ class Ledger:
         return out
 
     # -- committing ------------------------------------------------------------------------
-    def commit(self, record: CommitRecord) -> CommitRecord:
+    def commit(self, record: CommitRecord, chunk: pa.Table | None = None) -> CommitRecord:
         """Write the record (the commit point), then move its staged parts into place.
 
-        Idempotent by ``commit_id``: committing an already recorded id only finishes it."""
+        ``chunk``: the rows of the record's entries object, when the caller has them (they
+        are read back otherwise). Idempotent by ``commit_id``: committing an already
+        recorded id only finishes it."""
         done = self.record_for(record.commit_id)
         if done is None:
             record.seq = self.last_seq + 1
@@ -121,10 +127,34 @@ class Ledger:
             write_durable(self.loc, f"{COMMITS}/{record.name}", record.to_json())
             crash_point("recorded")
             self.records.append(record)
-            self._apply(record)
+            self._apply(record, chunk)
+            if self._pool is not None:
+                self._pending.append(self._pool.submit(self.finalize, record))
+                return record
             done = record
         self.finalize(done)
         return done
+
+    def finalize_in_background(self, threads: int = 4) -> None:
+        """From now on, move each commit's parts into place on a thread pool after its
+        commit point, so that the caller goes on to the next commit at once (on object
+        storage: three requests a chunk off the flow's critical path). Readers see a chunk's
+        rows when ``flush`` returns; a process killed before that leaves committed records
+        with staged parts, which ``reconcile`` rolls forward as after any crash."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="posebatch-finalize")
+
+    def flush(self) -> None:
+        """Wait until every commit's parts are in place (``finalize_in_background``); the
+        first failure is raised. Back to finalizing in the caller's thread."""
+        pending, self._pending = self._pending, []
+        pool, self._pool = self._pool, None
+        try:
+            for fut in pending:
+                fut.result()
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
 
     def _fence(self) -> str | None:
         """An ``s3://`` output's lease proven still ours right before the commit point (its
@@ -137,8 +167,11 @@ class Ledger:
         except leases.LeaseHeld as exc:
             raise LockHeld(str(exc)) from None
 
-    def _apply(self, record: CommitRecord) -> None:
+    def _apply(self, record: CommitRecord, chunk: pa.Table | None = None) -> None:
         """The in-memory entries after ``record``: its entries added, forgets and moves applied."""
+        if record.entries_file:
+            rows = chunk if chunk is not None else read_chunk(self.loc, record)
+            self.entries = pa.concat_tables([self.entries, record_table(record, rows)])
         if record.entries:
             self.entries = pa.concat_tables([self.entries, record_table(record)])
             if any(e.get("status") == FORGOTTEN for e in record.entries):
@@ -149,8 +182,7 @@ class Ledger:
         """Step 3 of a commit (idempotent): staged parts into place, replaced parts removed."""
         moved = 0
         for part in record.parts:
-            if self.loc.exists(part.staged):
-                move(self.loc, part.staged, part.final)
+            if move_if_present(self.loc, part.staged, part.final):
                 moved += 1
                 crash_point("finalized")
         if record.removes:  # the new parts are in place, the replaced ones not yet gone
@@ -163,16 +195,18 @@ class Ledger:
     def reconcile(self) -> dict[str, int]:
         """Finish what a killed run left: roll committed parts forward, drop uncommitted
         staging, clear temporary files and folded leftovers. Call it holding the lock."""
+        self.flush()
         rolled = sum(self.finalize(r) for r in self.records)
         missing = sum(1 for r in self.records for part in r.parts
                       if not self.loc.exists(part.final))
         ids = {r.commit_id for r in self.records}
-        dropped = 0
+        dropped = set()
         for name, is_dir in listdir(self.loc, STAGING):
             if name not in ids:
                 remove_tree(self.loc, f"{STAGING}/{name}") if is_dir else \
                     self.loc.delete(f"{STAGING}/{name}")
-                dropped += 1
+                dropped.add(name)
+        dropped |= self._drop_unnamed_chunks()
         for folder in (COMMITS, SEGMENTS):
             for name, is_dir in listdir(self.loc, folder):
                 if name.startswith(".") and not is_dir:     # an interrupted atomic write
@@ -180,8 +214,26 @@ class Ledger:
         for rel in self.stale:
             self.loc.delete(rel)
         self.stale = []
-        return {"rolled_forward": rolled, "discarded_staging": dropped, "missing_parts": missing}
+        return {"rolled_forward": rolled, "discarded_staging": len(dropped),
+                "missing_parts": missing}
+
+    def _drop_unnamed_chunks(self) -> set[str]:
+        """Delete entries objects no live record names: a worker's whose chunk was never
+        committed (returned: discarded like its staging) or a folded record's (a fold that
+        crashed before deleting it; its rows are in a segment)."""
+        named = {r.entries_file for r in self.records}
+        folded = set(pc.unique(self.entries["commit_id"]).to_pylist())
+        dropped = set()
+        for name, _ in listdir(self.loc, CHUNKS):
+            if f"{CHUNKS}/{name}" in named:
+                continue
+            self.loc.delete(f"{CHUNKS}/{name}")
+            cid = name.removesuffix(".parquet")
+            if not name.startswith(".") and cid not in folded:
+                dropped.add(cid)
+        return dropped
 
     def fold(self, min_records: int = 1) -> int:
         """Fold commit records into a Parquet segment (``fold.fold``); records folded."""
+        self.flush()
         return folding.fold(self, min_records)

@@ -23,6 +23,7 @@ from tasks.classify.ledger.records import (
     record_table,
     segment_name,
 )
+from tasks.classify.ledger.replay import read_chunk
 from tasks.io.faults import crash_point
 from tasks.io.storage import Location
 
@@ -44,12 +45,10 @@ def fold(led: Ledger, min_records: int = 1) -> int:
     if any(r.moves for r in led.records):
         merge(led, last)
     else:
-        write_segment(led.loc, first, last, pa.concat_tables([record_table(r)
-                                                           for r in led.records]))
+        write_segment(led.loc, first, last, pa.concat_tables(
+            [record_table(r, read_chunk(led.loc, r)) for r in led.records]))
         crash_point("fold:written")  # records still there: recognised as folded on load
-        for r in led.records:
-            led.loc.delete(f"{COMMITS}/{r.name}")
-        led.records = []
+        _delete_records(led)
         led.segments.append((first, last, segment_name(first, last)))
         if len(led.segments) > MAX_SEGMENTS:
             merge(led, last)
@@ -62,13 +61,21 @@ def merge(led: Ledger, last: int) -> None:
     lo = min([s[0] for s in led.segments] + [r.seq for r in led.records])
     write_segment(led.loc, lo, last, led.entries)
     crash_point("fold:merged")
-    for r in led.records:
-        led.loc.delete(f"{COMMITS}/{r.name}")
+    _delete_records(led)
     for s in led.segments:
         if (s[0], s[1]) != (lo, last):
             led.loc.delete(f"{SEGMENTS}/{s[2]}")
-    led.records = []
     led.segments = [(lo, last, segment_name(lo, last))]
+
+
+def _delete_records(led: Ledger) -> None:
+    """Folded: each record, then its entries object (a crash in between leaves the object
+    unnamed, which ``reconcile`` deletes)."""
+    for r in led.records:
+        led.loc.delete(f"{COMMITS}/{r.name}")
+        if r.entries_file:
+            led.loc.delete(r.entries_file)
+    led.records = []
 
 
 def write_segment(loc: Location, first: int, last: int, table: pa.Table) -> None:

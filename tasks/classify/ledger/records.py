@@ -17,6 +17,7 @@ STATE = "_posebatch"
 LOCK_FILE = f"{STATE}/lock"
 COMMITS = f"{STATE}/ledger/commits"
 SEGMENTS = f"{STATE}/ledger/segments"
+CHUNKS = f"{STATE}/ledger/chunks"      # a chunk's entries, written by the worker (format 3)
 STAGING = f"{STATE}/staging"
 QUARANTINE = f"{STATE}/quarantine"
 MAX_SEGMENTS = 8
@@ -53,6 +54,25 @@ ENTRY_SCHEMA = pa.schema([
 ENTRY_FIELDS = ("path", "sha256", "size", "mtime_ns", "status", "reason", "detail", "frames")
 # The dataset whose part holds the rows of a file of each status (tasks/io/schema.py names).
 ROWS_IN = {"classified": "predictions", "rejected": "rejections", "rescored": "predictions"}
+CHUNK_COLUMNS = (*ENTRY_FIELDS, "part")   # an entries object: ENTRY_SCHEMA's per-file columns
+
+# The commit record format. A reader reads every format up to its own and refuses a newer
+# one in one line (``NewerFormat``); a writer always writes its own.
+#   1  entries inline, one per file (no ``format`` key)
+#   2  + ``lease``: the token of the s3:// writer lease (no ``format`` key either; posebatch
+#      before it fails on such records, it cannot be taught to read them)
+#   3  + ``format``, ``entries_file``, ``entries_rows``: a chunk's entries may sit in a
+#      Parquet object (``CHUNKS/<commit id>.parquet``) that the worker wrote, the record
+#      naming it and its row count instead of listing every file
+FORMAT = 3
+
+
+class NewerFormat(Exception):
+    """A commit record written by a newer posebatch than this one can read."""
+
+
+class LedgerDamaged(Exception):
+    """A commit record's entries object is missing or does not match the record."""
 
 
 @dataclass
@@ -77,6 +97,14 @@ class CommitRecord:
     # old part -> the new part now holding its remaining rows (compaction, forget)
     moves: dict[str, str] = field(default_factory=dict)
     lease: str | None = None   # s3:// outputs: the token of the writer lease it was made under
+    entries_file: str | None = None   # format 3: the chunk's entries object (CHUNKS/...)
+    entries_rows: int = 0             # and its row count, checked on reading
+    format: int = FORMAT
+
+    @property
+    def files(self) -> int:
+        """How many files the record holds entries for (inline or in its entries object)."""
+        return self.entries_rows if self.entries_file else len(self.entries)
 
     @property
     def name(self) -> str:
@@ -90,8 +118,12 @@ class CommitRecord:
         return json.dumps(raw, separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> CommitRecord:
+    def from_json(cls, data: bytes, name: str = "a commit record") -> CommitRecord:
         raw = json.loads(data)
+        version = raw.setdefault("format", 2 if "lease" in raw else 1)
+        if not isinstance(version, int) or version > FORMAT:
+            raise NewerFormat(f"{name} has record format {version}, newer than this posebatch "
+                              f"reads (up to {FORMAT}): upgrade posebatch on this machine")
         raw["parts"] = [Part(**p) for p in raw.get("parts", [])]
         return cls(**raw)
 
@@ -108,10 +140,24 @@ def segment_name(first: int, last: int) -> str:
     return f"s-{first:010d}-{last:010d}.parquet"
 
 
-def record_table(rec: CommitRecord) -> pa.Table:
-    """The record's entries as ledger rows. Each file's part is derived from the record's
-    parts (its dataset's final path), so records written before parts were tracked per file
-    get them too."""
+def chunks_file(commit_id: str) -> str:
+    return f"{CHUNKS}/{commit_id}.parquet"
+
+
+def record_table(rec: CommitRecord, chunk: pa.Table | None = None) -> pa.Table:
+    """The record's entries as ledger rows: inline ones, or ``chunk`` (the rows of its
+    entries object, ``CHUNK_COLUMNS``) with the record's own columns added.
+
+    Each inline file's part is derived from the record's parts (its dataset's final path),
+    so records written before parts were tracked per file get them too."""
+    if chunk is not None:
+        n = chunk.num_rows
+        same = {"seq": rec.seq, "commit_id": rec.commit_id,
+                "committed_at": rec.created_at or None, "model_version": rec.model_version,
+                "flow_run_id": rec.flow_run_id}
+        arrays = [chunk.column(f.name) if f.name in CHUNK_COLUMNS
+                  else pa.repeat(pa.scalar(same[f.name], f.type), n) for f in ENTRY_SCHEMA]
+        return pa.Table.from_arrays(arrays, names=ENTRY_SCHEMA.names).cast(ENTRY_SCHEMA)
     entries = rec.entries
     cols: dict[str, list[Any]] = {f: [e.get(f) for e in entries] for f in ENTRY_FIELDS}
     finals = {p.final.split("/", 1)[0]: p.final for p in rec.parts}

@@ -18,11 +18,13 @@ import pyarrow.parquet as pq
 
 from tasks.classify.ledger.files import listdir
 from tasks.classify.ledger.records import (
+    CHUNK_COLUMNS,
     COMMITS,
     ENTRY_SCHEMA,
     FORGOTTEN,
     SEGMENTS,
     CommitRecord,
+    LedgerDamaged,
     record_table,
 )
 from tasks.io.storage import Location
@@ -65,13 +67,32 @@ def replay(loc: Location) -> Replayed:
         if int(name.split("-")[1]) <= folded_to:
             stale.append(f"{COMMITS}/{name}")
             continue
-        records.append(CommitRecord.from_json(loc.read_bytes(f"{COMMITS}/{name}")))
+        records.append(CommitRecord.from_json(loc.read_bytes(f"{COMMITS}/{name}"),
+                                              f"{loc.uri_of()}/{COMMITS}/{name}"))
     records.sort(key=lambda r: r.seq)
-    tables += [record_table(r) for r in records if r.entries]
+    tables += [record_table(r, read_chunk(loc, r)) for r in records
+               if r.entries or r.entries_file]
     entries = effective(pa.concat_tables(tables) if tables else ENTRY_SCHEMA.empty_table())
     for rec in records:
         entries = relocate(entries, rec.moves)
     return Replayed(segments, records, stale, entries.combine_chunks())
+
+
+def read_chunk(loc: Location, rec: CommitRecord) -> pa.Table | None:
+    """The rows of a record's entries object (format 3); None for inline entries."""
+    if not rec.entries_file:
+        return None
+    try:
+        table = pq.read_table(loc.path(rec.entries_file), filesystem=loc.fs,
+                              columns=list(CHUNK_COLUMNS))
+    except (FileNotFoundError, OSError) as exc:
+        raise LedgerDamaged(f"{loc.uri_of()}: commit {rec.seq} names entries object "
+                            f"{rec.entries_file}, which cannot be read ({exc})") from None
+    if table.num_rows != rec.entries_rows:
+        raise LedgerDamaged(f"{loc.uri_of()}: entries object {rec.entries_file} has "
+                            f"{table.num_rows} rows, its commit {rec.seq} says "
+                            f"{rec.entries_rows}")
+    return table
 
 
 def effective(table: pa.Table) -> pa.Table:
