@@ -67,11 +67,11 @@ CHUNK_COLUMNS = (*ENTRY_FIELDS, "part")   # an entries object: ENTRY_SCHEMA's pe
 FORMAT = 3
 
 
-class NewerFormat(Exception):
+class NewerFormat(ValueError):
     """A commit record written by a newer posebatch than this one can read."""
 
 
-class LedgerDamaged(Exception):
+class LedgerDamaged(ValueError):
     """A commit record's entries object is missing or does not match the record."""
 
 
