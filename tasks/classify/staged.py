@@ -158,16 +158,32 @@ def _outcomes(files: list[FileOutcome]) -> pa.Table:
     })
 
 
-def _all_new(ledger: Ledger, staged: StagedChunk) -> bool:
-    """The worker's assumption holds: no content of the chunk is in the ledger or twice in
-    the chunk (one vectorised scan; a known identity implies known content)."""
+def _all_new(ledger: Ledger, staged: StagedChunk, pending: pa.Array | None = None) -> bool:
+    """The worker's assumption holds: no content of the chunk is in the ledger, twice in
+    the chunk or in ``pending`` (the hashes of chunks about to be committed with it) (one
+    vectorised scan; a known identity implies known content)."""
     if staged.entries is None or not staged.entries_file:
         return False
-    shas = staged.outcomes.filter(pc.is_null(staged.outcomes["skipped"])).column("sha256")
+    shas = _shas(staged)
     if pc.count_distinct(shas).as_py() != len(shas):
+        return False
+    if pending is not None and len(pending) and pc.any(pc.is_in(shas, value_set=pending)).as_py():
         return False
     e = ledger.entries
     return e.num_rows == 0 or not pc.any(pc.is_in(e["sha256"], value_set=shas)).as_py()
+
+
+def _shas(staged: StagedChunk) -> pa.ChunkedArray:
+    return staged.outcomes.filter(pc.is_null(staged.outcomes["skipped"])).column("sha256")
+
+
+def _named(staged: StagedChunk, flow_run_id: str | None) -> CommitRecord:
+    """The record of an all-new chunk: it names the worker's entries object."""
+    assert staged.entries is not None
+    return CommitRecord(seq=0, commit_id=staged.commit_id, kind="classify",
+                        created_at=staged.at, flow_run_id=flow_run_id,
+                        model_version=staged.model_version, parts=staged.parts,
+                        entries_file=staged.entries_file, entries_rows=staged.entries.num_rows)
 
 
 def commit_staged(ledger: Ledger, staged: StagedChunk, sizes: dict[str, tuple[int, int]],
@@ -180,11 +196,7 @@ def commit_staged(ledger: Ledger, staged: StagedChunk, sizes: dict[str, tuple[in
     (``sizes`` used here): judged file by file, parts cut, entries inline."""
     existing = ledger.record_for(staged.commit_id)
     if existing is None and _all_new(ledger, staged):
-        record = CommitRecord(seq=0, commit_id=staged.commit_id, kind="classify",
-                              created_at=staged.at, flow_run_id=flow_run_id,
-                              model_version=staged.model_version, parts=staged.parts,
-                              entries_file=staged.entries_file,
-                              entries_rows=staged.entries.num_rows)
+        record = _named(staged, flow_run_id)
         return ledger.commit(record, chunk_entries(staged)), _assumed_stats(staged)
     files = staged.files
     judged = _judge(staged, files, ledger)
@@ -200,6 +212,39 @@ def commit_staged(ledger: Ledger, staged: StagedChunk, sizes: dict[str, tuple[in
                           model_version=staged.model_version,
                           entries=judged.entries(sizes), parts=staged.parts)
     return ledger.commit(record), chunk_stats(judged, ledger, None, summary)
+
+
+def commit_staged_group(ledger: Ledger, staged: list[StagedChunk],
+                        sizes: list[dict[str, tuple[int, int]]], flow_run_id: str | None,
+                        low_confidence: float) -> list[tuple[CommitRecord, dict[str, Any]]]:
+    """Commit several workers' chunks, in order, with as few records as exactly-once
+    allows (group commit): consecutive all-new chunks (none of their content in the ledger
+    or in another chunk of the group) go into one record file, one write (one PUT on
+    ``s3://``) for all. A chunk that is not all new, or already committed (a retry), ends
+    the group and is committed alone by ``commit_staged`` (judged against the ledger with
+    the group in it). Returns ``commit_staged``'s pair for each chunk."""
+    out: list[tuple[CommitRecord, dict[str, Any]]] = []
+    group: list[StagedChunk] = []
+    pending: list[pa.ChunkedArray] = []
+
+    def flush() -> None:
+        if group:
+            recs = ledger.commit_group([_named(s, flow_run_id) for s in group],
+                                       [chunk_entries(s) for s in group])
+            out.extend(zip(recs, [_assumed_stats(s) for s in group], strict=True))
+            group.clear()
+            pending.clear()
+
+    for st, sz in zip(staged, sizes, strict=True):
+        known = pa.concat_arrays([c for p in pending for c in p.chunks]) if pending else None
+        if ledger.record_for(st.commit_id) is None and _all_new(ledger, st, known):
+            group.append(st)
+            pending.append(_shas(st))
+            continue
+        flush()
+        out.append(commit_staged(ledger, st, sz, flow_run_id, low_confidence))
+    flush()
+    return out
 
 
 def _assumed_stats(staged: StagedChunk) -> dict[str, Any]:

@@ -25,6 +25,8 @@ from tasks.classify.ledger.records import (
     SEGMENTS,
     STAGING,
     CommitRecord,
+    group_json,
+    group_name,
     record_table,
     staging_dir,
 )
@@ -118,22 +120,48 @@ class Ledger:
         ``chunk``: the rows of the record's entries object, when the caller has them (they
         are read back otherwise). Idempotent by ``commit_id``: committing an already
         recorded id only finishes it."""
-        done = self.record_for(record.commit_id)
-        if done is None:
-            record.seq = self.last_seq + 1
-            record.created_at = record.created_at or datetime.now(UTC).isoformat()
-            crash_point("staged")
-            record.lease = self._fence()
-            write_durable(self.loc, f"{COMMITS}/{record.name}", record.to_json())
-            crash_point("recorded")
-            self.records.append(record)
-            self._apply(record, chunk)
-            if self._pool is not None:
-                self._pending.append(self._pool.submit(self.finalize, record))
-                return record
-            done = record
-        self.finalize(done)
-        return done
+        return self.commit_group([record], [chunk])[0]
+
+    def commit_group(self, records: list[CommitRecord],
+                     chunks: list[pa.Table | None] | None = None) -> list[CommitRecord]:
+        """Commit several records with one write (one fence, one PUT on ``s3://``): all of
+        them are committed or none. The records get consecutive numbers in list order, as
+        ``commit`` one by one would give them; a record whose id is already committed is
+        only finished. A single new record is written alone (format 3), several as a
+        group (format 4, ``records.group_json``)."""
+        chunks = chunks or [None] * len(records)
+        done = [self.record_for(r.commit_id) for r in records]
+        new = [(r, c) for r, c, d in zip(records, chunks, done, strict=True) if d is None]
+        if new:
+            self._record([r for r, _ in new])
+            for rec, chunk in new:
+                self.records.append(rec)
+                self._apply(rec, chunk)
+        out = [d or r for r, d in zip(records, done, strict=True)]
+        for rec, was in zip(out, done, strict=True):
+            if self._pool is not None and was is None:
+                self._pending.append(self._pool.submit(self.finalize, rec))
+            else:
+                self.finalize(rec)
+        return out
+
+    def _record(self, records: list[CommitRecord]) -> None:
+        """Number the records, fence, and write them as one file: the commit point."""
+        for i, rec in enumerate(records, start=self.last_seq + 1):
+            rec.seq = i
+            rec.created_at = rec.created_at or datetime.now(UTC).isoformat()
+        crash_point("staged")
+        lease = self._fence()
+        for rec in records:
+            rec.lease = lease
+        if len(records) == 1:
+            write_durable(self.loc, f"{COMMITS}/{records[0].name}", records[0].to_json())
+        else:
+            name = group_name(records)
+            write_durable(self.loc, f"{COMMITS}/{name}", group_json(records))
+            for rec in records:
+                rec.group_file = name
+        crash_point("recorded")
 
     def finalize_in_background(self, threads: int = 4) -> None:
         """From now on, move each commit's parts into place on a thread pool after its

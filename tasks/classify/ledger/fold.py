@@ -71,8 +71,11 @@ def merge(led: Ledger, last: int) -> None:
 def _delete_records(led: Ledger) -> None:
     """Folded: each record, then its entries object (a crash in between leaves the object
     unnamed, which ``reconcile`` deletes)."""
+    gone = set()
     for r in led.records:
-        led.loc.delete(f"{COMMITS}/{r.name}")
+        if r.name not in gone:   # a group's file once
+            led.loc.delete(f"{COMMITS}/{r.name}")
+            gone.add(r.name)
         if r.entries_file:
             led.loc.delete(r.entries_file)
     led.records = []

@@ -57,14 +57,21 @@ ROWS_IN = {"classified": "predictions", "rejected": "rejections", "rescored": "p
 CHUNK_COLUMNS = (*ENTRY_FIELDS, "part")   # an entries object: ENTRY_SCHEMA's per-file columns
 
 # The commit record format. A reader reads every format up to its own and refuses a newer
-# one in one line (``NewerFormat``); a writer always writes its own.
+# one in one line (``NewerFormat``); a writer writes the oldest format that holds what it
+# writes, so an older posebatch still reads every record whose shape it knows.
 #   1  entries inline, one per file (no ``format`` key)
 #   2  + ``lease``: the token of the s3:// writer lease (no ``format`` key either; posebatch
 #      before it fails on such records, it cannot be taught to read them)
 #   3  + ``format``, ``entries_file``, ``entries_rows``: a chunk's entries may sit in a
 #      Parquet object (``CHUNKS/<commit id>.parquet``) that the worker wrote, the record
 #      naming it and its row count instead of listing every file
-FORMAT = 3
+#   4  a group: ``{"format": 4, "records": [record, ...]}``, the records (each of format
+#      3 or older, consecutive numbers) of several chunks committed by one write, one
+#      commit point for all (group commit: one PUT for every chunk ready at once). Named
+#      after its first record, so a format-3 reader refuses it instead of skipping it.
+RECORD_FORMAT = 3   # what one record is written in
+GROUP_FORMAT = 4    # a file of several records
+FORMAT = GROUP_FORMAT   # the newest this posebatch reads
 
 
 class NewerFormat(ValueError):
@@ -99,7 +106,9 @@ class CommitRecord:
     lease: str | None = None   # s3:// outputs: the token of the writer lease it was made under
     entries_file: str | None = None   # format 3: the chunk's entries object (CHUNKS/...)
     entries_rows: int = 0             # and its row count, checked on reading
-    format: int = FORMAT
+    format: int = RECORD_FORMAT
+    # The file holding it when it was committed in a group (format 4); not written.
+    group_file: str | None = field(default=None, compare=False)
 
     @property
     def files(self) -> int:
@@ -108,24 +117,62 @@ class CommitRecord:
 
     @property
     def name(self) -> str:
-        return f"c-{self.seq:010d}-{self.commit_id}.json"
+        """The file holding the record: its own, or its group's."""
+        return self.group_file or f"c-{self.seq:010d}-{self.commit_id}.json"
 
-    def to_json(self) -> bytes:
+    def to_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies every entry, which was 85 % of a commit's
         # cost in the flow process (bench/bench_flow_commit.py); entries are plain values.
-        raw = {f.name: getattr(self, f.name) for f in fields(self)}
+        raw = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "group_file"}
         raw["parts"] = [asdict(p) for p in self.parts]
-        return json.dumps(raw, separators=(",", ":")).encode()
+        return raw
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], name: str = "a commit record") -> CommitRecord:
+        version = raw.setdefault("format", 2 if "lease" in raw else 1)
+        _readable(version, name)
+        if version == GROUP_FORMAT:   # a group's records are of older formats
+            raise LedgerDamaged(f"{name}: format {GROUP_FORMAT} is a group of records, and "
+                                f"this has none")
+        raw["parts"] = [Part(**p) for p in raw.get("parts", [])]
+        return cls(**raw)
 
     @classmethod
     def from_json(cls, data: bytes, name: str = "a commit record") -> CommitRecord:
-        raw = json.loads(data)
-        version = raw.setdefault("format", 2 if "lease" in raw else 1)
-        if not isinstance(version, int) or version > FORMAT:
-            raise NewerFormat(f"{name} has record format {version}, newer than this posebatch "
-                              f"reads (up to {FORMAT}): upgrade posebatch on this machine")
-        raw["parts"] = [Part(**p) for p in raw.get("parts", [])]
-        return cls(**raw)
+        return cls.from_dict(json.loads(data), name)
+
+
+def _readable(version: Any, name: str) -> None:
+    if not isinstance(version, int) or version > FORMAT:
+        raise NewerFormat(f"{name} has record format {version}, newer than this posebatch "
+                          f"reads (up to {FORMAT}): upgrade posebatch on this machine")
+
+
+def group_name(records: list[CommitRecord]) -> str:
+    """A group's file name: its first record's own (``c-<seq>-<id>.json``), so the fold's
+    and replay's reading of a record's number from its name holds for groups too."""
+    return f"c-{records[0].seq:010d}-{records[0].commit_id}.json"
+
+
+def group_json(records: list[CommitRecord]) -> bytes:
+    """Several records as one file (format 4): one write commits them all."""
+    body = {"format": GROUP_FORMAT, "records": [r.to_dict() for r in records]}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def records_from_json(data: bytes, name: str = "a commit record") -> list[CommitRecord]:
+    """The records of one file: one record (formats 1-3) or a group (format 4)."""
+    raw = json.loads(data)
+    if "records" not in raw:
+        return [CommitRecord.from_dict(raw, name)]
+    _readable(raw.get("format"), name)
+    records = [CommitRecord.from_dict(r, name) for r in raw["records"]]
+    for rec in records:
+        rec.group_file = name.rsplit("/", 1)[-1]
+    return records
 
 
 def new_commit_id() -> str:

@@ -26,6 +26,7 @@ from tasks.classify.ledger.records import (
     CommitRecord,
     LedgerDamaged,
     record_table,
+    records_from_json,
 )
 from tasks.io.storage import Location
 
@@ -64,11 +65,11 @@ def replay(loc: Location) -> Replayed:
     for name, is_dir in listdir(loc, COMMITS):
         if is_dir or not (name.startswith("c-") and name.endswith(".json")):
             continue
-        if int(name.split("-")[1]) <= folded_to:
+        if int(name.split("-")[1]) <= folded_to:   # a group's first: folds cover groups whole
             stale.append(f"{COMMITS}/{name}")
             continue
-        records.append(CommitRecord.from_json(loc.read_bytes(f"{COMMITS}/{name}"),
-                                              f"{loc.uri_of()}/{COMMITS}/{name}"))
+        records += records_from_json(loc.read_bytes(f"{COMMITS}/{name}"),
+                                     f"{loc.uri_of()}/{COMMITS}/{name}")
     records.sort(key=lambda r: r.seq)
     tables += [record_table(r, read_chunk(loc, r)) for r in records
                if r.entries or r.entries_file]

@@ -186,7 +186,8 @@ def test_a_lock_can_be_waited_for_within_a_bound(tmp_path):
 
 def test_every_older_record_format_is_read_and_a_newer_one_refused(tmp_path: Path):
     """Format 1 (entries inline), 2 (+ lease) and 3 (+ an entries object) side by side in
-    one ledger, as an output written by successive posebatch versions holds them."""
+    one ledger, as an output written by successive posebatch versions holds them (format 4,
+    a group of such records in one file: tests/tasks/classify/test_staged.py)."""
     def raw(seq: int, cid: str, **more) -> None:
         body = {"seq": seq, "commit_id": cid, "kind": "classify", "created_at": "",
                 "flow_run_id": None, "model_version": "v0001", "entries": [],
@@ -214,7 +215,7 @@ def test_every_older_record_format_is_read_and_a_newer_one_refused(tmp_path: Pat
         Ledger.load(str(tmp_path))
     raw(3, "three", lease=None, format=3, entries_file=f"{CHUNKS}/three.parquet",
         entries_rows=1)
-    raw(4, "four", lease=None, format=4, shards=["x"])
-    with pytest.raises(NewerFormat, match=r"c-0000000004-four.json has record format 4, "
-                                          r"newer than this posebatch reads \(up to 3\)"):
+    raw(4, "four", lease=None, format=5, shards=["x"])
+    with pytest.raises(NewerFormat, match=r"c-0000000004-four.json has record format 5, "
+                                          r"newer than this posebatch reads \(up to 4\)"):
         Ledger.load(str(tmp_path))

@@ -5,14 +5,18 @@ Checked on a local output and on ``s3://`` (the session's moto server)."""
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import subprocess
+import sys
 
 import pyarrow.dataset as ds
 import pytest
 
-from tasks.classify.ledger import CHUNKS, STAGING, Ledger
+from tasks.classify.ledger import CHUNKS, COMMITS, STAGING, Ledger
 from tasks.classify.outputs import commit_chunk, judge_chunk
-from tasks.classify.staged import commit_staged, stage_chunk
+from tasks.classify.staged import commit_staged, commit_staged_group, stage_chunk
 from tasks.classify.tally import RunTally, chunk_stats
 from tasks.io.storage import Location
 from tasks.monitor.predictions import PredictionStats
@@ -121,6 +125,81 @@ def test_a_chunk_record_folds_into_a_segment_and_its_object_goes(out: str):
     assert led.entries.equals(before)      # rebuilt in the flow from the wire: the same rows
     assert led.fold() == 1 and _chunk_objects(out) == []
     assert Ledger.load(out).entries.equals(before)
+
+
+def _record_files(out: str) -> list[str]:
+    return sorted(f.path.rsplit("/", 1)[-1] for f in Location(out).list_files()
+                  if f.path.startswith(COMMITS))
+
+
+def test_chunks_ready_together_commit_with_one_record_each_file_once(out: str):
+    """Group commit: consecutive all-new chunks share one record file (one PUT); a chunk
+    holding content the ledger or the group already has ends the group and is judged
+    alone; a retry commits nothing twice; the group reads back and folds like records."""
+    led = Ledger.load(out)
+    commit_staged(led, stage_chunk(out, "c0", chunk(["b/old.npy"], [1]), None, None, 0.5),
+                  {}, None, 0.5)
+    copy = chunk(["b/e.npy", "b/f.npy"], [1, 1])
+    copy.files[0].sha256 = "sha-b/a.npy-0"              # b/a.npy's content, in this group
+    staged = [stage_chunk(out, cid, res, "run", None, 0.5) for cid, res in (
+        ("c1", chunk(["b/a.npy", "b/b.npy"], [2, 1])), ("c2", chunk(["b/c.npy"], [1])),
+        ("c3", copy), ("c4", chunk(["b/g.npy"], [1])), ("c5", chunk(["b/h.npy"], [1])))]
+    done = commit_staged_group(led, staged, [{}] * 5, "run", 0.5)
+    assert [r.seq for r, _ in done] == [2, 3, 4, 5, 6]
+    assert [s["status"] for _, s in done][2] == {"duplicate": 1, "classified": 1}
+    assert _record_files(out) == ["c-0000000001-c0.json", "c-0000000002-c1.json",
+                                  "c-0000000004-c3.json", "c-0000000005-c4.json"]
+    group = json.loads(Location(out).read_bytes(f"{COMMITS}/c-0000000002-c1.json"))
+    assert group["format"] == 4 and [r["commit_id"] for r in group["records"]] == ["c1", "c2"]
+    assert commit_staged_group(led, staged, [{}] * 5, "run", 0.5)[4][0].seq == 6  # a retry
+    again = Ledger.load(out)
+    assert again.last_seq == 6 and again.entries.equals(led.entries)
+    paths = again.entries.column("path").to_pylist()
+    assert sorted(paths) == sorted(set(paths)) and len(paths) == 8
+    assert _rows(out) == sorted([("b/a.npy", 0), ("b/a.npy", 1), ("b/b.npy", 0),
+                                 ("b/c.npy", 0), ("b/f.npy", 0), ("b/g.npy", 0),
+                                 ("b/h.npy", 0), ("b/old.npy", 0)])
+    assert not [f for f in Location(out).list_files() if f.path.startswith(STAGING)]
+    assert again.fold() == 6 and _record_files(out) == [] and _chunk_objects(out) == []
+    assert Ledger.load(out).entries.equals(again.entries)
+
+
+_KILLED_GROUP = """
+import sys
+from tasks.classify.ledger import Ledger
+from tasks.classify.staged import commit_staged_group, stage_chunk
+from tasks.io.faults import arm
+from tests.tasks.classify.test_outputs import chunk
+out = sys.argv[1]
+staged = [stage_chunk(out, f"c{k}", chunk([f"b/{k}-{i}.npy" for i in range(2)], [1, 2]),
+                      None, None, 0.5) for k in range(3)]
+arm(sys.argv[2])
+commit_staged_group(Ledger.load(out), staged, [{}] * 3, None, 0.5)
+"""
+
+
+@pytest.mark.parametrize(("point", "committed"), [("staged", 0), ("finalized:2", 6)])
+def test_a_killed_group_commit_is_all_or_nothing_after_reconcile(tmp_path, point: str,
+                                                                 committed: int):
+    """SIGKILL before the group's record (nothing committed) or after it, with two of its
+    three parts moved: after ``reconcile`` every file of the three chunks is there exactly
+    once, or none, and no staging or entries object is left."""
+    out = str(tmp_path / "out")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    proc = subprocess.run([sys.executable, "-c", _KILLED_GROUP, out, point], cwd=root,
+                          env={**os.environ, "PYTHONPATH": root}, capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()[-500:]
+    led = Ledger.load(out)
+    led.reconcile()
+    paths = led.entries.column("path").to_pylist()
+    assert len(paths) == len(set(paths)) == committed
+    expected = [(f"b/{k}-{i}.npy", f) for k in range(3) for i in range(2) for f in range(i + 1)]
+    if committed:
+        assert _rows(out) == sorted(expected)
+    else:
+        assert not [f for f in Location(out).list_files() if f.path.startswith("predictions")]
+    assert not [f for f in Location(out).list_files() if f.path.startswith(STAGING)]
+    assert _chunk_objects(out) == (["c0", "c1", "c2"] if committed else [])
 
 
 def _chunk_objects(out: str) -> list[str]:
