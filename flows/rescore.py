@@ -126,7 +126,7 @@ def rescore_flow(model_version: str | None = None, since: str | None = None,
                                                  until=until, batch=batch, path=path, only=keep)
         done, work = {"files": 0, "frames": 0, "report": dict.fromkeys(REPORTED, 0)}, 0.0
     else:
-        with OutputLock(output_dir).acquire_within(lock_wait_seconds):
+        with OutputLock(output_dir, settings.lease_seconds).acquire_within(lock_wait_seconds):
             ledger, _, _ = reconcile_output(output_dir, settings.fold_at)
             targets, already, found, missing = _plan(ledger, entry.version, input_dir,
                                                      archive_dir, legacy, since=since,

@@ -130,7 +130,8 @@ def _idle(params: dict[str, Any], version: str, settings: Any) -> Any:
     return idle_run(inp, out, quiet_seconds=settings.quiet_seconds if quiet is None
                     else float(quiet), exclude=excluded_folders(inp, out, move),
                     move_processed=move, fold_at=settings.fold_at,
-                    compact_above=settings.compact_above, model_version=version)
+                    compact_above=settings.compact_above, model_version=version,
+                    lease_seconds=settings.lease_seconds)
 
 
 class _NoTraceback(logging.Formatter):
@@ -304,7 +305,7 @@ def compact_cmd(
     settings = setup(data)
     out = _str(output_dir, settings.output_dir)
     try:
-        with OutputLock(out):
+        with OutputLock(out, settings.lease_seconds):
             ledger = Ledger.load(out)
             rec = ledger.reconcile()
             folded = ledger.fold()

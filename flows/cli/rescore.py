@@ -89,7 +89,7 @@ def _params(settings: Any, model: str | None, since: str | None, until: str | No
         version = entry.version
         choose_engine(entry, engine or settings.engine)
         if not dry_run:
-            OutputLock(out).probe()
+            OutputLock(out, settings.lease_seconds).probe()
     except (RegistryError, LockHeld, EngineError) as exc:
         fail(str(exc), as_json, code=3 if isinstance(exc, LockHeld) else 2)
     return {"model_version": version, "since": since, "until": until, "batch": batch,
