@@ -92,16 +92,9 @@ def move(loc: Location, src: str, dst: str) -> None:
 def move_if_present(loc: Location, src: str, dst: str) -> bool:
     """``move`` if ``src`` exists (False if not: moved already, say by a finished commit)."""
     if loc.is_remote:
-        from botocore.exceptions import ClientError
-
+        if not copy_if_present(loc, src, dst):
+            return False
         client, bucket, key = _s3(loc, src)
-        try:
-            client.copy_object(Bucket=bucket, Key=_s3(loc, dst)[2],
-                               CopySource={"Bucket": bucket, "Key": key})
-        except ClientError as exc:
-            if _missing(exc):
-                return False
-            raise
         client.delete_object(Bucket=bucket, Key=key)
         return True
     if not loc.exists(src):
@@ -109,6 +102,22 @@ def move_if_present(loc: Location, src: str, dst: str) -> bool:
     makedirs_durable(loc, os.path.dirname(dst))
     os.replace(loc.path(src), loc.path(dst))
     _fsync_dir(loc, os.path.dirname(dst))
+    return True
+
+
+def copy_if_present(loc: Location, src: str, dst: str) -> bool:
+    """Object storage: copy ``src`` to ``dst`` in one request, if ``src`` exists (False if
+    not). The source stays: a commit deletes its whole staging folder at once after."""
+    from botocore.exceptions import ClientError
+
+    client, bucket, key = _s3(loc, src)
+    try:
+        client.copy_object(Bucket=bucket, Key=_s3(loc, dst)[2],
+                           CopySource={"Bucket": bucket, "Key": key})
+    except ClientError as exc:
+        if _missing(exc):
+            return False
+        raise
     return True
 
 
