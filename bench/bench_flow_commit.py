@@ -95,9 +95,10 @@ def after(out: str, chunks: list, files: int, group: int = 1
     for k in range(0, len(wires), group):
         ready = [pickle.loads(w) for w in wires[k:k + group]]
         commit_staged_group(led, ready, [sizes(c) for c in chunks[k:k + group]], "run", 0.5)
+    critical = (time.perf_counter() - t) / (len(chunks) * files)   # the flow's own path
     led.flush()                                            # every part in place
     flow = (time.perf_counter() - t) / (len(chunks) * files)
-    return flow, worker, len(wires[0]), len(pickle.dumps(chunks[0]))
+    return flow, worker, len(wires[0]), len(pickle.dumps(chunks[0])), critical
 
 
 def put_latency(uri: str, n: int = 50) -> float:
@@ -135,12 +136,13 @@ def measure(base: str, chunks: list, files: int, repeat: int, groups: list[int])
             runs[name].append(round(got[0] * 1e6, 1))
             if got[0] < best.get(name, (float("inf"),))[0]:
                 best[name] = got
-    flow, worker, wire_after, wire_before = best[f"after_group{groups[0]}"]
+    flow, worker, wire_after, wire_before, _ = best[f"after_group{groups[0]}"]
     out = {"before_s_per_file": best["before"][0], "worker_stage_s_per_file": worker,
            "bytes_to_flow_per_chunk_before": wire_before,
            "bytes_to_flow_per_chunk_after": wire_after, "us_per_file_every_run": runs}
     for g in groups:
         out[f"after_group{g}_s_per_file"] = best[f"after_group{g}"][0]
+        out[f"after_group{g}_commit_path_s_per_file"] = best[f"after_group{g}"][4]
         out[f"ratio_group{g}_over_before"] = best[f"after_group{g}"][0] / best["before"][0]
     return out
 

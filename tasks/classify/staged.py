@@ -14,7 +14,10 @@ as one Parquet object (``_posebatch/ledger/chunks/<commit id>.parquet``, record 
 The flow checks that assumption with one vectorised scan of the ledger (no content hash of
 the chunk known, none twice in it) and commits a record that names the entries object and
 its row count: no per-file work in the flow process, which is what lets one flow keep up
-with many workers. When the ledger knows some files (a copy under another path, a file
+with many workers. Chunks that are ready together are committed together
+(``commit_staged_group``): one record file names all their entries objects, one write (one
+PUT on ``s3://``) for all, so the flow's one request a commit is shared by every chunk
+that finished while it committed the last ones. When the ledger knows some files (a copy under another path, a file
 whose time stamp alone changed: rare, discovery already left out what the ledger holds),
 the flow judges file by file, rewrites the staged parts without their rows and commits the
 entries inline, as before. A chunk never committed (the flow died, Dask re-ran it

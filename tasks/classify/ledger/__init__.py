@@ -4,7 +4,7 @@ Layout (it travels with the data, so a copied output knows what it already holds
 
     OUTPUT/_posebatch/lock                      flock'ed by the run writing to OUTPUT
     OUTPUT/_posebatch/lease.json                the writer lease of an s3:// output (lease.py)
-    OUTPUT/_posebatch/ledger/commits/c-<seq>-<id>.json   one record per commit
+    OUTPUT/_posebatch/ledger/commits/c-<seq>-<id>.json   one record per commit (or a group)
     OUTPUT/_posebatch/ledger/chunks/<id>.parquet   a chunk's entries, named by its record
     OUTPUT/_posebatch/ledger/segments/s-<first>-<last>.parquet   folded records (entries)
     OUTPUT/_posebatch/staging/<id>/...          parts written but not yet committed
@@ -20,7 +20,9 @@ A commit, in order:
    writes the chunk's entries as ``ledger/chunks/<id>.parquet``;
 2. the commit record (the files' identities and outcomes inline, or the name and row count
    of the chunk's entries object; and where each staged part goes) is written atomically
-   (temporary file + fsync + rename): **this is the commit point**;
+   (temporary file + fsync + rename; one PUT on ``s3://``): **this is the commit point**.
+   Several chunks ready at once may be committed by one file holding their records
+   (``Ledger.commit_group``, record format 4): one commit point for all of them;
 3. the staged parts are renamed into ``predictions/date=.../part-<seq>-<id>.parquet``.
 
 On start (``reconcile``), under the lock: records whose parts are still staged are rolled

@@ -179,12 +179,11 @@ commit_staged_group(Ledger.load(out), staged, [{}] * 3, None, 0.5)
 
 
 @pytest.mark.parametrize(("point", "committed"), [("staged", 0), ("finalized:2", 6)])
-def test_a_killed_group_commit_is_all_or_nothing_after_reconcile(tmp_path, point: str,
+def test_a_killed_group_commit_is_all_or_nothing_after_reconcile(out: str, point: str,
                                                                  committed: int):
     """SIGKILL before the group's record (nothing committed) or after it, with two of its
-    three parts moved: after ``reconcile`` every file of the three chunks is there exactly
+    three parts moved (on ``s3://``: copied, staging not yet deleted): after ``reconcile`` every file of the three chunks is there exactly
     once, or none, and no staging or entries object is left."""
-    out = str(tmp_path / "out")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     proc = subprocess.run([sys.executable, "-c", _KILLED_GROUP, out, point], cwd=root,
                           env={**os.environ, "PYTHONPATH": root}, capture_output=True)
