@@ -17,8 +17,9 @@ its row count: no per-file work in the flow process, which is what lets one flow
 with many workers. Chunks that are ready together are committed together
 (``commit_staged_group``): one record file names all their entries objects, one write (one
 PUT on ``s3://``) for all, so the flow's one request a commit is shared by every chunk
-that finished while it committed the last ones. When the ledger knows some files (a copy under another path, a file
-whose time stamp alone changed: rare, discovery already left out what the ledger holds),
+that finished while it committed the last ones. When the ledger knows some files (a copy
+under another path, a file whose time stamp alone changed: rare, discovery already left out
+what the ledger holds),
 the flow judges file by file, rewrites the staged parts without their rows and commits the
 entries inline, as before. A chunk never committed (the flow died, Dask re-ran it
 elsewhere) leaves a staging folder and an entries object that no record names, which

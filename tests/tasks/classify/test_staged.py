@@ -182,8 +182,9 @@ commit_staged_group(Ledger.load(out), staged, [{}] * 3, None, 0.5)
 def test_a_killed_group_commit_is_all_or_nothing_after_reconcile(out: str, point: str,
                                                                  committed: int):
     """SIGKILL before the group's record (nothing committed) or after it, with two of its
-    three parts moved (on ``s3://``: copied, staging not yet deleted): after ``reconcile`` every file of the three chunks is there exactly
-    once, or none, and no staging or entries object is left."""
+    three parts moved (on ``s3://``: copied, staging not yet deleted): after ``reconcile``
+    every file of the three chunks is there exactly once, or none, and no staging or
+    entries object is left."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     proc = subprocess.run([sys.executable, "-c", _KILLED_GROUP, out, point], cwd=root,
                           env={**os.environ, "PYTHONPATH": root}, capture_output=True)
