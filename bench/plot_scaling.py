@@ -16,6 +16,9 @@ ceiling. The parts are moved into place by ``T`` background threads, ``R`` reque
 
     X(N) = min(N / w, 1 / f, T F / (R L))       N* = the N where N / w meets the rest
 
+A real flow also pays, once a record, the Prefect task run around the commit
+(``--task-seconds``, about 40 ms at load 10 here): a second ``L`` as far as the model goes.
+
 Inputs: ``c`` and ``L`` from bench_flow_commit's JSON (the commit path of the largest
 group, and of one chunk a record, per file; ``s3_conditional_put_s``), ``w`` from the Dask
 benchmark's threaded row (0.73 ms), ``--measured``: files/s of real Dask runs (workers:rate)
@@ -43,16 +46,20 @@ def saturation(f: float, movers: float = float("inf")) -> float:
     return W * min(1 / f, movers)
 
 
-def models(bench: dict) -> dict[str, tuple[float, float]]:
-    """Each line of the table: (f, movers ceiling in files/s)."""
+def models(bench: dict, task: float) -> dict[str, tuple[float, float]]:
+    """Each line of the table: (f, movers ceiling in files/s). ``task``: the seconds of the
+    Prefect task run around a commit in a real flow (not in bench_flow_commit), paid once a
+    record: added per chunk to one record a chunk, amortised like the PUT by a group."""
     groups = sorted(int(k.split("_group")[1].split("_")[0]) for k in bench
                     if k.startswith("s3_after_group") and k.endswith("_commit_path_s_per_file"))
     put = bench["s3_conditional_put_s"]
     movers = T * F / (R * put)
     return {
-        "the flow writes every row": (bench["local_before_s_per_file"], float("inf")),
+        "local, the flow writes every row": (bench["local_before_s_per_file"], float("inf")),
         "s3, one record a chunk": (bench[f"s3_after_group{groups[0]}_commit_path_s_per_file"],
                                    movers),
+        f"s3, one record a chunk, + task run ({task * 1e3:.0f} ms)": (
+            bench[f"s3_after_group{groups[0]}_commit_path_s_per_file"] + task / F, movers),
         "s3, group commit": (bench[f"s3_after_group{groups[-1]}_commit_path_s_per_file"],
                              movers),
         "local, group commit": (bench[f"local_after_group{groups[-1]}_s_per_file"],
@@ -113,9 +120,11 @@ def main() -> None:
     ap.add_argument("bench", type=Path, help="bench_flow_commit.py --s3's JSON")
     ap.add_argument("--measured", default="", help="workers:files/s,... of real Dask runs")
     ap.add_argument("--out", type=Path, default=Path("docs/scaling.png"))
+    ap.add_argument("--task-seconds", type=float, default=0.04,
+                    help="the commit's Prefect task run, once a record (measured: README)")
     args = ap.parse_args()
     bench = json.loads(args.bench.read_text())
-    lines = models(bench)
+    lines = models(bench, args.task_seconds)
     measured = {int(a): float(b) for a, b in
                 (x.split(":") for x in args.measured.split(",") if x)}
     print(table(lines))
