@@ -67,7 +67,8 @@ for _ in range(calls):
     model.predict_on_batch(x)
 keras_fps = calls * len(x) / (time.perf_counter() - t)
 out = {"keras": keras_fps}
-from tasks.classify.infer import aligned_zeros, load_predictor
+from tasks.classify.engine import aligned_zeros
+from tasks.classify.infer import load_predictor
 buf = aligned_zeros(x.shape); buf[:] = x
 for engine in ("keras", "onnx"):
     pred = load_predictor(sys.argv[4], sys.argv[5], len(x), engine=engine)
