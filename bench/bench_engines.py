@@ -14,12 +14,13 @@ verified ``model.onnx``: ``bench/bench_classify.py`` leaves one in ``WORK/data/r
 
 A config ``spin-N``/``nospin-N`` is posebatch's ONNX engine with ONNX Runtime's worker
 threads spinning or not between ops (``session.intra_op.allow_spinning``), ``stopspin-N``
-spinning within a call only (``session.force_spinning_stop``), and batches run in
-slices of N frames (``tasks.classify.engine.ONNX_CALL_FRAMES``); a ``-noarena`` suffix turns
-ONNX Runtime's CPU memory arena off. ``default`` is a default ``InferenceSession`` (what a
-user opens) behind the same engine, one call per batch; ``keras`` is the Keras engine. Prints
-frames/s (wall), CPU microseconds per frame, the model's seconds and the process's peak RSS,
-with the load average: on a shared machine compare configs within a round, not across rounds.
+spinning within a call only (``session.force_spinning_stop``), and batches run in slices of
+N frames (``tasks.classify.engine.ONNX_CALL_FRAMES``); a ``-noarena`` suffix turns ONNX
+Runtime's CPU memory arena off, ``-tK`` runs it on K threads (default: the cores).
+``default`` is a default ``InferenceSession`` (what a user opens) behind the same engine, one
+call per batch; ``keras`` is the Keras engine. Prints frames/s (wall), CPU microseconds per
+frame, the model's seconds and the process's peak RSS, with the load average: on a shared
+machine compare configs within a round, not across rounds.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ if engine == 'onnx':
         if parts[0] == 'default':
             return ort.InferenceSession(data, providers=['CPUExecutionProvider'])
         o = ort.SessionOptions()
-        o.intra_op_num_threads = oa.usable_cores()
+        threads = [int(p[1:]) for p in parts if p[:1] == 't' and p[1:].isdigit()]
+        o.intra_op_num_threads = threads[0] if threads else oa.usable_cores()
         o.inter_op_num_threads = 1
         o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         o.add_session_config_entry('session.intra_op.allow_spinning',
