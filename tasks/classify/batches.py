@@ -80,6 +80,7 @@ class Batch:
         keep = np.flatnonzero(self.filled[:n])
         for arr in (self.buf, self.owner_file, self.owner_frame):
             arr[:len(keep)] = arr[keep]
+        self.buf[len(keep):n] = 0  # a rejected file's values (NaN, say) never reach the engine
         return len(keep)
 
 

@@ -10,7 +10,7 @@ Why it is fast and bounded:
   version, batch size and engine) behind one engine (``tasks.classify.engine``): ONNX
   Runtime on the version's verified ``model.onnx`` (no TensorFlow in the process), or the
   Keras model in one compiled call (``tasks.classify.keras_engine``). Frames stream through
-  one reused, 64-byte aligned batch buffer that either engine reads in place.
+  a few reused, 64-byte aligned batch buffers that either engine reads in place.
   One call runs at a time per process (either engine already spreads one call over all
   cores): chunks classified side by side on threads (e.g. a Dask worker with several
   threads) take turns on the model, one reading while the other computes, instead of
@@ -18,15 +18,19 @@ Why it is fast and bounded:
 - files are read, SHA-256 hashed and validated by a small thread pool while the model
   computes the previous batch (hashing, NumPy checks and file reads release the GIL); the
   pool runs at most ``readahead_mb`` of file bytes ahead (a little more than one batch of
-  frames: enough to keep the model fed), so memory is bounded whatever the number of files,
-  and frames stream through one reused batch buffer.
-- each file is read once, into one buffer sized by the file: the bytes are hashed and
+  frames: enough to keep the model fed), and into at most the ring's buffers, so memory is
+  bounded whatever the number of files.
+- each file is read once. A local file of the usual layout (float32 frames behind NumPy's
+  128-byte header) is read by its reader thread straight into its rows of a batch buffer
+  and hashed and validated there (``tasks.classify.batches``): nothing is copied on the
+  consuming thread. Any other file is read into one buffer sized by the file, hashed and
   decoded from memory (``tasks.io.validate.read_untrusted``: the header parse cached by its
-  bytes, one min/max pass for range, finiteness and warnings; the frames are a view on
-  the buffer), then copied once, into the batch.
+  bytes, one min/max pass for range, finiteness and warnings), then copied once, into a
+  batch. Either way a file's outcome is the same (``tests/tasks/classify/test_batches.py``).
 - ``ChunkResult.seconds`` says where a chunk's time went on the consuming thread:
-  ``read_wait`` (waiting for the readers), ``copy`` (into the batch), ``compute`` (the
-  model), ``ood`` (out-of-distribution checks), ``load`` and ``total``.
+  ``read_wait`` (waiting for the readers), ``copy`` (files read the general way, into their
+  batch; holes left by rejected files), ``compute`` (the model), ``ood``
+  (out-of-distribution checks and monitoring statistics), ``load`` and ``total``.
 """
 
 from __future__ import annotations
