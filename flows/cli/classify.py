@@ -261,7 +261,7 @@ def _locations(settings: Any, input_dir: str | None, output_dir: str | None,
     try:
         entry = Registry(reg).resolve(model_version)
         choose_engine(entry, engine or settings.engine)  # --engine onnx on a version without one
-        OutputLock(out).probe()  # fail fast, before any start-up cost
+        OutputLock(out, settings.lease_seconds).probe()  # fail fast, before any start-up
     except (RegistryError, LockHeld, EngineError) as exc:
         fail(str(exc), as_json, code=3 if isinstance(exc, LockHeld) else 2)
     return inp, out, reg, entry.version

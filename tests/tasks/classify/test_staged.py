@@ -10,7 +10,7 @@ import pickle
 import pyarrow.dataset as ds
 import pytest
 
-from tasks.classify.ledger import STAGING, Ledger
+from tasks.classify.ledger import CHUNKS, STAGING, Ledger
 from tasks.classify.outputs import commit_chunk, judge_chunk
 from tasks.classify.staged import commit_staged, stage_chunk
 from tasks.classify.tally import RunTally, chunk_stats
@@ -50,8 +50,10 @@ def test_staged_chunks_commit_the_same_rows_and_stats_as_the_flow_writing_them(o
     assert staged.rows == {"predictions": 5, "rejections": 1}
     assert all(size > 0 for size in staged.bytes.values())
     led = Ledger.load(out)
-    record, judged, summary = commit_staged(led, pickle.loads(wire), {}, "run-1", 0.5)
-    assert len(record.parts) == 2 and [e["status"] for e in record.entries] == [
+    record, stats = commit_staged(led, pickle.loads(wire), {}, "run-1", 0.5)
+    # one record for the chunk, naming the entries object the worker wrote (format 3)
+    assert len(record.parts) == 2 and record.entries == [] and record.entries_rows == 3
+    assert Ledger.load(out).entries.column("status").to_pylist() == [
         "classified", "classified", "rejected"]
     assert _rows(out) == [("b/x.npy", 0), ("b/x.npy", 1), ("b/y.npy", 0), ("b/y.npy", 1),
                           ("b/y.npy", 2)]
@@ -67,7 +69,7 @@ def test_staged_chunks_commit_the_same_rows_and_stats_as_the_flow_writing_them(o
     _, tables = commit_chunk(flow_led, flow_judged, {}, "c1", "run-1")
     a, b = RunTally(), RunTally()
     a.predictions, b.predictions = PredictionStats(NAMES, 0.5), PredictionStats(NAMES, 0.5)
-    a.add(chunk_stats(judged, led, None, summary), 2)
+    a.add(stats, 2)
     b.add(chunk_stats(flow_judged, flow_led, tables["predictions"]), 2)
     assert a.counters == b.counters and a.frames == b.frames == 5
     assert a.predictions.summary() == b.predictions.summary()
@@ -81,9 +83,11 @@ def test_files_the_ledger_knows_are_cut_from_staged_parts_before_the_commit(out:
     commit_staged(led, stage_chunk(out, "c1", first, None, None, 0.5), {}, None, 0.5)
     again = chunk(["b/x-copy.npy", "b/new.npy"], [2, 1])
     again.files[0].sha256 = first.files[0].sha256      # the same content under a new path
-    record, judged, summary = commit_staged(
+    record, stats = commit_staged(
         led, stage_chunk(out, "c2", again, None, None, 0.5), {}, None, 0.5)
-    assert judged.status == ["duplicate", "classified"] and summary["frames"] == 1
+    assert stats["status"] == {"duplicate": 1, "classified": 1} and stats["frames"] == 1
+    assert [e["status"] for e in record.entries] == ["duplicate", "classified"]
+    assert _chunk_objects(out) == ["c1"]    # c2's entries are inline: its object is gone
     assert _rows(out) == [("b/new.npy", 0), ("b/x.npy", 0), ("b/x.npy", 1)]
     assert Ledger.load(out).last_seq == 2
 
@@ -91,7 +95,34 @@ def test_files_the_ledger_knows_are_cut_from_staged_parts_before_the_commit(out:
 def test_a_staged_chunk_never_committed_is_removed_by_reconcile(out: str):
     stage_chunk(out, "lost", chunk(["b/x.npy"], [1]), None, None, 0.5)
     assert [f for f in Location(out).list_files() if f.path.startswith(STAGING)]
+    assert _chunk_objects(out) == ["lost"]
     led = Ledger.load(out)
+    assert led.entries.num_rows == 0           # an object no record names is not read
     assert led.reconcile()["discarded_staging"] == 1
     assert not [f for f in Location(out).list_files() if f.path.startswith(STAGING)]
-    assert not led.records
+    assert not led.records and _chunk_objects(out) == []
+
+
+def test_a_chunk_record_folds_into_a_segment_and_its_object_goes(out: str):
+    led = Ledger.load(out)
+    led.finalize_in_background()       # as the flow on s3://; fold waits for the parts
+    sizes = {"b/x.npy": (11, 5), "b/y.npy": (12, 6)}
+    staged = stage_chunk(out, "c1", chunk(["b/x.npy", "b/y.npy"], [1, 2]), None, None, 0.5,
+                         sizes)
+    record, _ = commit_staged(led, staged, {}, None, 0.5)
+    led.flush()
+    assert _rows(out) == [("b/x.npy", 0), ("b/y.npy", 0), ("b/y.npy", 1)]
+    assert not [f for f in Location(out).list_files() if f.path.startswith(STAGING)]
+    before = Ledger.load(out).entries
+    assert before.select(["path", "size", "mtime_ns", "frames", "seq"]).to_pylist() == [
+        {"path": "b/x.npy", "size": 11, "mtime_ns": 5, "frames": 1, "seq": 1},
+        {"path": "b/y.npy", "size": 12, "mtime_ns": 6, "frames": 2, "seq": 1}]
+    assert before.column("part").to_pylist() == [record.parts[0].final] * 2
+    assert led.entries.equals(before)      # rebuilt in the flow from the wire: the same rows
+    assert led.fold() == 1 and _chunk_objects(out) == []
+    assert Ledger.load(out).entries.equals(before)
+
+
+def _chunk_objects(out: str) -> list[str]:
+    return sorted(f.path.rsplit("/", 1)[-1].removesuffix(".parquet")
+                  for f in Location(out).list_files() if f.path.startswith(CHUNKS))
