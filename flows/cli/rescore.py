@@ -130,7 +130,8 @@ def _human(s: dict[str, Any]) -> str:
     head = "would re-score" if s["dry_run"] else "re-scored"
     done = s["selected_files"] - s["missing"] if s["dry_run"] else s["rescored_files"]
     lines = [f"{head} {done} file(s) with {s['model_version']} "
-             f"({s['selected_frames'] if s['dry_run'] else s['frames']} frame(s)); "
+             f"({s['selected_frames'] if s['dry_run'] else s['frames']} frame(s)) on the "
+             f"{s.get('engine', '?')} engine; "
              f"{s['already_scored']} scored by it before, {s['in_archive']} read from the "
              f"archive"]
     if s["missing"]:
