@@ -105,11 +105,14 @@ def lease_now(bucket: str) -> dict | None:
 
 
 def commits(bucket: str) -> int:
+    """Commit records (a group file holds several: format 4)."""
     from tasks.classify.ledger import COMMITS
+    from tasks.classify.ledger.records import records_from_json
     from tasks.io.storage import Location
 
     loc = Location(f"s3://{bucket}/out")
-    return sum(1 for f in loc.list_files() if f.path.startswith(COMMITS + "/c-"))
+    return sum(len(records_from_json(loc.read_bytes(f.path), f.path))
+               for f in loc.list_files() if f.path.startswith(COMMITS + "/c-"))
 
 
 def finish(p: subprocess.Popen, m: dict, timeout: float = 600) -> dict:
