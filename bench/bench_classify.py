@@ -1,7 +1,7 @@
 """Benchmark: ``posebatch classify`` against honest baselines, all in one run, same saved model.
 
     .venv/bin/python bench/bench_classify.py [--files 10000] [--small 2000] [--ref-files 200]
-        [--repeat 1] [--work DIR]
+        [--repeat 1] [--work DIR] [--baseline OTHER_CHECKOUT]
 
 Every row but the in-process ceilings is a fresh process timed from launch to exit. Peak RSS
 is summed over the whole process tree (the command and every descendant, e.g. the Prefect
@@ -26,6 +26,8 @@ sum. CPU time (user + system, children included) comes from ``wait4``.
   per engine).
 - ``(e) per-frame predict``: the reference project's way, ``model.predict`` on one file at
   a time, on ``--ref-files`` files, extrapolated to N (start-up once + per-file time x N).
+- ``--baseline DIR``: another checkout of posebatch (e.g. ``main``), its ``(d)`` on ``--files``
+  files and its nothing-new run in the same rounds, interleaved: before/after on one load.
 - ``nothing new``: the same command again on the ``--files`` output (everything processed),
   with the command's own temporary server and against a server the benchmark started once
   (``PREFECT_API_URL``); the row says whether the run imported TensorFlow.
@@ -67,7 +69,8 @@ for _ in range(calls):
     model.predict_on_batch(x)
 keras_fps = calls * len(x) / (time.perf_counter() - t)
 out = {"keras": keras_fps}
-from tasks.classify.infer import aligned_zeros, load_predictor
+from tasks.classify.engine import aligned_zeros
+from tasks.classify.infer import load_predictor
 buf = aligned_zeros(x.shape); buf[:] = x
 for engine in ("keras", "onnx"):
     pred = load_predictor(sys.argv[4], sys.argv[5], len(x), engine=engine)
@@ -179,12 +182,12 @@ class TreeSampler(threading.Thread):
             self.done.wait(self.interval)
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> dict:
+def timed(cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> dict:
     """One fresh process: wall seconds, summed peak RSS of its tree (MB), CPU seconds
     (user + system with its children), stdout and stderr."""
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, cwd=ROOT)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, cwd=cwd)
         sampler = TreeSampler(proc.pid)
         sampler.start()
         assert proc.stdout is not None
@@ -260,6 +263,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds; each round runs every method once, interleaved")
     ap.add_argument("--work", type=Path, default=None, help="keep data here (reused)")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another posebatch checkout to run (d) and nothing-new from, "
+                         "interleaved (before/after in one run)")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-classify-"))
     paths = prepare(work, args.files, args.small)
@@ -280,13 +286,13 @@ def main() -> None:
         return m
 
     def posebatch(inp: Path, tag: str, fresh: bool = True, extra: dict | None = None,
-                  engine: str = "auto") -> dict:
+                  engine: str = "auto", root: Path = ROOT) -> dict:
         out = work / f"out-{tag}"
         if fresh:
             shutil.rmtree(out, ignore_errors=True)
         cmd = [PY, "-m", "flows.cli", "classify", "--input", str(inp), "--output", str(out),
                "--engine", engine, "--json"]
-        m = timed(cmd, {**env, **(extra or {})})
+        m = timed(cmd, {**env, **(extra or {}), "PYTHONPATH": str(root)}, cwd=root)
         m["summary"] = last_json(m["out"])
         m["chunks"] = [tuple(float(x) for x in g) for g in CHUNK_LINE.findall(m["err"])]
         return m
@@ -320,6 +326,13 @@ def main() -> None:
         assert m["summary"]["classified"] == n_small, m["summary"]
         m = add("nothing new, own server", posebatch(big, "big", fresh=False))
         assert m["summary"]["classified"] == 0 and m["summary"]["new"] == 0, m["summary"]
+        if args.baseline:
+            m = add("(d) posebatch classify, baseline", posebatch(big, "big-base",
+                                                                  root=args.baseline))
+            assert m["summary"]["classified"] == n_big, m["summary"]
+            m = add("nothing new, own server, baseline", posebatch(big, "big-base", fresh=False,
+                                                                   root=args.baseline))
+            assert m["summary"]["classified"] == 0, m["summary"]
         m = timed([PY, "-c", PER_FRAME, str(paths["model_dir"] / "model.keras"), str(big),
                    str(args.ref_files)], env)
         loop, loop_cpu = (float(x) for x in m["out"].strip().splitlines()[-1].split())
@@ -398,6 +411,10 @@ def report(rows: dict[str, list[dict]], n_big: int, n_small: int, args: argparse
     print(line("(e) per-frame predict", n_big, f"extrapolated from {args.ref_files} files"))
     for name, m in (("nothing new, own server", idle), ("nothing new, running server", idle_run)):
         print(line(name, n_big, f"TensorFlow imported: {m['summary'].get('tensorflow_imported')}"))
+    if args.baseline:
+        print(line("(d) posebatch classify, baseline", n_big,
+                   f"{args.baseline}; " + flow_note(best("(d) posebatch classify, baseline"))))
+        print(line("nothing new, own server, baseline", n_big, str(args.baseline)))
     onnx_ceiling = max(fps["onnxruntime"], fps["posebatch_onnx"])
     print(f"\n(b) model only, 256 preloaded frames a call: Keras predict_on_batch "
           f"{fps['keras']:.0f} frames/s; posebatch's Keras engine {fps['posebatch_keras']:.0f}; "
@@ -420,6 +437,9 @@ def report(rows: dict[str, list[dict]], n_big: int, n_small: int, args: argparse
         "work phase vs (c) read + hash": (work_fps / (rh["files"] / rh["seconds"]), None, ""),
         "(e) per-frame vs end to end": (e["wall"] / d["wall"], 30.0, ">="),
         "nothing new, own server (s)": (idle["wall"], 1.0, "<="),
+        **({"end to end, baseline checkout, vs (a) plain script": (
+            a["wall"] / best("(d) posebatch classify, baseline")["wall"], None, "")}
+           if args.baseline else {}),
         "nothing new, running server (s)": (idle_run["wall"], 1.0, "<="),
         f"peak RSS (tree) at {n_big:,} files (MB)": (d["rss"], 1024.0, "<="),
         f"peak RSS growth {n_small:,} -> {n_big:,} files (MB)": (d["rss"] - ds["rss"], 100.0,

@@ -23,7 +23,9 @@ machine with C cores the threaded path already keeps the cores busy (TensorFlow'
 pool plus read-ahead threads), so N workers only split the same cores N ways (each worker's
 TF pool is sized to cores/N) and add the start-up. Dask pays off when the workers bring cores
 (or machines) of their own and the input is large enough to amortise the start-up: see the
-break-even estimate printed under the table.
+break-even estimate printed under the table. Under it, the flow process's commit stage
+per file in each row (``stage_seconds.commit``): the ``f`` of the README's scaling model,
+measured in real runs (``bench/plot_scaling.py``).
 """
 
 from __future__ import annotations
@@ -116,12 +118,14 @@ def main() -> None:
     plan: list[tuple[str, int | None]] = [("threads (default)", None)]
     plan += [(f"Dask, {n} worker{'s' if n > 1 else ''}", n) for n in counts]
     runs: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in plan}
+    commits: dict[str, list[float]] = {label: [] for label, _ in plan}   # flow s a file
     for rnd in range(args.repeat):            # round robin: load drift hits every row alike
         for label, k in plan:
             wall, s = classify(data, inp, work / f"out-{k or 'threads'}", chunk, k, env)
             if s["classified"] != args.files:
                 raise RuntimeError(f"{label}: classified {s['classified']} of {args.files}")
             runs[label].append((wall, s["work_seconds"]))
+            commits[label].append(s.get("stage_seconds", {}).get("commit", 0.0) / args.files)
             print(f"  round {rnd + 1}: {label}: {wall:.1f} s end to end, "
                   f"{s['work_seconds']:.1f} s work", file=sys.stderr, flush=True)
     # the best of the repeats: what the machine can do when the other jobs leave it alone
@@ -151,6 +155,11 @@ def main() -> None:
             print(f"{label}: slower per file than threads here "
                   f"({wsec / n * 1e3:.2f} vs {base_work / n * 1e3:.2f} ms), fixed cost "
                   f"{extra_fixed:+.1f} s against threads: does not pay off on this machine")
+    print("\nthe flow process's commit stage per file (f of the README's scaling model; "
+          "best, range):")
+    for label, _ in plan:
+        got = commits[label]
+        print(f"  {label}: {min(got) * 1e6:.0f} us ({min(got) * 1e6:.0f}-{max(got) * 1e6:.0f})")
     spread = max(max(w for w, _ in r) / min(w for w, _ in r) for r in runs.values())
     print(f"\nlargest spread between repeats of one row: {spread:.2f}x (end to end)")
     print(f"\n(load average {os.getloadavg()[0]:.2f} at the end; data in {work})")

@@ -8,9 +8,10 @@ Orchestration only; the work lives in ``tasks/``. One run:
    threads by default, Dask when asked); the next chunk computes while the previous one
    commits (one chunk at a time on threads, one per worker and one queued on Dask);
 4. commits each chunk in order, in this process (``commit-chunk``: Parquet parts and ledger
-   entries through one commit record; ``tasks/classify/ledger.py``); on Dask the workers
+   entries through one commit record; ``tasks/classify/ledger/``); on Dask the workers
    write their chunks' parts into staging themselves and the flow commits only metadata
-   (``stage-chunk`` and ``commit-staged``; ``tasks/classify/staged.py``);
+   (``stage-chunk`` and ``commit-staged``; ``tasks/classify/staged.py``), every chunk that
+   is ready when the flow gets to it in one record (group commit: one PUT on ``s3://``);
 5. folds the ledger, compacts crowded partitions, publishes the run's summary as a table
    artifact (counts, reasons, throughput) and a markdown artifact (predictions by label and
    confidence, drift against the model's training mix; ``tasks/classify/run_summary.py``).
@@ -35,7 +36,7 @@ from prefect.utilities.annotations import quote
 
 from flows.runtime.events import emit_monitor_alerts
 from flows.runtime.progress import report_files, start_files
-from flows.runtime.runners import Bulk, chunks_in_flight, on_dask
+from flows.runtime.runners import Bulk, chunks_in_flight, is_done, on_dask
 from flows.settings import Settings, get_settings
 from models.registry import Registry
 from tasks.classify.archive import archive_files, remember_archive
@@ -59,7 +60,7 @@ from tasks.classify.outputs import (
     lineage,
 )
 from tasks.classify.run_summary import RunSummary, run_markdown, summary_table
-from tasks.classify.staged import StagedChunk, commit_staged, stage_chunk
+from tasks.classify.staged import StagedChunk, commit_staged_group, stage_chunk
 from tasks.classify.tally import IncompleteRun, RunTally, build_summary, chunk_stats
 from tasks.classify.verify import recover_lost
 from tasks.io import faults
@@ -136,23 +137,24 @@ def stage_chunk_task(input_dir: str, files: Bulk, registry_dir: str, model_versi
                      batch_size: int, max_frames: int, chunk: int, chunks: int, xla: bool,
                      output_dir: str, commit_id: str, flow_run_id: str | None,
                      lineage: dict[str, Any], low_confidence: float,
-                     engine: str = "auto") -> StagedChunk:
-    """On a Dask worker: classify a chunk and write its Parquet parts into the output's
-    staging folder; only counts, part names and statistics go back to the flow."""
+                     engine: str = "auto", sizes: Bulk | None = None) -> StagedChunk:
+    """On a Dask worker: classify a chunk and write its Parquet parts and ledger entries
+    into the output; only counts, part names and statistics go back to the flow."""
     result = classify_chunk.fn(input_dir, files, registry_dir, model_version, batch_size,
                                max_frames, chunk, chunks, xla, engine)
-    return stage_chunk(output_dir, commit_id, result, flow_run_id, lineage, low_confidence)
+    return stage_chunk(output_dir, commit_id, result, flow_run_id, lineage, low_confidence,
+                       sizes.value if sizes is not None else None)
 
 
 @task(name="commit-staged", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def commit_staged_task(ledger: Ledger, staged: StagedChunk,
-                       sizes: dict[str, tuple[int, int]], flow_run_id: str | None,
-                       low_confidence: float) -> dict[str, Any]:
-    """Judge a worker's staged chunk against the ledger and commit its parts exactly once."""
-    record, judged, summary = commit_staged(ledger, staged, sizes, flow_run_id,
-                                            low_confidence)
-    stats = chunk_stats(judged, ledger, None, summary)
-    return {**stats, "seq": record.seq, "parts": len(record.parts)}
+def commit_staged_task(ledger: Ledger, staged: list[StagedChunk],
+                       sizes: list[dict[str, tuple[int, int]]], flow_run_id: str | None,
+                       low_confidence: float) -> list[dict[str, Any]]:
+    """Commit the parts of workers' staged chunks that are ready together exactly once,
+    with one record for as many as are all new (group commit: one PUT on ``s3://``)."""
+    done = commit_staged_group(ledger, staged, sizes, flow_run_id, low_confidence)
+    return [{**stats, "seq": record.seq, "parts": len(record.parts)}
+            for record, stats in done]
 
 
 @task(name="move-processed", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -318,30 +320,41 @@ def _classify_and_commit(chunks: list[list[Candidate]], ledger: Ledger,
                 len(chunks), job["xla"])
         pending.append((i, stage_chunk_task.submit(
             *args, job["output_dir"], new_commit_id(), job["run_id"], job["lineage"],
-            job["low_confidence"], job["engine"]) if workers_write
+            job["low_confidence"], job["engine"],
+            Bulk({c.path: (c.size, c.mtime_ns) for c in chunks[i]})) if workers_write
             else classify_chunk.submit(*args, job["engine"])))
 
     for i in range(min(window, len(chunks))):
         submit(i)
-    while pending:
-        i, fut = pending.popleft()
-        result = fut.result()
-        if i + window < len(chunks):
-            submit(i + window)  # the next chunk computes while this one commits
-        t_commit = time.perf_counter()
-        sizes = quote({c.path: (c.size, c.mtime_ns) for c in chunks[i]})
-        stats = commit_staged_task(ledger, quote(result), sizes, job["run_id"],
-                                   job["low_confidence"]) if workers_write else \
-            commit_chunk_task(ledger, quote(result), sizes, new_commit_id(), job["run_id"],
-                              job["lineage"])
-        tally.stages.update({**result.seconds, "commit": time.perf_counter() - t_commit})
-        report_files(i, len(chunks[i]))
-        tally.add(stats, stats["parts"], result.input_stats)
-        _log_chunk(i, len(chunks), len(chunks[i]), result, stats)
-        if job["move_processed"]:
-            tally.moved += move_processed_files(job["input_dir"], job["move_processed"],
-                                                quote(stats["moved_ok"]),
-                                                quote(stats["moved_bad"]))
+    if workers_write and ledger.loc.is_remote:  # parts moved in place off the commit path
+        ledger.finalize_in_background()
+    try:
+        while pending:
+            batch = [pending.popleft()]
+            while workers_write and pending and is_done(pending[0][1]) and len(batch) < window:
+                batch.append(pending.popleft())   # ready too: committed with it (one record)
+            results = [(i, fut.result()) for i, fut in batch]
+            for i, _ in results:
+                if i + window < len(chunks):
+                    submit(i + window)  # the next chunks compute while these commit
+            t_commit = time.perf_counter()
+            sizes = [{c.path: (c.size, c.mtime_ns) for c in chunks[i]} for i, _ in results]
+            done = commit_staged_task(ledger, quote([r for _, r in results]), quote(sizes),
+                                      job["run_id"], job["low_confidence"]) if workers_write \
+                else [commit_chunk_task(ledger, quote(results[0][1]), quote(sizes[0]),
+                                        new_commit_id(), job["run_id"], job["lineage"])]
+            tally.stages.update({"commit": time.perf_counter() - t_commit})
+            for (i, result), stats in zip(results, done, strict=True):
+                tally.stages.update(result.seconds)
+                report_files(i, len(chunks[i]))
+                tally.add(stats, stats["parts"], result.input_stats)
+                _log_chunk(i, len(chunks), len(chunks[i]), result, stats)
+                if job["move_processed"]:
+                    tally.moved += move_processed_files(
+                        job["input_dir"], job["move_processed"], quote(stats["moved_ok"]),
+                        quote(stats["moved_bad"]))
+    finally:
+        ledger.flush()
     return tally
 
 

@@ -67,6 +67,8 @@ class RescoreSummary(TypedDict):
     seconds: float
     work_seconds: float
     frames_per_second: float
+    engine: str                   # keras or onnx (tasks/classify/engine.py), and why
+    engine_reason: str
 
 
 @task(name="commit-rescore", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -110,7 +112,8 @@ def rescore_flow(model_version: str | None = None, since: str | None = None,
     archive_dir = absolute(archive_dir) if archive_dir else None
     registry_dir = absolute(registry_dir or settings.registry_dir)
     entry = Registry(registry_dir).resolve(model_version)
-    engine, _ = choose_engine(entry, engine or settings.engine)
+    engine, engine_reason = choose_engine(entry, engine or settings.engine)
+    get_run_logger().info("model %s on the %s engine (%s)", entry.version, engine, engine_reason)
     from prefect.runtime import flow_run
 
     run_id = flow_run.get_id()
@@ -126,7 +129,7 @@ def rescore_flow(model_version: str | None = None, since: str | None = None,
                                                  until=until, batch=batch, path=path, only=keep)
         done, work = {"files": 0, "frames": 0, "report": dict.fromkeys(REPORTED, 0)}, 0.0
     else:
-        with OutputLock(output_dir).acquire_within(lock_wait_seconds):
+        with OutputLock(output_dir, settings.lease_seconds).acquire_within(lock_wait_seconds):
             ledger, _, _ = reconcile_output(output_dir, settings.fold_at)
             targets, already, found, missing = _plan(ledger, entry.version, input_dir,
                                                      archive_dir, legacy, since=since,
@@ -142,6 +145,7 @@ def rescore_flow(model_version: str | None = None, since: str | None = None,
     summary = _summary(entry.version, targets, found, missing, already, done, dry_run,
                        run_id=run_id, output_dir=output_dir, archive=archive_dir,
                        seconds=time.perf_counter() - t0, work=work)
+    summary.update(engine=engine, engine_reason=engine_reason)
     _publish(summary, done.get("stats"), done.get("inputs"), entry.metadata.get("monitor"))
     if summary["problem"]:
         raise RuntimeError(summary["problem"])

@@ -173,7 +173,8 @@ def train_task(ts: TrainingSet, decision: dict[str, Any], strategy: str, epochs:
         key = pretrain_key(decision["synthetic_settings"], ts.scan.class_names, recipe)
         result, info = train_with_synthetic(strategy, ts, cache_root, key, fit,
                                             say=lambda m: _emit({"stage": "train",
-                                                                 "message": m}))
+                                                                 "message": m}),
+                                            max_frames=max_frames)
         result.params = {**DEFAULT_PARAMS, **params}
         return result, info
     if tune:
@@ -199,14 +200,18 @@ def adapt_task(model: Any, frames: Any, ts: TrainingSet, seed: int, max_frames: 
                ) -> tuple[Any, dict[str, Any]]:
     """AdaBN and self-training on the unlabeled stream; keep what measures better on the
     labeled target validation frames (``tasks/adapt/domain.py``)."""
+    import numpy as np
+
     from tasks.adapt.domain import candidates, choose
     from tasks.train.dataset import load_frames
 
     say = lambda m: _emit({"stage": "adapt", "message": m})  # noqa: E731
     labeled = load_frames(ts.scan, _sample(ts.split.train + ts.synthetic["train"], 2048, seed),
                           max_frames)
-    val = load_frames(ts.scan, ts.split.val, max_frames)
-    target = load_frames(ts.scan, ts.target_val, max_frames) if ts.target_val else None
+    target = load_frames(ts.scan, ts.target_val, max_frames)
+    rest = load_frames(ts.scan, sorted(set(ts.split.val) - set(ts.target_val)), max_frames)
+    val = (np.concatenate([target[0], rest[0]]), np.concatenate([target[1], rest[1]]))
+    target = target if len(target[1]) else None
     cands = candidates(model, frames, labeled, val, ts.scan.class_names, seed=seed,
                        augment=augment, steps=round_steps, rounds=rounds, progress=say)
     kept, info = choose(cands, frames, target, ts.scan.class_names)
@@ -351,7 +356,8 @@ def retrain_flow(labeled_dir: str | None = None, registry_dir: str | None = None
                                   params, settings.min_train_steps, settings.cache_dir)
     stream, stream_info = unlabeled_frames(unlabeled, str(settings.output_dir),
                                            str(settings.incoming_dir), settings.adapt_days,
-                                           settings.adapt_max_frames, seed, fb.heldout_paths)
+                                           settings.adapt_max_frames, seed, fb.heldout_paths,
+                                           max_frames)
     model, adaptation = result.model, {**stream_info, "kept": "none"}
     if stream is not None:
         model, chosen = adapt_task(result.model, stream, ts, seed, max_frames, augment,

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     # classified in the last adapt_days (at most adapt_max_frames frames).
     input_mode: str = "raw"
     min_train_steps: int = 800
-    transfer_below: int = 100
+    transfer_below: int = 200
     transfer_strategy: str = "mixed"
     synthetic_per_class: int = 150
     adapt_days: float = 7.0

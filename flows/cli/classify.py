@@ -130,7 +130,8 @@ def _idle(params: dict[str, Any], version: str, settings: Any) -> Any:
     return idle_run(inp, out, quiet_seconds=settings.quiet_seconds if quiet is None
                     else float(quiet), exclude=excluded_folders(inp, out, move),
                     move_processed=move, fold_at=settings.fold_at,
-                    compact_above=settings.compact_above, model_version=version)
+                    compact_above=settings.compact_above, model_version=version,
+                    lease_seconds=settings.lease_seconds)
 
 
 class _NoTraceback(logging.Formatter):
@@ -261,7 +262,7 @@ def _locations(settings: Any, input_dir: str | None, output_dir: str | None,
     try:
         entry = Registry(reg).resolve(model_version)
         choose_engine(entry, engine or settings.engine)  # --engine onnx on a version without one
-        OutputLock(out).probe()  # fail fast, before any start-up cost
+        OutputLock(out, settings.lease_seconds).probe()  # fail fast, before any start-up
     except (RegistryError, LockHeld, EngineError) as exc:
         fail(str(exc), as_json, code=3 if isinstance(exc, LockHeld) else 2)
     return inp, out, reg, entry.version
@@ -304,7 +305,7 @@ def compact_cmd(
     settings = setup(data)
     out = _str(output_dir, settings.output_dir)
     try:
-        with OutputLock(out):
+        with OutputLock(out, settings.lease_seconds):
             ledger = Ledger.load(out)
             rec = ledger.reconcile()
             folded = ledger.fold()

@@ -91,9 +91,10 @@ def forget_cmd(
 
     if (target is None) == (batch is None):
         fail("give a PATH_OR_GLOB or --batch B (one of them)", as_json)
-    out = _output(output_dir, data)
+    settings = setup(data)
+    out = output_dir if output_dir is not None else str(settings.output_dir)
     try:
-        with OutputLock(out):
+        with OutputLock(out, settings.lease_seconds):
             ledger = Ledger.load(out)
             ledger.reconcile()
             chosen = select(ledger.entries, target, batch)

@@ -89,7 +89,7 @@ def _params(settings: Any, model: str | None, since: str | None, until: str | No
         version = entry.version
         choose_engine(entry, engine or settings.engine)
         if not dry_run:
-            OutputLock(out).probe()
+            OutputLock(out, settings.lease_seconds).probe()
     except (RegistryError, LockHeld, EngineError) as exc:
         fail(str(exc), as_json, code=3 if isinstance(exc, LockHeld) else 2)
     return {"model_version": version, "since": since, "until": until, "batch": batch,
@@ -130,7 +130,8 @@ def _human(s: dict[str, Any]) -> str:
     head = "would re-score" if s["dry_run"] else "re-scored"
     done = s["selected_files"] - s["missing"] if s["dry_run"] else s["rescored_files"]
     lines = [f"{head} {done} file(s) with {s['model_version']} "
-             f"({s['selected_frames'] if s['dry_run'] else s['frames']} frame(s)); "
+             f"({s['selected_frames'] if s['dry_run'] else s['frames']} frame(s)) on the "
+             f"{s.get('engine', '?')} engine; "
              f"{s['already_scored']} scored by it before, {s['in_archive']} read from the "
              f"archive"]
     if s["missing"]:

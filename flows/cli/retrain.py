@@ -133,7 +133,7 @@ def _retrain_cmd(
     batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 64,
     source: Annotated[str, typer.Option(
         help="Our generator as a source domain: auto (when the smallest class has fewer "
-             "than $POSEBATCH_TRANSFER_BELOW frames, default 100), synthetic, none.")] = "auto",
+             "than $POSEBATCH_TRANSFER_BELOW frames, default 200), synthetic, none.")] = "auto",
     strategy: Annotated[str | None, typer.Option(
         help="With a synthetic source: finetune (pretrain on synthetic, fine-tune on "
              "yours) or mixed (both at once, yours weighted up) [default: "

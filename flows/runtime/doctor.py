@@ -99,7 +99,7 @@ def ledger_section(output_dir: str, now: float) -> tuple[dict[str, Any], Any, li
         created, age = _iso_age(last.created_at, now)
         info["last_commit"] = {"at": created, "age_days": age, "flow_run_id": last.flow_run_id,
                                "model_version": last.model_version,
-                               "files": len(last.entries)}
+                               "files": last.files}
     elif ledger.segments:
         seg = ledger.segments[-1]
         fi = ledger.loc.fs.get_file_info(ledger.loc.path(f"{SEGMENTS}/{seg[2]}"))

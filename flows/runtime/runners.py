@@ -162,6 +162,15 @@ def on_dask() -> bool:
     return type(runner).__module__.startswith("prefect_dask")
 
 
+def is_done(future: Any) -> bool:
+    """Has a submitted task finished (without waiting)? A Dask future says so itself;
+    any other is asked for its state (a thread future's is local)."""
+    wrapped = getattr(future, "wrapped_future", None)
+    if wrapped is not None and hasattr(wrapped, "done"):
+        return bool(wrapped.done())
+    return bool(future.state.is_final())
+
+
 def chunks_in_flight() -> int:
     """Chunks classified at once: one on threads, workers + 1 on Dask.
 

@@ -107,10 +107,12 @@ def gather_training_set(scan: Scan, labeled_dir: str, feedback: Feedback, *, sou
 
 
 def unlabeled_frames(value: str, output_dir: str, input_dir: str, days: float,
-                     max_frames: int, seed: int, exclude: list[str] | tuple[str, ...] = ()
+                     max_frames: int, seed: int, exclude: list[str] | tuple[str, ...] = (),
+                     max_frames_per_file: int = 4096
                      ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """The unlabeled target frames ``--unlabeled`` asks for (None: no adaptation, and why).
-    ``exclude``: files held out for the gate, which adaptation must not see either."""
+    ``exclude``: files held out for the gate, which adaptation must not see either;
+    ``max_frames_per_file``: the validator's bound, as classify applies it."""
     if value == "none":
         return None, {"used": False, "why": "--unlabeled none"}
     if value == "auto":
@@ -123,12 +125,14 @@ def unlabeled_frames(value: str, output_dir: str, input_dir: str, days: float,
         if Ledger.load(output_dir).entries.num_rows == 0:
             return None, {"used": False, "why": f"nothing classified yet in {output_dir}"}
         got = recent_unlabeled(output_dir, input_dir, known_archive(output_dir), days=days,
-                               max_frames=max_frames, seed=seed, exclude=exclude)
+                               max_frames=max_frames, seed=seed, exclude=exclude,
+                               max_frames_per_file=max_frames_per_file)
         frames, info = got.frames, {"from": f"classified in the last {days:g} day(s)",
                                     "window_files": got.window_files,
                                     "files": asdict(got.files)}
     else:
-        frames, info = _folder_frames(Path(value), max_frames, seed), {"from": value}
+        frames = _folder_frames(Path(value), max_frames, seed, max_frames_per_file)
+        info = {"from": value}
     info["frames"] = int(len(frames))
     if len(frames) < MIN_UNLABELED:
         return None, {**info, "used": False,
@@ -136,7 +140,8 @@ def unlabeled_frames(value: str, output_dir: str, input_dir: str, days: float,
     return frames, {**info, "used": True}
 
 
-def _folder_frames(folder: Path, max_frames: int, seed: int) -> np.ndarray:
+def _folder_frames(folder: Path, max_frames: int, seed: int, max_frames_per_file: int
+                   ) -> np.ndarray:
     """Up to ``max_frames`` valid frames of a folder's ``.npy`` files (the validator decides;
     invalid files are skipped), a random sample of files for ``seed``."""
     from tasks.io.validate import Rejected, read_untrusted
@@ -147,7 +152,7 @@ def _folder_frames(folder: Path, max_frames: int, seed: int) -> np.ndarray:
     total = 0
     for p in paths:
         with open(p, "rb") as fh:
-            _, hm = read_untrusted(fh, 4096)
+            _, hm = read_untrusted(fh, max_frames_per_file)
         if isinstance(hm, Rejected):
             continue
         out.append(hm.frames)

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from tasks.classify.discover import backlog, scan_input, unseen
+from tasks.classify.lease import DEFAULT_TTL
 from tasks.classify.ledger import Ledger, OutputLock
 from tasks.classify.outputs import crowded_partitions
 from tasks.classify.run_summary import RunSummary
@@ -35,11 +36,12 @@ class IdleCheck:
 
 def idle_run(input_dir: str, output_dir: str, *, quiet_seconds: float,
              exclude: tuple[str, ...], move_processed: str | None, fold_at: int,
-             compact_above: int, model_version: str) -> IdleCheck:
+             compact_above: int, model_version: str,
+             lease_seconds: float = DEFAULT_TTL) -> IdleCheck:
     """The run's summary when there is nothing to classify, move, restore or compact
     (``flow_run_id`` None); otherwise what the flow's work needs."""
     t0 = time.perf_counter()
-    with OutputLock(output_dir):
+    with OutputLock(output_dir, lease_seconds):
         ledger = Ledger.load(output_dir)
         rec = ledger.reconcile()
         if verify(ledger, deep=False).lost:

@@ -10,7 +10,7 @@ Why it is fast and bounded:
   version, batch size and engine) behind one engine (``tasks.classify.engine``): ONNX
   Runtime on the version's verified ``model.onnx`` (no TensorFlow in the process), or the
   Keras model in one compiled call (``tasks.classify.keras_engine``). Frames stream through
-  one reused, 64-byte aligned batch buffer that either engine reads in place.
+  a few reused, 64-byte aligned batch buffers that either engine reads in place.
   One call runs at a time per process (either engine already spreads one call over all
   cores): chunks classified side by side on threads (e.g. a Dask worker with several
   threads) take turns on the model, one reading while the other computes, instead of
@@ -18,15 +18,19 @@ Why it is fast and bounded:
 - files are read, SHA-256 hashed and validated by a small thread pool while the model
   computes the previous batch (hashing, NumPy checks and file reads release the GIL); the
   pool runs at most ``readahead_mb`` of file bytes ahead (a little more than one batch of
-  frames: enough to keep the model fed), so memory is bounded whatever the number of files,
-  and frames stream through one reused batch buffer.
-- each file is read once, into one buffer sized by the file: the bytes are hashed and
+  frames: enough to keep the model fed), and into at most the ring's buffers, so memory is
+  bounded whatever the number of files.
+- each file is read once. A local file of the usual layout (float32 frames behind NumPy's
+  128-byte header) is read by its reader thread straight into its rows of a batch buffer
+  and hashed and validated there (``tasks.classify.batches``): nothing is copied on the
+  consuming thread. Any other file is read into one buffer sized by the file, hashed and
   decoded from memory (``tasks.io.validate.read_untrusted``: the header parse cached by its
-  bytes, one min/max pass for range, finiteness and warnings; the frames are a view on
-  the buffer), then copied once, into the batch.
+  bytes, one min/max pass for range, finiteness and warnings), then copied once, into a
+  batch. Either way a file's outcome is the same (``tests/tasks/classify/test_batches.py``).
 - ``ChunkResult.seconds`` says where a chunk's time went on the consuming thread:
-  ``read_wait`` (waiting for the readers), ``copy`` (into the batch), ``compute`` (the
-  model), ``ood`` (out-of-distribution checks), ``load`` and ``total``.
+  ``read_wait`` (waiting for the readers), ``copy`` (files read the general way, into their
+  batch; holes left by rejected files), ``compute`` (the model), ``ood``
+  (out-of-distribution checks and monitoring statistics), ``load`` and ``total``.
 """
 
 from __future__ import annotations
@@ -37,16 +41,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from models.keypoints import decode
 from models.ood import ood_codes
 from models.spec import HEATMAP_SHAPE
+from tasks.classify.batches import WAIT, Batch, BatchRing, Slot, read_into
 from tasks.classify.engine import (
     Engine,
-    aligned_zeros,
     choose_engine,
     open_engine,
     probabilities,
@@ -56,6 +60,8 @@ from tasks.io.storage import Location, absolute
 from tasks.io.validate import Rejected, read_untrusted
 from tasks.monitor.inputs import InputStats
 
+T = TypeVar("T")
+R = TypeVar("R")
 WIDTH_EVERY = 8  # peak widths for monitoring from every 8th frame (tasks/monitor/inputs.py)
 
 FRAME_VALUES = int(np.prod(HEATMAP_SHAPE))
@@ -154,17 +160,29 @@ def _build_predictor(registry_dir: str, version: str, batch_size: int,
                      ood=entry.metadata.get("ood"))
 
 
-def read_input(loc: Location, rel: str, max_frames: int) -> tuple[FileOutcome, np.ndarray | None]:
+def read_input(loc: Location, rel: str, max_frames: int, slot: Slot | None = None
+               ) -> tuple[FileOutcome, np.ndarray | None]:
     """Read one file once, bounded (``tasks.validate.read_untrusted``): hash its bytes and
-    validate them. Never raises for bad input."""
+    validate them. With a ``slot`` (``tasks.classify.batches``), a local file's frames are
+    read straight into the slot's rows when the file is what its size said: then the frames
+    returned are the rows themselves. Never raises for bad input."""
     out = FileOutcome(rel)
     try:
+        if slot is not None:
+            out.sha256, got = read_into(loc.path(rel), slot, max_frames)
+            if isinstance(got, list):
+                out.frames, out.warnings = slot.frames, got
+                return out, slot.rows
+            if isinstance(got, Rejected):
+                out.reason, out.detail = got.reason, got.detail
+                return out, None
         with (loc.open_input(rel) if loc.is_remote else open(loc.path(rel), "rb")) as fh:
             out.sha256, heat = read_untrusted(fh, max_frames)
     except FileNotFoundError:
         out.skipped = "vanished"
         return out, None
     except OSError as exc:  # unreadable before hashing: nothing to identify it by
+        out.sha256 = None
         out.skipped, out.detail = "unreadable", f"{type(exc).__name__}: {exc}"[:200]
         return out, None
     if isinstance(heat, Rejected):
@@ -175,30 +193,44 @@ def read_input(loc: Location, rel: str, max_frames: int) -> tuple[FileOutcome, n
     return out, heat.frames
 
 
-def prefetch(items: Iterable[tuple[str, int]], fn: Callable[[str], Any], threads: int,
-             budget_bytes: int) -> Iterator[Any]:
-    """``fn(path)`` for each ``(path, size)`` in order, computed ahead on ``threads`` threads
-    while at most ``budget_bytes`` (by file size) are in flight (always at least one file)."""
+def prefetch(items: Iterable[tuple[T, int]], fn: Callable[..., R], threads: int,
+             budget_bytes: int, claim: Callable[[int], Any] | None = None) -> Iterator[R]:
+    """``fn(item)`` for each ``(item, size)`` in order, computed ahead on ``threads`` threads
+    while at most ``budget_bytes`` (by size) are in flight (always at least one item).
+
+    ``claim(size)``, called in order on the consuming thread before an item is submitted,
+    gives a token passed on as ``fn(item, token)``, or ``WAIT``: nothing more is submitted
+    until the consumer has taken the next result (``tasks.classify.batches``)."""
     pending: deque[tuple[Any, int]] = deque()
     inflight = 0
     it = iter(items)
+    held: tuple[T, int] | None = None
     with ThreadPoolExecutor(max(1, threads), thread_name_prefix="posebatch-read") as pool:
         def fill() -> None:
-            nonlocal inflight
+            nonlocal inflight, held
             while not pending or inflight < budget_bytes:
-                nxt = next(it, None)
+                nxt = held if held is not None else next(it, None)
                 if nxt is None:
                     return
-                pending.append((pool.submit(fn, nxt[0]), nxt[1]))
+                token = claim(nxt[1]) if claim is not None else None
+                if token is WAIT:
+                    held = nxt
+                    return
+                held = None
+                fut = pool.submit(fn, nxt[0]) if claim is None else pool.submit(fn, nxt[0],
+                                                                                token)
+                pending.append((fut, nxt[1]))
                 inflight += nxt[1]
 
-        fill()
-        while pending:
+        while True:
+            fill()
+            if not pending:
+                if held is not None:
+                    raise RuntimeError("prefetch: claim refused with nothing in flight")
+                return
             fut, size = pending.popleft()
             inflight -= size
-            result = fut.result()
-            fill()
-            yield result
+            yield fut.result()
 
 
 BatchCallback = Callable[[dict[str, Any]], None]
@@ -219,27 +251,31 @@ def classify_files(input_dir: str, files: list[tuple[str, int]], registry_dir: s
     t_loaded = time.perf_counter()
     loc = Location(input_dir)
     bsz = pred.batch_size
-    buf = aligned_zeros((bsz, *HEATMAP_SHAPE))
-    owner_file = np.zeros(bsz, np.int32)
-    owner_frame = np.zeros(bsz, np.int32)
+    ring = BatchRing(bsz)  # frames read straight into their rows (tasks.classify.batches)
+    spill: Batch | None = None  # frames that came back in their own buffer, copied in
     probs: list[np.ndarray] = []
     file_idx: list[np.ndarray] = []
     frame_idx: list[np.ndarray] = []
     outcomes: list[FileOutcome] = []
-    fill = 0
     batches = 0
     # Where the chunk's time goes (seconds on this thread): waiting for the readers, copying
-    # frames into the batch, the model call, the out-of-distribution checks and the
-    # monitoring statistics ("ood": one decode serves both).
+    # frames into a batch (files read the general way, and holes), the model call, the
+    # out-of-distribution checks and the monitoring statistics ("ood": one decode serves both).
     stage = {"read_wait": 0.0, "copy": 0.0, "compute": 0.0, "ood": 0.0}
     stats = InputStats()
 
-    def flush() -> None:
-        nonlocal fill, batches
+    def run(batch: Batch) -> None:
+        nonlocal batches
         t0 = time.perf_counter()
-        p = pred(buf, fill)
+        fill = batch.compact()
         t1 = time.perf_counter()
-        stage["compute"] += t1 - t0
+        stage["copy"] += t1 - t0
+        if not fill:
+            return
+        buf, owner_file, owner_frame = batch.buf, batch.owner_file, batch.owner_frame
+        p = pred(buf, fill)
+        t2 = time.perf_counter()
+        stage["compute"] += t2 - t1
         # Out-of-distribution codes join the frame's warnings, and the monitoring statistics
         # count the batch: one decode, vectorised passes.
         decoded = decode(buf[:fill])
@@ -248,7 +284,7 @@ def classify_files(input_dir: str, files: list[tuple[str, int]], registry_dir: s
                                    ood_codes(buf[:fill], pred.ood, decoded), strict=True):
             if extra:
                 outcomes[f].warnings[frame].extend(extra)
-        stage["ood"] += time.perf_counter() - t1
+        stage["ood"] += time.perf_counter() - t2
         probs.append(p.copy())
         file_idx.append(owner_file[:fill].copy())
         frame_idx.append(owner_frame[:fill].copy())
@@ -256,33 +292,60 @@ def classify_files(input_dir: str, files: list[tuple[str, int]], registry_dir: s
         if on_batch is not None:
             on_batch({"batch": batches, "frames": fill, "files_done": len(outcomes),
                       "files": len(files), "seconds": time.perf_counter() - t_start})
-        fill = 0
         crash_point("batch")
 
+    def copy_in(i: int, frames: np.ndarray) -> None:
+        """Frames read into their own buffer, copied into the spill batch (run when full)."""
+        nonlocal spill
+        start = 0
+        while start < len(frames):
+            t0 = time.perf_counter()
+            spill = spill or Batch.empty(bsz)
+            take = min(bsz - spill.rows, len(frames) - start)
+            row = spill.add(i, take)
+            spill.owner_frame[row:row + take] += start
+            spill.buf[row:row + take] = frames[start:start + take]
+            spill.filled[row:row + take] = True
+            start += take
+            stage["copy"] += time.perf_counter() - t0
+            if spill.rows == bsz:
+                run(spill)
+                spill.rows = spill.planned = 0
+
+    def read(rel: str, slot: Slot | None) -> tuple[FileOutcome, np.ndarray | None, Slot | None]:
+        return (*read_input(loc, rel, max_frames, slot), slot)
+
     budget = max(1, readahead_mb) << 20
-    reader = prefetch(files, lambda rel: read_input(loc, rel, max_frames), io_threads, budget)
+    local = not loc.is_remote
+    reader = prefetch(files, read, io_threads, budget,
+                      claim=lambda size: ring.claim(size, local))
     t0 = time.perf_counter()
-    for outcome, frames in reader:
+    for outcome, frames, slot in reader:
         t1 = time.perf_counter()
         stage["read_wait"] += t1 - t0
         i = len(outcomes)
         outcomes.append(outcome)
-        start = 0
-        while frames is not None and start < len(frames):
-            take = min(bsz - fill, len(frames) - start)
-            buf[fill:fill + take] = frames[start:start + take]
-            owner_file[fill:fill + take] = i
-            owner_frame[fill:fill + take] = np.arange(start, start + take, dtype=np.int32)
-            fill += take
-            start += take
-            if fill == bsz:
-                stage["copy"] += time.perf_counter() - t1
-                flush()
-                t1 = time.perf_counter()
+        if slot is not None:
+            landed = frames is not None and np.may_share_memory(frames, slot.batch.buf)
+            ring.done(slot, landed)
+            if not landed and frames is not None:  # read again the general way
+                copy_in(i, frames)
+        elif frames is not None:
+            copy_in(i, frames)
+        for batch in ring.runnable():
+            run(batch)
+            ring.release(batch)
         t0 = time.perf_counter()
-        stage["copy"] += t0 - t1
-    if fill:
-        flush()
+    ring.seal()
+    for batch in ring.runnable():
+        run(batch)
+    if spill is not None and spill.rows:
+        run(spill)
+    if len(probs) > 1:  # rows in file order whichever batch computed them
+        order = np.lexsort((np.concatenate(frame_idx), np.concatenate(file_idx)))
+        probs = [np.concatenate(probs)[order]]
+        file_idx, frame_idx = [np.concatenate(file_idx)[order]], \
+            [np.concatenate(frame_idx)[order]]
     total = time.perf_counter() - t_start
     width = len(pred.class_names)
     return ChunkResult(

@@ -1,7 +1,7 @@
 """The Parquet outputs: prediction and rejection rows, their parts, and compaction.
 
 Rows follow ``tasks/io/schema.py`` (the one definition). A chunk's rows become one part per
-dataset, written to staging and committed through the ledger (``tasks/classify/ledger.py``), so a
+dataset, written to staging and committed through the ledger (``tasks/classify/ledger/``), so a
 reader never sees a half-written or uncommitted file. Parts land in hive partitions
 ``OUTPUT/<dataset>/date=YYYY-MM-DD/part-<time>-<commit>.parquet`` (UTC day of the commit).
 

@@ -255,12 +255,12 @@ def test_a_run_that_could_not_read_due_files_fails_and_leaves_them(
     files = sorted(p.relative_to(inp).as_posix() for p in inp.rglob("*.npy"))
     real = infer.read_input
 
-    def flaky(loc, rel, max_frames):
+    def flaky(loc, rel, max_frames, slot=None):
         if rel == files[0]:
             return infer.FileOutcome(rel, skipped="unreadable", detail="Input/output error"), None
         if rel == files[1]:
             return infer.FileOutcome(rel, skipped="vanished", detail="no such file"), None
-        return real(loc, rel, max_frames)
+        return real(loc, rel, max_frames, slot)
 
     monkeypatch.setattr(infer, "read_input", flaky)
     with pytest.raises(IncompleteRun) as err:

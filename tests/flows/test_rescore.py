@@ -46,6 +46,7 @@ def test_rescore_adds_one_row_per_frame_for_the_new_version_and_keeps_the_old_ro
     first = rescore(inp, out, reg, model_version=new)
     after = rows_by_version(out)
     assert first["ok"] and first["rescored_files"] == 12 and first["frames"] == 12
+    assert first["engine"] in ("keras", "onnx") and first["engine_reason"]  # named, and why
     assert after[old] == before[old]                 # old rows kept, untouched
     assert after[new] == before[old]                 # every frame once for the new version
     again = rescore(inp, out, reg, model_version=new)

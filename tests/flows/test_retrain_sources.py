@@ -56,6 +56,11 @@ def test_small_folder_transfers_learns_feedback_and_adapts(prefect_server, root:
     assert src["synthetic_frames"] == 17 * 3 and src["user_frames"] == 17 * 4
     assert src["transfer"]["strategy"] == "mixed"  # the default
     assert src["transfer"]["train_files"] > 17  # synthetic and the user's files together
+    versus = src["transfer"]["versus_synthetic_only"]  # the synthetic-only model, judged too
+    assert src["transfer"]["pretrain"]["cached"] is False
+    assert set(versus["val_macro_f1"]) == {"trained", "synthetic only"}
+    assert versus["kept"] == max(versus["val_macro_f1"], key=lambda k: (
+        versus["val_macro_f1"][k], k == "trained"))
     fb = src["feedback"]
     assert fb["train_frames"] > 0 and fb["heldout_frames"] > 0
     assert fb["train_frames"] + fb["heldout_frames"] == 34 == src["feedback_train_frames"] \
@@ -95,7 +100,8 @@ def test_finetune_reuses_the_pretrained_model_and_the_holdout_stays(prefect_serv
     first = reg.resolve().metadata["training_sources"]["feedback"]["holdout_keys"]
     runs = [retrain_flow(data_root=str(root), epochs=1, seed=0, unlabeled="none",
                          strategy="finetune") for _ in range(2)]
-    assert [r["sources"]["transfer"]["pretrain"]["cached"] for r in runs] == [False, True]
+    # the mixed run before pretrained it (for its synthetic-only candidate): both from cache
+    assert [r["sources"]["transfer"]["pretrain"]["cached"] for r in runs] == [True, True]
     assert all(r["sources"]["transfer"]["finetuned"] for r in runs)
     out = runs[1]
     assert out["sources"]["feedback"]["holdout_keys"] == first

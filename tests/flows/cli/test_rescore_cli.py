@@ -71,3 +71,13 @@ def test_rescore_refuses_a_bad_day_and_an_unknown_version_in_one_line(
                               env=cli_env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2
         assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_human_summary_names_the_engine():
+    from flows.cli.rescore import _human
+
+    summary = {"dry_run": False, "rescored_files": 3, "selected_files": 3, "missing": 0,
+               "model_version": "v0002", "frames": 4, "selected_frames": 4,
+               "already_scored": 0, "in_archive": 0, "skipped": {}, "engine": "onnx"}
+    assert _human(summary).startswith("re-scored 3 file(s) with v0002 (4 frame(s)) on the "
+                                      "onnx engine; ")

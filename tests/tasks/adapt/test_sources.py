@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from models.spec import class_names
@@ -82,3 +84,43 @@ def test_synthetic_cache_records_its_settings_and_is_reused(tmp_path: Path) -> N
     assert files[0].stat().st_mtime_ns == stamp
     assert synthetic_folder(tmp_path, synthetic_settings(1, seed=5)) != folder
     assert not [p for p in (tmp_path / "synthetic").iterdir() if p.name.startswith(".tmp")]
+
+
+def _linear(weights: np.ndarray, bias: np.ndarray) -> Any:
+    """A Keras model whose logits are ``flatten(frame) @ weights + bias``."""
+    import keras
+
+    model = keras.Sequential([keras.Input(shape=(17, 64, 48)), keras.layers.Flatten(),
+                              keras.layers.Dense(weights.shape[1])])
+    model.layers[-1].set_weights([weights.astype(np.float32), bias.astype(np.float32)])
+    return model
+
+
+def test_the_synthetic_only_model_is_kept_only_when_strictly_better(scans: dict) -> None:
+    """Judged on the user's validation files: a model fitted to them beats a constant one;
+    a tie keeps the model trained with the user's frames."""
+    from sklearn.linear_model import LogisticRegression
+
+    from tasks.adapt.transfer import keep_better
+    from tasks.train.dataset import load_frames
+    from tasks.train.fit import TrainResult
+
+    ts = build_training_set([("user", scans["user"]), ("synthetic", scans["synthetic"])],
+                            class_names(), seed=0)
+    x, y = load_frames(ts.scan, ts.target_val)
+    fitted = LogisticRegression(C=100.0, max_iter=2000).fit(x.reshape(len(x), -1), y)
+    weights = np.zeros((x[0].size, 17))
+    weights[:, fitted.classes_] = fitted.coef_.T
+    bias = np.full(17, -50.0)
+    bias[fitted.classes_] = fitted.intercept_
+    right = TrainResult(_linear(weights, bias), {}, 1, 1, {}, 0.0)
+    constant = TrainResult(_linear(np.zeros_like(weights), np.eye(17)[0]), {}, 1, 1, {}, 0.0)
+
+    kept, info = keep_better(constant, right, ts, 4096)
+    assert kept is right and info["kept"] == "synthetic only"
+    assert info["val_macro_f1"]["synthetic only"] > info["val_macro_f1"]["trained"]
+    kept, info = keep_better(right, constant, ts, 4096)
+    assert kept is right and info["kept"] == "trained"
+    kept, info = keep_better(constant, constant, ts, 4096)  # a tie keeps the user's
+    assert kept is constant and info["kept"] == "trained"
+    assert f"{len(y)} user validation frame" in info["judged_on"]

@@ -51,7 +51,11 @@ def test_chunk_matches_the_model_with_padding_and_multi_frame_files(tmp_path: Pa
                          on_batch=batches.append)
     assert [f.path for f in res.files] == [p for p, _ in files]
     assert res.probabilities.shape == (7 + 5 + 1 + 2, 17)
-    assert res.batches == 4 and [b["frames"] for b in batches] == [4, 4, 4, 3]  # last padded
+    # One-frame float32 files are read into their batch rows; the float16 file (whose size
+    # is a float32 frame's), the 5-frame file (more than a batch) come back in their own
+    # buffers and run in batches of their own: at most two partial batches besides holes.
+    sizes = [b["frames"] for b in batches]
+    assert sum(sizes) == 15 and max(sizes) == 4 and res.batches == len(sizes) <= 6
     by_name = {f.path: i for i, f in enumerate(res.files)}
     m = res.file_index == by_name["b/multi.npy"]
     assert res.frame_index[m].tolist() == [0, 1, 2, 3, 4]

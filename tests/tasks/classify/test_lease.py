@@ -85,3 +85,16 @@ def test_a_commit_under_a_lost_lease_is_refused_and_records_carry_the_token(
         finally:
             leases.unregister(first.lease)
     assert sorted(r.commit_id for r in Ledger.load(out).records) == ["a1", "b1"]
+
+
+def test_a_fresh_lease_fences_without_a_request_and_an_older_one_renews(
+        s3_bucket: str) -> None:
+    lease = Lease(Location(f"s3://{s3_bucket}/out"), ttl=30, owner="fresh")
+    lease.acquire()
+    try:
+        etag = lease.etag
+        assert lease.fence() == lease.token and lease.etag == etag     # renewed < 15 s ago
+        lease.renewed = (time.monotonic(), time.time() - 16)            # wall clock says old
+        assert lease.fence() == lease.token and lease.etag != etag      # a conditional PUT
+    finally:
+        lease.release()

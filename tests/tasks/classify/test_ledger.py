@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,9 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tasks.classify.ledger import (
+    CHUNKS,
     COMMITS,
     MAX_SEGMENTS,
     SEGMENTS,
@@ -23,6 +27,14 @@ from tasks.classify.ledger import (
     staging_dir,
     write_durable,
 )
+from tasks.classify.ledger.fold import write_segment
+from tasks.classify.ledger.records import (
+    CHUNK_COLUMNS,
+    ENTRY_SCHEMA,
+    LedgerDamaged,
+    NewerFormat,
+)
+from tasks.io.storage import Location
 
 
 def entry(path: str, sha: str, status: str = "classified") -> dict:
@@ -101,7 +113,7 @@ def test_fold_and_merge_keep_every_entry_and_recover_from_a_half_done_fold(tmp_p
     # are recognised as folded (no double entries) and cleaned up.
     again.commit(CommitRecord(seq=0, commit_id="late", entries=[entry("late.npy", "sl")]))
     rec_files = list((tmp_path / COMMITS).iterdir())
-    again._write_segment(n + 1, n + 1, again.entries.slice(again.entries.num_rows - 1))
+    write_segment(again.loc, n + 1, n + 1, again.entries.slice(again.entries.num_rows - 1))
     assert rec_files[0].exists()
     third = Ledger.load(str(tmp_path))
     assert third.entries.num_rows == n + 1
@@ -170,3 +182,40 @@ def test_a_lock_can_be_waited_for_within_a_bound(tmp_path):
     with OutputLock(str(tmp_path)).acquire_within(5, poll=0.05) as mine:
         assert mine._fh is not None               # taken once, not twice
     OutputLock(str(tmp_path)).probe()             # and released on exit
+
+
+def test_every_older_record_format_is_read_and_a_newer_one_refused(tmp_path: Path):
+    """Format 1 (entries inline), 2 (+ lease) and 3 (+ an entries object) side by side in
+    one ledger, as an output written by successive posebatch versions holds them (format 4,
+    a group of such records in one file: tests/tasks/classify/test_staged.py)."""
+    def raw(seq: int, cid: str, **more) -> None:
+        body = {"seq": seq, "commit_id": cid, "kind": "classify", "created_at": "",
+                "flow_run_id": None, "model_version": "v0001", "entries": [],
+                "parts": [], "removes": [], "moves": {}, **more}
+        write_durable(Location(str(tmp_path)), f"{COMMITS}/c-{seq:010d}-{cid}.json",
+                      json.dumps(body).encode())
+
+    raw(1, "one", entries=[entry("a/1.npy", "s1")])
+    raw(2, "two", entries=[entry("a/2.npy", "s2")], lease="token")
+    rows = pa.table({**{k: [v] for k, v in entry("a/3.npy", "s3").items()}, "part": ["p"]},
+                    schema=pa.schema([ENTRY_SCHEMA.field(n) for n in CHUNK_COLUMNS]))
+    (tmp_path / CHUNKS).mkdir(parents=True)
+    pq.write_table(rows, tmp_path / CHUNKS / "three.parquet")
+    raw(3, "three", lease=None, format=3, entries_file=f"{CHUNKS}/three.parquet",
+        entries_rows=1)
+    led = Ledger.load(str(tmp_path))
+    assert [r.format for r in led.records] == [1, 2, 3]
+    assert [r.files for r in led.records] == [1, 1, 1]
+    assert led.entries.select(["path", "seq", "part"]).to_pylist() == [
+        {"path": "a/1.npy", "seq": 1, "part": None}, {"path": "a/2.npy", "seq": 2, "part": None},
+        {"path": "a/3.npy", "seq": 3, "part": "p"}]
+    raw(3, "three", lease=None, format=3, entries_file=f"{CHUNKS}/three.parquet",
+        entries_rows=2)
+    with pytest.raises(LedgerDamaged, match="three.parquet has 1 rows, its commit 3 says 2"):
+        Ledger.load(str(tmp_path))
+    raw(3, "three", lease=None, format=3, entries_file=f"{CHUNKS}/three.parquet",
+        entries_rows=1)
+    raw(4, "four", lease=None, format=5, shards=["x"])
+    with pytest.raises(NewerFormat, match=r"c-0000000004-four.json has record format 5, "
+                                          r"newer than this posebatch reads \(up to 4\)"):
+        Ledger.load(str(tmp_path))

@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow.dataset as ds
 import pytest
 
-from tasks.classify import ledger as ledger_mod
 from tasks.classify.infer import ChunkResult, FileOutcome
 from tasks.classify.ledger import Ledger
+from tasks.classify.ledger import files as ledger_files
 from tasks.classify.outputs import commit_chunk, compact, judge_chunk, list_parts
 from tasks.classify.verify import forget, recover_lost, select, verify
 from tests.support.classify_support import good_frames, npy_bytes, write
@@ -135,8 +135,8 @@ def test_recover_lost_forgets_the_files_of_a_lost_part_and_names_what_cannot_com
 
 def test_a_commit_fsyncs_every_folder_it_creates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     synced: list[str] = []
-    real = ledger_mod._fsync_dir
-    monkeypatch.setattr(ledger_mod, "_fsync_dir",
+    real = ledger_files._fsync_dir
+    monkeypatch.setattr(ledger_files, "_fsync_dir",
                         lambda loc, rel: (synced.append(rel.strip("/")), real(loc, rel))[1])
     led = Ledger.load(str(tmp_path))
     record = commit(led, {"b/1.npy": b"one"}, "c1")
