@@ -37,7 +37,9 @@ def _temperature(model: Any, val: tuple[np.ndarray, np.ndarray]) -> float:
     return float(fit_temperature(predict_logits(model, val[0]), val[1]))
 
 
-def _macro_f1(model: Any, data: tuple[np.ndarray, np.ndarray], class_names: list[str]) -> float:
+def macro_f1(model: Any, data: tuple[np.ndarray, np.ndarray], class_names: list[str]) -> float:
+    """A model's macro-F1 on labeled frames: what both adaptation's and transfer's choices
+    judge candidates by."""
     from models.calibration import softmax
     from models.network import predict_logits
     from tasks.train.evaluate import classification_metrics
@@ -83,7 +85,7 @@ def choose(cands: list[tuple[str, Any, dict[str, Any]]], unlabeled: np.ndarray,
         ent = marginal_entropy(softmax(predict_logits(model, unlabeled)))
         row = {"candidate": name, "stream_class_entropy": round(ent, 4), **info}
         if target_val is not None and len(target_val[1]):
-            row["target_val_macro_f1"] = round(_macro_f1(model, target_val, class_names), 4)
+            row["target_val_macro_f1"] = round(macro_f1(model, target_val, class_names), 4)
         rows.append(row)
     floor = COLLAPSE_RATIO * rows[0]["stream_class_entropy"]
     if target_val is not None and len(target_val[1]):

@@ -106,22 +106,15 @@ def keep_better(trained: Any, synthetic_only: Any, ts: TrainingSet, max_frames: 
     """The model trained with the user's frames, unless the synthetic-only one scores
     strictly higher macro-F1 on the user's validation files (a tie keeps the user's: it has
     seen their domain). No user validation files: nothing to judge on, keep the user's."""
-    from models.calibration import softmax
-    from models.network import predict_logits
+    from tasks.adapt.domain import macro_f1
     from tasks.train.dataset import load_frames
-    from tasks.train.evaluate import classification_metrics
 
-    frames, labels = load_frames(ts.scan, ts.target_val, max_frames)
-    if not len(labels):
+    val = load_frames(ts.scan, ts.target_val, max_frames)
+    if not len(val[1]):
         return trained, {"kept": "trained", "judged_on": "no user validation files"}
-
-    def f1(model: Any) -> float:
-        probs = softmax(predict_logits(model, frames))
-        return round(float(classification_metrics(labels, probs, ts.scan.class_names)
-                           ["macro_f1"]), 4)
-
-    scores = {"trained": f1(trained.model), "synthetic only": f1(synthetic_only.model)}
+    scores = {name: round(macro_f1(r.model, val, ts.scan.class_names), 4)
+              for name, r in (("trained", trained), ("synthetic only", synthetic_only))}
     kept = "synthetic only" if scores["synthetic only"] > scores["trained"] else "trained"
     return (synthetic_only if kept == "synthetic only" else trained), {
-        "kept": kept, "judged_on": f"macro-F1 on {len(labels)} user validation frame(s)",
+        "kept": kept, "judged_on": f"macro-F1 on {len(val[1])} user validation frame(s)",
         "val_macro_f1": scores}
